@@ -1,0 +1,32 @@
+# Set-up is two commands: `make demo` and `make test`. Both create .venv and install
+# what they need; nothing has to be installed by hand.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT := .mlops/demo
+
+.PHONY: demo test bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Run the training notebook headless on the embedded store, then list its runs.
+demo: $(STAMP)
+	mkdir -p $(DEMO_OUT)
+	MLOPS_NB_NOTEBOOK=train.ipynb $(BIN)/papermill --cwd notebooks --log-level WARNING \
+		notebooks/train.ipynb $(DEMO_OUT)/train.ipynb
+	$(BIN)/mlops-nb runs --experiment train -n 10
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .mlops .pytest_cache

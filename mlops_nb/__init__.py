@@ -1,0 +1,131 @@
+"""mlops-nb: notebook-first MLOps on MLflow and papermill.
+
+In a notebook::
+
+    %load_ext mlops_nb
+    %mlops track
+
+The same calls from Python::
+
+    import mlops_nb as mnb
+    mnb.track()
+    for step in range(100):
+        mnb.log_metric("loss", loss, step=step)
+    mnb.end()
+
+Importing this package is cheap: MLflow (about 1.5 s to import) is loaded on first use.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .tables import Table
+    from .tracking import Tracker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "get_tracker",
+    "track",
+    "end",
+    "log",
+    "log_metric",
+    "log_params",
+    "flush",
+    "status",
+    "runs",
+]
+
+_tracker: Tracker | None = None
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext mlops_nb``: register the ``%mlops`` magics (MLflow is not imported)."""
+    from .magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext mlops_nb``: end open runs and remove the magics' hooks."""
+    from .magics import unload
+
+    unload(ipython)
+
+
+def get_tracker() -> Tracker:
+    """The tracker of this process (one per kernel or script), created on first use."""
+    global _tracker
+    if _tracker is None:
+        from .tracking import Tracker
+
+        _tracker = Tracker()
+    return _tracker
+
+
+def _set_tracker(tracker: Tracker | None) -> None:
+    """Replace the process's tracker (the magics do this when they load)."""
+    global _tracker
+    _tracker = tracker
+
+
+def track(experiment: str | None = None, run_name: str | None = None, autolog: bool = True) -> str:
+    """Start the run for this notebook (or script) session and return its id.
+
+    The values of the notebook's ``parameters`` cell are logged as params; a previous
+    session run is ended first.
+    """
+    caller = sys._getframe(1).f_globals
+    handle = get_tracker().start_notebook_run(experiment, run_name, autolog, namespace=caller)
+    return handle.run_id
+
+
+def end(status: str = "FINISHED") -> str | None:
+    """End the active run (flushing its metrics) and return its id."""
+    if status not in ("FINISHED", "FAILED", "KILLED"):
+        from .exceptions import UsageError
+
+        raise UsageError(f"status must be FINISHED, FAILED or KILLED, not {status!r}")
+    handle = get_tracker().end_run(None, status)
+    return handle.run_id if handle else None
+
+
+def log_metric(name: str, value: float, step: int | None = None) -> None:
+    """Log a metric to the active run without waiting on the store (batched)."""
+    get_tracker().log_metric(name, value, step)
+
+
+def log_params(params: dict[str, Any] | None = None, **more: Any) -> None:
+    """Log params on the active run; a changed value warns instead of raising."""
+    get_tracker().log_params({**(params or {}), **more})
+
+
+def log(**values: Any) -> None:
+    """Log values by name: numbers as metrics, strings, booleans and None as params."""
+    get_tracker().log_values(values)
+
+
+def flush() -> int:
+    """Write buffered metrics now; return how many could not be written."""
+    return get_tracker().flush()
+
+
+def status() -> Table:
+    """Where runs go, why, and what is captured."""
+    from .tables import status_table
+
+    return status_table(get_tracker().status())
+
+
+def runs(experiment: str | None = None, n: int = 20) -> Table:
+    """The newest ``n`` runs of an experiment (default: every experiment of the store)."""
+    from .tables import runs_table
+    from .tracking import list_runs
+
+    tracker = get_tracker()
+    rows, more = list_runs(tracker.client, [experiment] if experiment else None, n)
+    return runs_table(rows, more, tracker.config.tracking_uri)

@@ -1,0 +1,236 @@
+"""Where runs go: find the project and its MLflow store.
+
+Resolution order, first match wins:
+
+1. the ``MLFLOW_TRACKING_URI`` environment variable;
+2. a ``[tool.mlops-nb]`` table in the nearest ``pyproject.toml`` (``tracking_uri``);
+3. ``<project root>/.mlops/mlflow.db`` (SQLite) with artifacts in
+   ``<project root>/.mlops/artifacts``.
+
+The project root is the nearest ancestor of the notebook's folder holding ``.git``,
+``pyproject.toml`` or ``.mlops``, so notebooks in sub-folders of one project share one
+store (MLflow's own default, ``sqlite:///mlflow.db``, is relative to the current folder
+and silently splits them).
+
+This module imports nothing from Jupyter or MLflow: it is cheap enough to run when the
+extension loads.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "PROJECT_MARKERS",
+    "STORE_DIRNAME",
+    "ProjectConfig",
+    "find_project_root",
+    "resolve_config",
+]
+
+#: Files or folders whose presence marks a project root.
+PROJECT_MARKERS = (".git", "pyproject.toml", ".mlops")
+#: The folder, under the project root, holding the embedded store.
+STORE_DIRNAME = ".mlops"
+#: Keys accepted in ``[tool.mlops-nb]``.
+CONFIG_KEYS = {
+    "tracking_uri": "the MLflow tracking URI (relative sqlite paths are relative to pyproject.toml)",
+    "artifact_location": "folder or URI for artifacts of new experiments",
+    "experiment": "the default experiment name (otherwise the notebook's name)",
+    "capture": "true/false: snapshot notebook code, cell sources and git diffs with runs",
+}
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """The resolved settings of one project.
+
+    Attributes
+    ----------
+    project_root:
+        The folder notebook paths are recorded relative to.
+    tracking_uri:
+        An absolute MLflow tracking URI.
+    artifact_root:
+        Where new experiments keep artifacts; ``None`` lets the tracking server decide.
+    source:
+        Why this store was chosen, as a sentence for ``%mlops status``.
+    experiment:
+        The configured default experiment name, if any.
+    capture:
+        Whether code (notebook snapshot, cell sources, git diff) is captured with runs.
+    """
+
+    project_root: Path
+    tracking_uri: str
+    artifact_root: str | None
+    source: str
+    experiment: str | None = None
+    capture: bool = True
+
+    @property
+    def is_embedded(self) -> bool:
+        """True for the default per-project SQLite store."""
+        return self.tracking_uri == _embedded_uri(self.project_root)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file of a SQLite store, else ``None``."""
+        return sqlite_path(self.tracking_uri)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """Return the file of a ``sqlite:///`` URI, or ``None`` for other stores."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    rest = uri[len(prefix) :].split("?", 1)[0]
+    return Path(rest) if rest.startswith("/") else Path(os.path.abspath(rest))
+
+
+def _embedded_uri(root: Path) -> str:
+    return f"sqlite:///{root / STORE_DIRNAME / 'mlflow.db'}"
+
+
+def find_project_root(start: Path) -> tuple[Path, str]:
+    """Return the project root for ``start`` and the marker that decided it.
+
+    The nearest folder at or above ``start`` holding one of :data:`PROJECT_MARKERS`
+    wins; with none, ``start`` itself is the root and the marker is ``""``.
+    """
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        for marker in PROJECT_MARKERS:
+            if (folder / marker).exists():
+                return folder, marker
+    return start, ""
+
+
+def _nearest_pyproject(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_table(pyproject: Path) -> dict[str, Any] | None:
+    try:
+        with pyproject.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{pyproject} is not valid TOML ({exc}); fix the file.") from None
+    table = data.get("tool", {}).get("mlops-nb")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"[tool.mlops-nb] in {pyproject} must be a table; see the README.")
+    unknown = sorted(set(table) - set(CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in [tool.mlops-nb] of {pyproject}; "
+            f"accepted keys: {', '.join(sorted(CONFIG_KEYS))}."
+        )
+    for key in ("tracking_uri", "artifact_location", "experiment"):
+        if key in table and not (isinstance(table[key], str) and table[key].strip()):
+            raise ConfigError(f"{key} in [tool.mlops-nb] of {pyproject} must be a non-empty string.")
+    if "capture" in table and not isinstance(table["capture"], bool):
+        raise ConfigError(f"capture in [tool.mlops-nb] of {pyproject} must be true or false.")
+    return table
+
+
+def _absolute_uri(uri: str, base: Path) -> str:
+    """Make a relative ``sqlite:///`` path absolute against ``base``."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return prefix + str((base / uri[len(prefix) :]).resolve())
+    if "://" not in uri:
+        raise ConfigError(
+            f"tracking URI {uri!r} has no scheme; use sqlite:///PATH.db, http://HOST:PORT "
+            "or postgresql://..."
+        )
+    return uri
+
+
+def _artifact_root_for(uri: str, configured: str | None, base: Path) -> str | None:
+    if configured:
+        if "://" in configured:
+            return configured
+        return str((base / configured).resolve())
+    db = sqlite_path(uri)
+    if db is not None:
+        return str(db.parent / "artifacts")
+    return None
+
+
+def resolve_config(
+    start: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ProjectConfig:
+    """Resolve the project and store for a notebook folder (default: the current folder).
+
+    Raises
+    ------
+    ConfigError
+        When ``[tool.mlops-nb]`` or ``MLFLOW_TRACKING_URI`` is invalid; the message
+        names the file or variable and says how to fix it.
+    """
+    env = os.environ if environ is None else environ
+    start_dir = Path(start if start is not None else os.getcwd()).resolve()
+    if start_dir.is_file():
+        start_dir = start_dir.parent
+    root, marker = find_project_root(start_dir)
+    pyproject = _nearest_pyproject(start_dir)
+    table = _read_table(pyproject) if pyproject is not None else None
+    table = table or {}
+    experiment = table.get("experiment")
+    capture = table.get("capture", True)
+
+    env_uri = env.get("MLFLOW_TRACKING_URI", "").strip()
+    if env_uri:
+        uri = _absolute_uri(env_uri, Path(os.getcwd()))
+        return ProjectConfig(
+            project_root=root,
+            tracking_uri=uri,
+            artifact_root=_artifact_root_for(uri, table.get("artifact_location"), root),
+            source="the MLFLOW_TRACKING_URI environment variable",
+            experiment=experiment,
+            capture=capture,
+        )
+    if "tracking_uri" in table:
+        assert pyproject is not None
+        uri = _absolute_uri(table["tracking_uri"], pyproject.parent)
+        return ProjectConfig(
+            project_root=root,
+            tracking_uri=uri,
+            artifact_root=_artifact_root_for(uri, table.get("artifact_location"), pyproject.parent),
+            source=f"tracking_uri in [tool.mlops-nb] of {pyproject}",
+            experiment=experiment,
+            capture=capture,
+        )
+    uri = _embedded_uri(root)
+    why = (
+        f"the embedded store of the project rooted at {root} (it holds {marker})"
+        if marker
+        else f"the embedded store in {root} (no .git, pyproject.toml or .mlops above the notebook)"
+    )
+    return ProjectConfig(
+        project_root=root,
+        tracking_uri=uri,
+        artifact_root=_artifact_root_for(uri, table.get("artifact_location"), root),
+        source=why,
+        experiment=experiment,
+        capture=capture,
+    )

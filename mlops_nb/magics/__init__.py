@@ -1,0 +1,256 @@
+"""The ``%mlops`` line and cell magics: parse a line, call the core, show the result.
+
+Every sub-command calls the same :class:`mlops_nb.tracking.Tracker` as the Python API
+and the CLI. Errors a user can cause surface as IPython's one-line ``UsageError`` (no
+traceback); errors inside tracking are one warning line and never break the cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from typing import Any
+
+from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+import mlops_nb
+
+from ..exceptions import MlopsError
+from ..provenance import locate_notebook
+from ..tracking import FAILED, FINISHED, KILLED, Tracker
+
+__all__ = ["MlopsMagics", "load", "unload", "HELP"]
+
+HELP = """\
+%mlops: experiment tracking from notebook cells (MLflow underneath)
+
+  %mlops track [--experiment NAME] [--run-name NAME] [--no-autolog]
+        start the run for this notebook session (ends the previous one); logs the
+        values of the cell tagged 'parameters' as params; scikit-learn autologging on
+  %%mlops track [--name NAME] [--experiment NAME] [--no-autolog]
+        (first line of a cell) a new run for this cell each time it runs, nested
+        under the notebook run; an error ends it FAILED, Ctrl-C ends it KILLED
+  %mlops log NAME [NAME ...]
+        log kernel variables: numbers as metrics, strings/booleans/None as params
+  %mlops end                      end the notebook run (buffered metrics are written)
+  %mlops status                   the store, why it was chosen, what is captured
+  %mlops runs [--experiment NAME] [-n N]
+                                  the newest runs (default: all experiments, 20)
+  %mlops capture on|off           capture notebook code with runs, or not
+  %mlops help                     this text
+
+From Python: import mlops_nb as mnb; mnb.track(); mnb.log_metric("loss", v, step=i)
+Leave a cell out of every snapshot: tag it mlops:no-capture (or start it with
+'# mlops:no-capture').
+"""
+
+
+class _ParseError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _ParseError(f"{message}\n{self.format_usage().strip()}\nSee %mlops help.")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        raise _ParseError(message or self.format_usage())
+
+
+def _build_parser(cell: bool) -> _Parser:
+    parser = _Parser(prog="%%mlops" if cell else "%mlops", add_help=False)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    sub.required = True
+    track = sub.add_parser("track", add_help=False)
+    track.add_argument("--experiment")
+    track.add_argument("--no-autolog", action="store_true")
+    if cell:
+        track.add_argument("--name")
+    else:
+        track.add_argument("--run-name")
+        log = sub.add_parser("log", add_help=False)
+        log.add_argument("names", nargs="+", metavar="NAME")
+        sub.add_parser("end", add_help=False)
+        sub.add_parser("status", add_help=False)
+        runs = sub.add_parser("runs", add_help=False)
+        runs.add_argument("--experiment")
+        runs.add_argument("-n", type=int, default=20)
+        capture = sub.add_parser("capture", add_help=False)
+        capture.add_argument("state", choices=["on", "off"])
+        sub.add_parser("help", add_help=False)
+    return parser
+
+
+@magics_class
+class MlopsMagics(Magics):
+    """``%mlops`` / ``%%mlops``; holds the kernel's tracker and its cell hooks."""
+
+    def __init__(self, shell: Any, tracker: Tracker) -> None:
+        super().__init__(shell)
+        self.tracker = tracker
+        self._line_parser = _build_parser(cell=False)
+        self._cell_parser = _build_parser(cell=True)
+        self._cell_info: Any = None
+
+    # -- hooks -----------------------------------------------------------
+
+    def pre_run_cell(self, info: Any) -> None:
+        self._cell_info = info
+
+    def post_run_cell(self, result: Any) -> None:
+        try:
+            info = result.info
+            failed = result.error_before_exec is not None or result.error_in_exec is not None
+            self.tracker.record_cell(
+                result.execution_count,
+                getattr(info, "raw_cell", "") or "",
+                getattr(info, "cell_id", None),
+                failed=failed,
+            )
+        except Exception as exc:  # a hook must never break the user's next cell
+            self.tracker.report(f"warning: could not record the cell: {exc}")
+
+    # -- the magic ---------------------------------------------------------
+
+    @line_cell_magic
+    def mlops(self, line: str, cell: str | None = None) -> Any:
+        """Experiment tracking; ``%mlops help`` lists the sub-commands."""
+        parser = self._cell_parser if cell is not None else self._line_parser
+        try:
+            args = parser.parse_args(line.split())
+        except _ParseError as exc:
+            if cell is not None and line.split()[:1] != ["track"]:
+                raise IPythonUsageError(
+                    f"%%mlops on a cell takes 'track' only, e.g. %%mlops track --name fit\nSee %mlops help."
+                ) from None
+            raise IPythonUsageError(str(exc)) from None
+        if cell is not None:
+            return self._track_cell(args, cell)
+        try:
+            return getattr(self, f"_cmd_{args.command}")(args)
+        except MlopsError as exc:
+            raise IPythonUsageError(str(exc)) from None
+
+    def _cmd_help(self, args: argparse.Namespace) -> None:
+        print(HELP)
+
+    def _cmd_track(self, args: argparse.Namespace) -> None:
+        handle = self.tracker.start_notebook_run(
+            args.experiment, args.run_name, autolog=not args.no_autolog, namespace=self.shell.user_ns
+        )
+        logged = f", params {', '.join(sorted(handle.params))}" if handle.params else ""
+        print(
+            f"mlops-nb: tracking run {handle.run_id} ({handle.name}) in experiment "
+            f"{handle.experiment_name!r}{logged}"
+        )
+
+    def _cmd_end(self, args: argparse.Namespace) -> None:
+        handle = self.tracker.session
+        if handle is None:
+            print("mlops-nb: no notebook run is active")
+            return
+        self.tracker.end_run(handle, FINISHED)
+        print(f"mlops-nb: ended run {handle.run_id}")
+
+    def _cmd_log(self, args: argparse.Namespace) -> None:
+        ns = self.shell.user_ns
+        missing = [n for n in args.names if n not in ns]
+        if missing:
+            raise MlopsError(f"no variable named {missing[0]!r} in the kernel; define it or check the spelling")
+        metrics, params = self.tracker.log_values({n: ns[n] for n in args.names})
+        run = self.tracker.active
+        parts = []
+        if metrics:
+            parts.append(f"metrics {', '.join(metrics)}")
+        if params:
+            parts.append(f"params {', '.join(params)}")
+        print(f"mlops-nb: logged {' and '.join(parts)} to run {run.run_id if run else '?'}")
+
+    def _cmd_status(self, args: argparse.Namespace) -> Any:
+        return mlops_nb.status()
+
+    def _cmd_runs(self, args: argparse.Namespace) -> Any:
+        return mlops_nb.runs(args.experiment, args.n)
+
+    def _cmd_capture(self, args: argparse.Namespace) -> None:
+        self.tracker.capture_override = args.state == "on"
+        print(f"mlops-nb: code capture is {args.state}: {self.tracker.status()['captured']}")
+
+    # -- tracked cells -----------------------------------------------------
+
+    def _track_cell(self, args: argparse.Namespace, cell: str) -> Any:
+        __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in tracebacks
+        tracker = self.tracker
+        count = self.shell.execution_count
+        raw = getattr(self._cell_info, "raw_cell", None) or f"%%mlops track\n{cell}"
+        try:
+            handle = tracker.start_cell_run(
+                args.name, raw, count, autolog=False if args.no_autolog else None, experiment=args.experiment
+            )
+        except MlopsError as exc:
+            tracker.report(f"warning: {exc}; the cell runs untracked")
+            handle = None
+        try:
+            value = self._execute(cell)
+        except KeyboardInterrupt as exc:
+            if handle is not None:
+                tracker.end_run(handle, KILLED, exc)
+            raise
+        except BaseException as exc:
+            if handle is not None:
+                tracker.end_run(handle, FAILED, exc)
+            raise
+        if handle is not None:
+            tracker.end_run(handle, FINISHED)
+        return value
+
+    def _execute(self, cell: str) -> Any:
+        """Run the cell body in the user namespace; return the last expression's value."""
+        __tracebackhide__ = True  # noqa: F841
+        shell = self.shell
+        code = shell.transform_cell(cell)
+        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
+        tree = ast.parse(code, filename=filename)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        glob, loc = shell.user_global_ns, shell.user_ns
+        exec(compile(tree, filename, "exec"), glob, loc)  # noqa: S102 - this is the user's own cell
+        if last is not None:
+            return eval(compile(ast.Expression(last.value), filename, "eval"), glob, loc)  # noqa: S307
+        return None
+
+
+_loaded: dict[int, MlopsMagics] = {}
+
+
+def load(shell: Any) -> MlopsMagics:
+    """Register the magics and hooks on ``shell`` (idempotent)."""
+    if id(shell) in _loaded:
+        return _loaded[id(shell)]
+    tracker = mlops_nb._tracker
+    if tracker is None:
+        tracker = Tracker(notebook=locate_notebook(namespace=shell.user_ns))
+        mlops_nb._set_tracker(tracker)
+    magics = MlopsMagics(shell, tracker)
+    shell.register_magics(magics)
+    shell.events.register("pre_run_cell", magics.pre_run_cell)
+    shell.events.register("post_run_cell", magics.post_run_cell)
+    _loaded[id(shell)] = magics
+    return magics
+
+
+def unload(shell: Any) -> None:
+    """End open runs, remove the hooks and forget the tracker."""
+    magics = _loaded.pop(id(shell), None)
+    if magics is None:
+        return
+    for name, hook in (("pre_run_cell", magics.pre_run_cell), ("post_run_cell", magics.post_run_cell)):
+        try:
+            shell.events.unregister(name, hook)
+        except ValueError:
+            pass
+    magics.tracker.close()
+    if mlops_nb._tracker is magics.tracker:
+        mlops_nb._set_tracker(None)

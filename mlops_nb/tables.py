@@ -1,0 +1,123 @@
+"""Plain tables that read well in a terminal and render as HTML in a notebook.
+
+Jupyter picks up ``_repr_html_``; a terminal, a log or plain IPython gets ``str()``.
+No Jupyter import is needed for either.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from datetime import datetime
+
+from .tracking import RunRow
+
+__all__ = ["Table", "runs_table", "status_table"]
+
+
+class Table:
+    """A titled table of strings with a text and an HTML rendering."""
+
+    def __init__(self, columns: Sequence[str], rows: Sequence[Sequence[str]], title: str = "", footer: str = "") -> None:
+        self.columns = list(columns)
+        self.rows = [list(r) for r in rows]
+        self.title = title
+        self.footer = footer
+
+    def __str__(self) -> str:
+        widths = [len(c) for c in self.columns]
+        for row in self.rows:
+            widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+        lines = []
+        if self.title:
+            lines.append(self.title)
+        lines.append("  ".join(c.ljust(w) for c, w in zip(self.columns, widths)).rstrip())
+        lines.append("  ".join("-" * w for w in widths))
+        lines.extend("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in self.rows)
+        if self.footer:
+            lines.append(self.footer)
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        head = "".join(f"<th style='text-align:left'>{esc(c)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td style='text-align:left'>{esc(cell)}</td>" for cell in row) + "</tr>"
+            for row in self.rows
+        )
+        title = f"<p><b>{esc(self.title)}</b></p>" if self.title else ""
+        footer = f"<p>{esc(self.footer)}</p>" if self.footer else ""
+        return f"{title}<table class='mlops-nb-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{footer}"
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def _fmt_metrics(metrics: dict[str, float], limit: int = 4) -> str:
+    items = sorted(metrics.items())[:limit]
+    text = " ".join(f"{k}={v:.4g}" for k, v in items)
+    return text + (" ..." if len(metrics) > limit else "")
+
+
+def runs_table(rows: Sequence[RunRow], more: bool, store: str) -> Table:
+    """The runs listing shared by ``%mlops runs`` and ``mlops-nb runs``."""
+    if not rows:
+        return Table(["run"], [], title=f"No runs yet in {store}.", footer="Start one with %mlops track in a notebook.")
+    body = [
+        [
+            r.run_id[:12],
+            r.name,
+            r.experiment,
+            r.status,
+            _fmt_time(r.start_time),
+            _fmt_duration(r.duration_s),
+            r.notebook,
+            _fmt_metrics(r.metrics),
+        ]
+        for r in rows
+    ]
+    footer = f"{len(rows)} run(s) shown" + ("; more exist: raise -n to see them" if more else "")
+    return Table(
+        ["run", "name", "experiment", "status", "started", "took", "notebook", "metrics"],
+        body,
+        title=f"Runs in {store}",
+        footer=footer,
+    )
+
+
+def status_table(status: dict[str, object]) -> Table:
+    """``%mlops status`` as a two-column table."""
+    labels = [
+        ("store", "store"),
+        ("why this store", "store_reason"),
+        ("project root", "project_root"),
+        ("notebook", "notebook"),
+        ("notebook found by", "notebook_how"),
+        ("experiment", "experiment"),
+        ("notebook run", "notebook_run"),
+        ("cell runs", "cell_runs"),
+        ("autolog", "autolog"),
+        ("captured with each run", "captured"),
+        ("metrics waiting to be written", "pending_metrics"),
+        ("browse runs", "ui"),
+    ]
+    rows = []
+    for label, key in labels:
+        value = status.get(key)
+        if isinstance(value, list):
+            value = ", ".join(value) or "none"
+        elif value is None:
+            value = "none"
+        elif isinstance(value, bool):
+            value = "on" if value else "off"
+        rows.append([label, str(value)])
+    return Table(["", ""], rows, title="mlops-nb status")

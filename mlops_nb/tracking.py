@@ -1,0 +1,850 @@
+"""Experiment tracking: runs for notebooks and cells, on an explicit MLflow client.
+
+The :class:`Tracker` is the one piece of logic behind ``%mlops``, ``import mlops_nb``
+and the CLI. It knows nothing of Jupyter: adapters tell it the notebook, the cell source
+and the kernel's variables.
+
+Guarantees
+----------
+- A run always ends: FINISHED, FAILED (with the error recorded) or KILLED. Runs left
+  RUNNING by a process that died are found and marked KILLED the next time tracking
+  starts in the project.
+- A tracking failure (store unreachable, disk full) is reported as one warning line and
+  never raised into the user's code, except from calls whose whole point is the store
+  (listing runs, starting a run explicitly).
+- ``log_metric`` never waits on the store: values are batched and written by a
+  background thread; :meth:`Tracker.flush` and the end of a run write the rest.
+"""
+
+from __future__ import annotations
+
+import atexit
+import numbers
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .config import ProjectConfig, resolve_config
+from .exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from .provenance import (
+    NotebookLocation,
+    environment_lock,
+    git_state,
+    is_no_capture,
+    locate_notebook,
+    parameter_values,
+    process_alive,
+    process_identity,
+    read_snapshot,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow import MlflowClient
+
+__all__ = [
+    "RunHandle",
+    "MetricBuffer",
+    "Tracker",
+    "list_runs",
+    "RunRow",
+]
+
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+TAG = "mlops_nb."
+_MAX_PARAM_LEN = 6000
+_MAX_BATCH = 1000
+
+
+def _default_report(message: str) -> None:
+    print(f"mlops-nb: {message}", file=sys.stderr, flush=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def is_metric_value(value: Any) -> bool:
+    """Numbers become metrics; booleans are flags and become params."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@dataclass(eq=False)
+class RunHandle:
+    """A run this process started and has not ended yet."""
+
+    run_id: str
+    experiment_id: str
+    experiment_name: str
+    kind: str  # "notebook" or "cell"
+    name: str
+    parent: RunHandle | None = None
+    autolog: bool = False
+    params: dict[str, str] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+    cells: list[tuple[int | None, str]] = field(default_factory=list)
+    static_capture: Future | None = None
+    static_written: bool = False
+    fluent: bool = False
+
+
+# ---------------------------------------------------------------- metric buffer
+
+
+class MetricBuffer:
+    """Batches metrics in memory and writes them with ``log_batch`` from a thread.
+
+    ``add`` costs microseconds and never touches the store. A failed write keeps the
+    metrics and is retried; the failure is reported once per streak.
+    """
+
+    def __init__(
+        self,
+        client_getter: Callable[[], "MlflowClient"],
+        report: Callable[[str], None],
+        interval: float = 0.5,
+    ) -> None:
+        self._client_getter = client_getter
+        self._report = report
+        self._interval = interval
+        self._pending: list[tuple[str, str, float, int, int]] = []
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._failing = False
+        self._thread: threading.Thread | None = None
+        self.written = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, run_id: str, key: str, value: float, timestamp: int, step: int) -> None:
+        """Queue one metric value."""
+        with self._lock:
+            self._pending.append((run_id, key, value, timestamp, step))
+            size = len(self._pending)
+        if self._thread is None:
+            self._start()
+        if size >= _MAX_BATCH:
+            self._wake.set()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="mlops-nb-metrics", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self._write(final=False)
+
+    def _write(self, final: bool, run_id: str | None = None) -> int:
+        """Write what is pending (for one run, or all); return how many are still unsent."""
+        with self._write_lock:
+            with self._lock:
+                if run_id is None:
+                    batch, self._pending = self._pending, []
+                else:
+                    batch = [m for m in self._pending if m[0] == run_id]
+                    self._pending = [m for m in self._pending if m[0] != run_id]
+            if not batch:
+                return 0
+            from mlflow.entities import Metric
+
+            by_run: dict[str, list[Any]] = {}
+            for rid, key, value, ts, step in batch:
+                by_run.setdefault(rid, []).append(Metric(key, value, ts, step))
+            unsent: list[tuple[str, str, float, int, int]] = []
+            error: BaseException | None = None
+            for rid, metrics in by_run.items():
+                for i in range(0, len(metrics), _MAX_BATCH):
+                    chunk = metrics[i : i + _MAX_BATCH]
+                    if error is None:
+                        try:
+                            self._client_getter().log_batch(rid, metrics=chunk)
+                            self.written += len(chunk)
+                            continue
+                        except Exception as exc:  # the store failed: keep the values
+                            error = exc
+                    unsent.extend((rid, m.key, m.value, m.timestamp, m.step) for m in chunk)
+            if unsent:
+                with self._lock:
+                    self._pending = unsent + self._pending
+            if error is not None and (final or not self._failing):
+                self._report(
+                    f"warning: could not write {len(unsent)} metric values ({_one_line(error)}); "
+                    + ("they were not saved." if final else "they are kept and retried.")
+                )
+            self._failing = error is not None
+            return len(unsent)
+
+    def flush(self, run_id: str | None = None, attempts: int = 3) -> int:
+        """Write pending metrics now (for one run, or all); return how many could not be."""
+        left = 0
+        for attempt in range(attempts):
+            left = self._write(final=attempt == attempts - 1, run_id=run_id)
+            if not left:
+                return 0
+            time.sleep(0.2 * (attempt + 1))
+        with self._lock:  # given up: drop them so they are not reported twice
+            self._pending = [m for m in self._pending if run_id is not None and m[0] != run_id]
+        return left
+
+    def close(self) -> int:
+        """Flush everything and stop the thread."""
+        left = self.flush()
+        self._closed = True
+        self._wake.set()
+        return left
+
+
+# ---------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run as listings show it."""
+
+    run_id: str
+    name: str
+    experiment: str
+    status: str
+    start_time: datetime | None
+    duration_s: float | None
+    notebook: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+
+def _experiment_ids(client: "MlflowClient", names: Iterable[str] | None) -> dict[str, str]:
+    """Map experiment id -> name for the named experiments (or all active ones)."""
+    if names is not None:
+        out = {}
+        for name in names:
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                known = sorted(e for e in _experiment_ids(client, None).values())
+                raise NotFoundError(
+                    f"no experiment named {name!r}; known experiments: {', '.join(known) or 'none yet'}"
+                )
+            out[exp.experiment_id] = exp.name
+        return out
+    out = {}
+    token = None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        out.update({e.experiment_id: e.name for e in page})
+        token = page.token
+        if not token:
+            return out
+
+
+def list_runs(
+    client: "MlflowClient",
+    experiments: Iterable[str] | None = None,
+    max_results: int = 20,
+) -> tuple[list[RunRow], bool]:
+    """The newest ``max_results`` runs of the named experiments (default: all).
+
+    Pages through MLflow's results (never the silent 1,000 cut) and returns the rows
+    and whether more runs exist.
+    """
+    if max_results < 1:
+        raise UsageError(f"-n must be at least 1, not {max_results}")
+    try:
+        ids = _experiment_ids(client, experiments)
+        if not ids:
+            return [], False
+        rows: list[RunRow] = []
+        token = None
+        more = False
+        while len(rows) < max_results:
+            page = client.search_runs(
+                list(ids),
+                order_by=["attributes.start_time DESC"],
+                max_results=min(1000, max_results - len(rows)),
+                page_token=token,
+            )
+            for run in page:
+                info, data = run.info, run.data
+                start = datetime.fromtimestamp(info.start_time / 1000, tz=timezone.utc) if info.start_time else None
+                duration = (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None
+                rows.append(
+                    RunRow(
+                        run_id=info.run_id,
+                        name=info.run_name or "",
+                        experiment=ids.get(info.experiment_id, info.experiment_id),
+                        status=info.status,
+                        start_time=start,
+                        duration_s=duration,
+                        notebook=data.tags.get(TAG + "notebook", data.tags.get("mlflow.source.name", "")),
+                        params=dict(data.params),
+                        metrics=dict(data.metrics),
+                    )
+                )
+            token = page.token
+            if not token:
+                break
+        else:
+            more = bool(token)
+        return rows, more
+    except MlopsError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"cannot list runs from {client.tracking_uri}: {_one_line(exc)}") from None
+
+
+# ---------------------------------------------------------------- tracker
+
+
+class Tracker:
+    """Tracks the runs of one process (a kernel or a script) in one project store.
+
+    Parameters
+    ----------
+    notebook:
+        Where the notebook is; found from the environment when omitted.
+    config:
+        The project settings; resolved from the notebook's folder when omitted.
+    report:
+        Where one-line warnings go (default: standard error).
+    fluent:
+        Make each run MLflow's active run too, so autologging and the user's own
+        ``mlflow.log_*`` calls land in it. Right for a kernel; never for a server.
+    """
+
+    def __init__(
+        self,
+        notebook: NotebookLocation | None = None,
+        config: ProjectConfig | None = None,
+        report: Callable[[str], None] | None = None,
+        fluent: bool = True,
+    ) -> None:
+        self.notebook = notebook or locate_notebook()
+        self._config = config
+        self.report = report or _default_report
+        self.fluent = fluent
+        self.session: RunHandle | None = None
+        self.cell_runs: list[RunHandle] = []
+        self.capture_override: bool | None = None
+        self.last_cell_failed = False
+        self._recovered = False
+        self._autolog_on = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._buffer: MetricBuffer | None = None
+        self._identity = process_identity()
+        self._atexit_registered = False
+
+    # -- settings -------------------------------------------------------
+
+    @property
+    def config(self) -> ProjectConfig:
+        """The project settings, resolved on first use from the notebook's folder."""
+        if self._config is None:
+            start = self.notebook.path.parent if self.notebook.path else None
+            self._config = resolve_config(start)
+        return self._config
+
+    @property
+    def client(self) -> "MlflowClient":
+        """The MLflow client for the project store (created, and the store initialised, once)."""
+        from .store import get_client
+
+        return get_client(self.config)
+
+    @property
+    def capture(self) -> bool:
+        """Whether code is captured with runs (``%mlops capture on|off`` or the config)."""
+        return self.config.capture if self.capture_override is None else self.capture_override
+
+    @property
+    def active(self) -> RunHandle | None:
+        """The run that logging goes to: the innermost cell run, else the notebook run."""
+        return self.cell_runs[-1] if self.cell_runs else self.session
+
+    @property
+    def buffer(self) -> MetricBuffer:
+        if self._buffer is None:
+            self._buffer = MetricBuffer(lambda: self.client, self.report)
+        return self._buffer
+
+    def default_experiment(self) -> str:
+        """The configured experiment, else the notebook's name, else ``Default``."""
+        return self.config.experiment or self.notebook.name or "Default"
+
+    # -- starting -------------------------------------------------------
+
+    def start_notebook_run(
+        self,
+        experiment: str | None = None,
+        run_name: str | None = None,
+        autolog: bool = True,
+        namespace: Mapping[str, Any] | None = None,
+    ) -> RunHandle:
+        """Start the run for this notebook session, ending any previous one.
+
+        The values of the notebook's ``parameters`` cell (taken from ``namespace``, so
+        injected values win) are logged as params.
+
+        Raises
+        ------
+        StoreError
+            When the store cannot be reached; nothing is started.
+        """
+        if self.session is not None:
+            self.end_run(self.session, FINISHED)
+        params: dict[str, str] = {}
+        if namespace is not None and self.notebook.path is not None:
+            snap = read_snapshot(self.notebook.path)
+            if snap is not None:
+                params = parameter_values(snap.parameter_names, namespace)
+        name = run_name or self.notebook.name
+        handle = self._start("notebook", experiment, name, None, autolog, params, {})
+        self.session = handle
+        return handle
+
+    def start_cell_run(
+        self,
+        name: str | None = None,
+        source: str = "",
+        execution_count: int | None = None,
+        autolog: bool | None = None,
+        experiment: str | None = None,
+    ) -> RunHandle:
+        """Start a run for one cell, nested under the notebook run when there is one."""
+        parent = self.active
+        if autolog is None:
+            autolog = parent.autolog if parent else True
+        exp = experiment or (parent.experiment_name if parent else None)
+        label = name or (
+            f"{self.notebook.name or 'cell'} [{execution_count}]" if execution_count is not None else None
+        )
+        tags = {}
+        if execution_count is not None:
+            tags[TAG + "cell"] = str(execution_count)
+        handle = self._start("cell", exp, label, parent, autolog, {}, tags)
+        if self.capture and not is_no_capture(source):
+            handle.cells.append((execution_count, source))
+        self.cell_runs.append(handle)
+        return handle
+
+    def _start(
+        self,
+        kind: str,
+        experiment: str | None,
+        run_name: str | None,
+        parent: RunHandle | None,
+        autolog: bool,
+        params: dict[str, str],
+        extra_tags: dict[str, str],
+    ) -> RunHandle:
+        from .store import get_or_create_experiment
+
+        try:
+            client = self.client
+            if not self._recovered:
+                self._recovered = True
+                self.recover_dead_runs()
+            exp_name = experiment or self.default_experiment()
+            exp_id = get_or_create_experiment(client, self.config, exp_name)
+            tags = self._base_tags(kind)
+            tags.update(extra_tags)
+            if parent is not None:
+                tags["mlflow.parentRunId"] = parent.run_id
+            run = client.create_run(exp_id, run_name=run_name, tags=tags)
+            run_id = run.info.run_id
+            if params:
+                from mlflow.entities import Param
+
+                client.log_batch(run_id, params=[Param(k, v[:_MAX_PARAM_LEN]) for k, v in params.items()])
+        except MlopsError:
+            raise
+        except Exception as exc:
+            raise StoreError(
+                f"cannot start a run in {self.config.tracking_uri}: {_one_line(exc)}"
+            ) from None
+        handle = RunHandle(
+            run_id=run_id,
+            experiment_id=exp_id,
+            experiment_name=exp_name,
+            kind=kind,
+            name=run.info.run_name or "",
+            parent=parent,
+            autolog=autolog,
+            params=dict(params),
+        )
+        handle.static_capture = self._pool().submit(self._static_capture, self.capture)
+        if self.fluent:
+            self._activate(handle)
+        self._sync_autolog()
+        if not self._atexit_registered:
+            atexit.register(self.close)
+            self._atexit_registered = True
+        return handle
+
+    def _base_tags(self, kind: str) -> dict[str, str]:
+        cfg = self.config
+        rel = self.notebook.relative_to(cfg.project_root)
+        tags = {
+            TAG + "kind": kind,
+            TAG + "notebook_how": self.notebook.how,
+            TAG + "host": self._identity["host"],
+            TAG + "pid": self._identity["pid"],
+            TAG + "python": sys.version.split()[0],
+            "mlflow.source.type": "NOTEBOOK",
+        }
+        if "pid_start" in self._identity:
+            tags[TAG + "pid_start"] = self._identity["pid_start"]
+        if rel:
+            tags[TAG + "notebook"] = rel
+            tags["mlflow.source.name"] = rel
+        try:
+            import getpass
+
+            tags["mlflow.user"] = getpass.getuser()
+        except Exception:  # no user name in some containers
+            pass
+        return tags
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-nb-capture")
+        return self._executor
+
+    def _static_capture(self, capture_code: bool) -> tuple[dict[str, str], dict[str, str]]:
+        """Git state and environment: computed off the main thread while the cell runs."""
+        tags: dict[str, str] = {}
+        artifacts: dict[str, str] = {"environment/requirements.txt": environment_lock()}
+        state = git_state(self.config.project_root, with_diff=capture_code)
+        if state is not None:
+            if state.commit:
+                tags["mlflow.source.git.commit"] = state.commit
+            if state.branch:
+                tags["mlflow.source.git.branch"] = state.branch
+            tags[TAG + "git.dirty"] = "true" if state.dirty else "false"
+            if state.dirty and capture_code:
+                diff = state.diff
+                if state.untracked:
+                    diff += "".join(f"# untracked: {p}\n" for p in state.untracked)
+                artifacts["code/git.diff"] = diff
+        return tags, artifacts
+
+    def _activate(self, handle: RunHandle) -> None:
+        try:
+            import mlflow
+
+            if mlflow.get_tracking_uri() != self.config.tracking_uri:
+                mlflow.set_tracking_uri(self.config.tracking_uri)
+            mlflow.start_run(run_id=handle.run_id, nested=mlflow.active_run() is not None)
+            handle.fluent = True
+        except Exception as exc:
+            self.report(f"warning: autologging and mlflow.* calls will not reach run {handle.run_id}: {_one_line(exc)}")
+
+    def _sync_autolog(self) -> None:
+        want = any(h.autolog for h in [*self.cell_runs, self.session] if h is not None)
+        if want == self._autolog_on or not self.fluent:
+            return
+        try:
+            import mlflow.sklearn
+
+            if want:
+                # Models are registered explicitly (%mlops register); logging one per fit
+                # would make every fit slow and fill the store.
+                mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True)
+            else:
+                mlflow.sklearn.autolog(disable=True)
+            self._autolog_on = want
+        except Exception as exc:
+            self._autolog_on = want
+            self.report(f"warning: scikit-learn autologging is unavailable ({_one_line(exc)})")
+
+    # -- logging --------------------------------------------------------
+
+    def _target(self) -> RunHandle:
+        handle = self.active
+        if handle is None:
+            handle = self.start_notebook_run()
+            self.report(f"started run {handle.run_id} in experiment {handle.experiment_name!r} (no %mlops track yet)")
+        return handle
+
+    def log_metric(self, key: str, value: float, step: int | None = None, timestamp: int | None = None) -> None:
+        """Queue a metric for the active run; returns at once.
+
+        Raises
+        ------
+        UsageError
+            When ``key`` is not a string or ``value`` is not a real number.
+        """
+        if not isinstance(key, str) or not key:
+            raise UsageError(f"metric name must be a non-empty string, not {key!r}")
+        if not is_metric_value(value):
+            raise UsageError(f"metric {key!r} must be a number, not {type(value).__name__} {value!r}")
+        handle = self._target()
+        if step is None:
+            step = handle.steps.get(key, -1) + 1
+        handle.steps[key] = step
+        self.buffer.add(handle.run_id, key, float(value), timestamp or _now_ms(), int(step))
+
+    def log_params(self, params: Mapping[str, Any]) -> dict[str, str]:
+        """Log params on the active run; a changed value warns instead of raising.
+
+        Returns the params actually written.
+        """
+        handle = self._target()
+        fresh: dict[str, str] = {}
+        for key, value in params.items():
+            text = str(value)
+            if len(text) > _MAX_PARAM_LEN:
+                raise UsageError(
+                    f"param {key!r} is {len(text)} characters; MLflow keeps at most {_MAX_PARAM_LEN}: "
+                    "log it as an artifact instead"
+                )
+            old = handle.params.get(key)
+            if old is None:
+                fresh[key] = text
+            elif old != text:
+                self.report(
+                    f"warning: param {key!r} is already {old!r} in run {handle.run_id} and MLflow params "
+                    f"cannot change, so {text!r} was not logged; use %%mlops track on the cell for a new run "
+                    "each time it runs"
+                )
+        if fresh:
+            from mlflow.entities import Param
+
+            try:
+                self.client.log_batch(handle.run_id, params=[Param(k, v) for k, v in fresh.items()])
+            except Exception as exc:
+                self.report(f"warning: could not log params {sorted(fresh)}: {_one_line(exc)}")
+                return {}
+            handle.params.update(fresh)
+        return fresh
+
+    def log_values(self, values: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """Log named values: numbers as metrics, other scalars as params.
+
+        Everything is checked before anything is logged. Returns (metric names, param
+        names).
+
+        Raises
+        ------
+        UsageError
+            When a value is neither a number nor a scalar (str, bool, None).
+        """
+        metrics, params = {}, {}
+        for name, value in values.items():
+            if is_metric_value(value):
+                metrics[name] = value
+            elif isinstance(value, (str, bool, type(None))):
+                params[name] = value
+            else:
+                raise UsageError(
+                    f"{name} is a {type(value).__name__}; %mlops log takes numbers (logged as metrics) "
+                    "and strings, booleans or None (logged as params)"
+                )
+        if params:
+            self.log_params(params)
+        for name, value in metrics.items():
+            self.log_metric(name, value)
+        return list(metrics), list(params)
+
+    def record_cell(self, execution_count: int | None, source: str, cell_id: str | None = None, failed: bool = False) -> None:
+        """Note a cell the notebook run executed (its code goes into the run's snapshot)."""
+        self.last_cell_failed = failed
+        handle = self.session
+        if handle is None:
+            return
+        if self.capture and not is_no_capture(source) and not self._hidden_cell(cell_id):
+            handle.cells.append((execution_count, source))
+        self._write_static(handle)
+
+    def _hidden_cell(self, cell_id: str | None) -> bool:
+        if not cell_id or self.notebook.path is None:
+            return False
+        snap = read_snapshot(self.notebook.path)
+        return bool(snap and cell_id in snap.no_capture_ids)
+
+    def flush(self) -> int:
+        """Write buffered metrics now; return how many could not be written."""
+        return self._buffer.flush() if self._buffer is not None else 0
+
+    # -- ending ---------------------------------------------------------
+
+    def end_run(self, handle: RunHandle | None = None, status: str = FINISHED, error: BaseException | None = None) -> RunHandle | None:
+        """End a run (default: the active one) and everything nested in it.
+
+        Metrics are flushed and the capture written first. Failures of the store are
+        reported, never raised: the run is removed from this tracker either way.
+        """
+        handle = handle or self.active
+        if handle is None:
+            return None
+        if handle is self.session:
+            for child in reversed(self.cell_runs):
+                self.end_run(child, KILLED if status != FINISHED else FINISHED)
+        try:
+            if self._buffer is not None:
+                self._buffer.flush(handle.run_id)
+            self._write_capture(handle)
+            if error is not None:
+                self._write_error(handle, error)
+            self._terminate(handle, status)
+        except Exception as exc:
+            self.report(f"warning: run {handle.run_id} may not have ended cleanly: {_one_line(exc)}")
+        finally:
+            if handle in self.cell_runs:
+                self.cell_runs.remove(handle)
+            if handle is self.session:
+                self.session = None
+            self._sync_autolog()
+        return handle
+
+    def _write_static(self, handle: RunHandle) -> None:
+        fut = handle.static_capture
+        if handle.static_written or fut is None or not fut.done():
+            return
+        handle.static_written = True
+        try:
+            tags, artifacts = fut.result()
+            from mlflow.entities import RunTag
+
+            if tags:
+                self.client.log_batch(handle.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            for path, text in artifacts.items():
+                self.client.log_text(handle.run_id, text, path)
+        except Exception as exc:
+            self.report(f"warning: could not record git state and environment: {_one_line(exc)}")
+
+    def _write_capture(self, handle: RunHandle) -> None:
+        if handle.static_capture is not None:
+            try:
+                handle.static_capture.result(timeout=60)
+            except Exception:
+                pass
+            self._write_static(handle)
+        if not self.capture:
+            return
+        client = self.client
+        if self.notebook.path is not None:
+            snap = read_snapshot(self.notebook.path)
+            if snap is not None:
+                client.log_text(handle.run_id, snap.text, f"code/{self.notebook.path.name}")
+        if handle.cells:
+            parts = ["# Cells executed in this run, in execution order (captured by mlops-nb).\n"]
+            for count, source in handle.cells:
+                parts.append(f"\n# In[{count if count is not None else ' '}]:\n{source.rstrip()}\n")
+            client.log_text(handle.run_id, "".join(parts), "code/cells.py")
+
+    def _write_error(self, handle: RunHandle, error: BaseException) -> None:
+        from mlflow.entities import RunTag
+
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        self.client.log_batch(handle.run_id, tags=[RunTag(TAG + "error", _one_line(error)[:5000])])
+        self.client.log_text(handle.run_id, text, "error.txt")
+
+    def _terminate(self, handle: RunHandle, status: str) -> None:
+        if handle.fluent:
+            import mlflow
+
+            # Pop MLflow's active-run stack down to this run, ending any run the user's
+            # code left open inside it with the same status.
+            while (run := mlflow.active_run()) is not None:
+                mlflow.end_run(status)
+                if run.info.run_id == handle.run_id:
+                    return
+        self.client.set_terminated(handle.run_id, status)
+
+    def close(self) -> None:
+        """End every open run and flush: called at interpreter exit."""
+        for handle in reversed(self.cell_runs):
+            self.end_run(handle, KILLED)
+        if self.session is not None:
+            self.end_run(self.session, FAILED if self.last_cell_failed else FINISHED)
+        if self._buffer is not None:
+            self._buffer.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+    # -- recovery and status ---------------------------------------------
+
+    def recover_dead_runs(self) -> list[str]:
+        """Mark KILLED the runs of this host left RUNNING by processes that are gone."""
+        host = self._identity["host"]
+        if "'" in host or "\\" in host:
+            return []
+        client = self.client
+        found: list[str] = []
+        try:
+            ids = list(_experiment_ids(client, None))
+            token = None
+            while ids:
+                page = client.search_runs(
+                    ids,
+                    filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG}host` = '{host}'",
+                    max_results=1000,
+                    page_token=token,
+                )
+                for run in page:
+                    tags = run.data.tags
+                    try:
+                        pid = int(tags.get(TAG + "pid", ""))
+                    except ValueError:
+                        continue
+                    if process_alive(pid, tags.get(TAG + "pid_start")):
+                        continue
+                    client.set_tag(run.info.run_id, TAG + "ended_by", f"recovery: process {pid} on {host} was gone")
+                    client.set_terminated(run.info.run_id, KILLED)
+                    found.append(run.info.run_id)
+                token = page.token
+                if not token:
+                    break
+        except Exception as exc:
+            self.report(f"warning: could not check for runs left by dead kernels: {_one_line(exc)}")
+            return found
+        if found:
+            self.report(f"marked {len(found)} run(s) left RUNNING by a dead kernel as KILLED")
+        return found
+
+    def status(self) -> dict[str, Any]:
+        """What is tracked, where, and what is captured."""
+        cfg = self.config
+        capture = self.capture
+        return {
+            "store": cfg.tracking_uri,
+            "store_reason": cfg.source,
+            "project_root": str(cfg.project_root),
+            "notebook": self.notebook.relative_to(cfg.project_root),
+            "notebook_how": self.notebook.how,
+            "experiment": (self.session.experiment_name if self.session else self.default_experiment()),
+            "notebook_run": self.session.run_id if self.session else None,
+            "cell_runs": [h.run_id for h in self.cell_runs],
+            "autolog": self._autolog_on,
+            "capture": capture,
+            "captured": (
+                "notebook snapshot, tracked cell sources, git diff, git commit/branch, installed packages "
+                "(cells tagged mlops:no-capture left out)"
+                if capture
+                else "git commit/branch and installed packages only (code capture is off)"
+            ),
+            "pending_metrics": len(self._buffer) if self._buffer else 0,
+            "ui": _ui_hint(cfg),
+        }
+
+
+def _ui_hint(cfg: ProjectConfig) -> str:
+    if cfg.sqlite_path is not None:
+        return f"mlflow ui --backend-store-uri {cfg.tracking_uri}"
+    return cfg.tracking_uri
+
