@@ -207,7 +207,15 @@ class NotebookSnapshot:
 
     text: str
     no_capture_ids: frozenset[str] = field(default_factory=frozenset)
+    no_capture_sources: frozenset[str] = field(default_factory=frozenset)
     parameter_names: tuple[str, ...] = ()
+
+    def hides(self, cell_id: str | None, source: str) -> bool:
+        """True when the executed cell is one tagged ``mlops:no-capture`` in the notebook.
+
+        Matched by cell id where the frontend sends one, else by source.
+        """
+        return bool(cell_id and cell_id in self.no_capture_ids) or source.strip() in self.no_capture_sources
 
 
 _snapshot_cache: dict[Path, tuple[tuple[int, int], NotebookSnapshot]] = {}
@@ -264,6 +272,7 @@ def read_snapshot(path: Path) -> NotebookSnapshot | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     hidden: set[str] = set()
+    hidden_sources: set[str] = set()
     params: list[str] = []
     for cell in cells:
         tags = cell.get("metadata", {}).get("tags", []) or []
@@ -273,11 +282,14 @@ def read_snapshot(path: Path) -> NotebookSnapshot | None:
         if is_no_capture(source, tags):
             if cell.get("id"):
                 hidden.add(cell["id"])
+            hidden_sources.add(source.strip())
             cell["source"] = _PLACEHOLDER
             if "outputs" in cell:
                 cell["outputs"] = []
             cell.pop("attachments", None)
-    snap = NotebookSnapshot(json.dumps(nb, indent=1, ensure_ascii=False), frozenset(hidden), tuple(params))
+    snap = NotebookSnapshot(
+        json.dumps(nb, indent=1, ensure_ascii=False), frozenset(hidden), frozenset(hidden_sources), tuple(params)
+    )
     _snapshot_cache[path] = (key, snap)
     return snap
 

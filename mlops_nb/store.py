@@ -43,6 +43,20 @@ def _quiet_mlflow() -> Iterator[None]:
             lg.setLevel(level)
 
 
+class _DropDbErrorTracebacks(logging.Filter):
+    """MLflow logs a full SQLAlchemy traceback at ERROR before raising a store error.
+
+    mlops-nb reports each such failure as one warning line, so the traceback is noise
+    that buries it in the user's notebook.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SQLAlchemy database error")
+
+
+_db_filter = _DropDbErrorTracebacks()
+
+
 def _init_sqlite(config: ProjectConfig, db: Path) -> None:
     from filelock import FileLock, Timeout
 
@@ -130,6 +144,9 @@ def get_client(config: ProjectConfig) -> "MlflowClient":
         if client is None:
             from mlflow import MlflowClient
 
+            db_logger = logging.getLogger("mlflow.store.db.utils")
+            if _db_filter not in db_logger.filters:
+                db_logger.addFilter(_db_filter)
             client = MlflowClient(tracking_uri=config.tracking_uri)
             _clients[config.tracking_uri] = client
     return client

@@ -414,6 +414,7 @@ class Tracker:
         name = run_name or self.notebook.name
         handle = self._start("notebook", experiment, name, None, autolog, params, {})
         self.session = handle
+        self._sync_autolog()
         return handle
 
     def start_cell_run(
@@ -423,6 +424,7 @@ class Tracker:
         execution_count: int | None = None,
         autolog: bool | None = None,
         experiment: str | None = None,
+        cell_id: str | None = None,
     ) -> RunHandle:
         """Start a run for one cell, nested under the notebook run when there is one."""
         parent = self.active
@@ -436,9 +438,10 @@ class Tracker:
         if execution_count is not None:
             tags[TAG + "cell"] = str(execution_count)
         handle = self._start("cell", exp, label, parent, autolog, {}, tags)
-        if self.capture and not is_no_capture(source):
+        if self._capturable(source, cell_id):
             handle.cells.append((execution_count, source))
         self.cell_runs.append(handle)
+        self._sync_autolog()
         return handle
 
     def _start(
@@ -489,7 +492,6 @@ class Tracker:
         handle.static_capture = self._pool().submit(self._static_capture, self.capture)
         if self.fluent:
             self._activate(handle)
-        self._sync_autolog()
         if not self._atexit_registered:
             atexit.register(self.close)
             self._atexit_registered = True
@@ -666,15 +668,16 @@ class Tracker:
         handle = self.session
         if handle is None:
             return
-        if self.capture and not is_no_capture(source) and not self._hidden_cell(cell_id):
+        if self._capturable(source, cell_id):
             handle.cells.append((execution_count, source))
         self._write_static(handle)
 
-    def _hidden_cell(self, cell_id: str | None) -> bool:
-        if not cell_id or self.notebook.path is None:
+    def _capturable(self, source: str, cell_id: str | None) -> bool:
+        """Whether a cell's code may be captured (capture on, and the cell did not opt out)."""
+        if not self.capture or is_no_capture(source):
             return False
-        snap = read_snapshot(self.notebook.path)
-        return bool(snap and cell_id in snap.no_capture_ids)
+        snap = read_snapshot(self.notebook.path) if self.notebook.path is not None else None
+        return not (snap and snap.hides(cell_id, source))
 
     def flush(self) -> int:
         """Write buffered metrics now; return how many could not be written."""

@@ -188,7 +188,12 @@ class MlopsMagics(Magics):
         raw = getattr(self._cell_info, "raw_cell", None) or f"%%mlops track\n{cell}"
         try:
             handle = tracker.start_cell_run(
-                args.name, raw, count, autolog=False if args.no_autolog else None, experiment=args.experiment
+                args.name,
+                raw,
+                count,
+                autolog=False if args.no_autolog else None,
+                experiment=args.experiment,
+                cell_id=getattr(self._cell_info, "cell_id", None),
             )
         except MlopsError as exc:
             tracker.report(f"warning: {exc}; the cell runs untracked")

@@ -1,0 +1,135 @@
+"""Shared fixtures: a real git project with a notebook, a real SQLite store in a
+temporary folder, and a real IPython shell with the extension loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_notebook(path: Path, cells: list[tuple[str, str, list[str]]]) -> Path:
+    """Write a notebook of (cell_type, source, tags) triples; return its path."""
+    nb = {
+        "cells": [
+            {
+                "cell_type": kind,
+                "id": f"cell-{i}",
+                "metadata": {"tags": tags} if tags else {},
+                "source": source,
+                **({"outputs": [], "execution_count": None} if kind == "code" else {}),
+            }
+            for i, (kind, source, tags) in enumerate(cells)
+        ],
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(nb, indent=1))
+    return path
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("MLFLOW_TRACKING_URI", "MLOPS_NB_NOTEBOOK", "JPY_SESSION_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A committed git project holding ``analysis/train.ipynb``; cwd is its folder,
+    and the kernel environment says Jupyter Server opened that notebook."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    make_notebook(
+        root / "analysis" / "train.ipynb",
+        [
+            ("code", "alpha = 0.5\nlabel = 'baseline'\nepochs = 3", ["parameters"]),
+            ("code", "%mlops track", []),
+            ("code", "secret = 'hunter2'", ["mlops:no-capture"]),
+            ("code", "score = alpha * 2", []),
+        ],
+    )
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
+    monkeypatch.chdir(root / "analysis")
+    monkeypatch.setenv("JPY_SESSION_NAME", "analysis/train.ipynb")
+    return root
+
+
+@pytest.fixture
+def ip(project: Path):
+    """A real IPython shell with ``%load_ext mlops_nb`` done, fresh for each test."""
+    from IPython.testing.globalipapp import get_ipython
+
+    import mlops_nb
+    from mlops_nb import magics
+
+    shell = get_ipython()
+    mlops_nb._set_tracker(None)
+    shell.run_line_magic("load_ext", "mlops_nb")
+    magics.load(shell)  # load_ext is a no-op when already loaded in an earlier test
+    yield shell
+    magics.unload(shell)
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    shell.user_ns.pop("secret", None)
+
+
+@pytest.fixture
+def client(project: Path):
+    """An MLflow client on the project's embedded store (read side of the tests).
+
+    The store is created through mlops-nb first: a bare MlflowClient would create it
+    itself and hide what the product does."""
+    from mlflow import MlflowClient
+
+    from mlops_nb.config import resolve_config
+    from mlops_nb.store import ensure_store
+
+    ensure_store(resolve_config(project / "analysis"))
+
+    return MlflowClient(tracking_uri=f"sqlite:///{project / '.mlops' / 'mlflow.db'}")
+
+
+def runs_of(client, experiment: str = "train"):
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"experiment {experiment!r} was not created"
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def artifact_text(client, run_id: str, path: str) -> str:
+    import mlflow.artifacts
+
+    return mlflow.artifacts.load_text(f"{client.get_run(run_id).info.artifact_uri}/{path}")
+
+
+def python() -> str:
+    return sys.executable
+
+
+def env_without(*names: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in names}

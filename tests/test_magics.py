@@ -1,0 +1,297 @@
+"""The %mlops magics on a real IPython shell against a real SQLite store."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import artifact_text, git, runs_of
+
+
+def run(ip, source: str):
+    """Run one cell as the notebook would; return IPython's ExecutionResult."""
+    return ip.run_cell(textwrap.dedent(source).strip("\n"), store_history=True)
+
+
+def test_notebook_run_records_params_code_git_and_environment(ip, project: Path, client, capsys):
+    run(ip, "alpha = 0.5\nlabel = 'baseline'\nepochs = 3")
+    assert run(ip, "%mlops track").success
+    run(ip, "secret = 'hunter2'")  # tagged mlops:no-capture in the saved notebook
+    run(ip, "score = alpha * 2\n%mlops log score label")
+    run(ip, "# mlops:no-capture\nhidden = 1")
+    assert run(ip, "%mlops end").success
+
+    (r,) = runs_of(client)
+    assert r.info.status == "FINISHED"
+    assert r.info.run_name == "train"
+    assert r.data.params == {"alpha": "0.5", "label": "baseline", "epochs": "3"}
+    assert r.data.metrics == {"score": 1.0}
+    tags = r.data.tags
+    assert tags["mlops_nb.notebook"] == "analysis/train.ipynb"
+    assert tags["mlflow.source.name"] == "analysis/train.ipynb"
+    assert tags["mlflow.source.git.commit"] == git(project, "rev-parse", "HEAD")
+    assert tags["mlflow.source.git.branch"] == "main"
+    assert tags["mlops_nb.git.dirty"] == "false"  # the store's own folder is not dirt
+    assert tags["mlops_nb.pid"].isdigit() and tags["mlops_nb.host"]
+
+    cells = artifact_text(client, r.info.run_id, "code/cells.py")
+    assert cells.index("%mlops track") < cells.index("score = alpha * 2")
+    assert "hunter2" not in cells and "hidden = 1" not in cells
+    snapshot = artifact_text(client, r.info.run_id, "code/train.ipynb")
+    assert "hunter2" not in snapshot and "alpha = 0.5" in snapshot
+    env = artifact_text(client, r.info.run_id, "environment/requirements.txt")
+    assert "mlflow==" in env and env.startswith("# python 3.")
+
+
+def test_dirty_tree_records_diff(ip, project: Path, client):
+    (project / "helpers.py").write_text("X = 1\n")
+    git(project, "add", "helpers.py")
+    git(project, "commit", "-q", "-m", "helpers")
+    (project / "helpers.py").write_text("X = 2\n")
+    run(ip, "%%mlops track --name dirty\nvalue = 1")
+    (r,) = runs_of(client)
+    assert r.data.tags["mlops_nb.git.dirty"] == "true"
+    diff = artifact_text(client, r.info.run_id, "code/git.diff")
+    assert "-X = 1" in diff and "+X = 2" in diff
+
+
+def test_cell_runs_nest_under_the_notebook_run_and_rerun_makes_new_runs(ip, client):
+    run(ip, "%mlops track --no-autolog")
+    for lr in ("0.1", "0.01"):
+        run(ip, f"lr = '{lr}'")
+        result = run(ip, "%%mlops track --name fit\n%mlops log lr\nloss = float(lr) * 10\n%mlops log loss\nloss")
+        assert result.success
+        assert result.result == pytest.approx(float(lr) * 10)  # the last expression is the cell's value
+    run(ip, "%mlops end")
+    runs = runs_of(client)
+    parent = [r for r in runs if r.data.tags["mlops_nb.kind"] == "notebook"]
+    children = [r for r in runs if r.data.tags["mlops_nb.kind"] == "cell"]
+    assert len(parent) == 1 and len(children) == 2
+    assert {r.data.params["lr"] for r in children} == {"0.1", "0.01"}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in children)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert "%%mlops track --name fit" in artifact_text(client, children[0].info.run_id, "code/cells.py")
+
+
+def test_changed_param_in_one_run_warns_and_never_raises(ip, client, capsys):
+    run(ip, "%mlops track --no-autolog")
+    run(ip, "mode = 'a'\n%mlops log mode")
+    result = run(ip, "mode = 'b'\n%mlops log mode\nafter = True")
+    assert result.success and ip.user_ns["after"] is True
+    assert "param 'mode' is already 'a'" in capsys.readouterr().err
+    run(ip, "%mlops end")
+    (r,) = runs_of(client)
+    assert r.data.params["mode"] == "a"
+
+
+def test_exception_ends_the_cell_run_failed_and_next_cells_work(ip, client, capsys):
+    import mlflow
+
+    result = run(ip, "%%mlops track --name boom --no-autolog\nx = 1\n1 / 0")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    assert mlflow.active_run() is None
+    assert run(ip, "%%mlops track --name fine --no-autolog\ny = 2").success
+    assert run(ip, "z = 3").success
+    boom, fine = runs_of(client)
+    assert boom.info.status == "FAILED"
+    assert boom.data.tags["mlops_nb.error"] == "ZeroDivisionError: division by zero"
+    assert "ZeroDivisionError" in artifact_text(client, boom.info.run_id, "error.txt")
+    assert fine.info.status == "FINISHED"
+
+
+def test_keyboard_interrupt_ends_the_run_killed(ip, client):
+    result = run(ip, "%%mlops track --name stop --no-autolog\nraise KeyboardInterrupt")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert run(ip, "%%mlops track --name again --no-autolog\npass").success
+    stop, again = runs_of(client)
+    assert stop.info.status == "KILLED"
+    assert again.info.status == "FINISHED"
+
+
+def test_user_mlflow_run_left_open_inside_a_tracked_cell_is_closed(ip, client):
+    import mlflow
+
+    result = run(ip, "%%mlops track --name outer --no-autolog\nimport mlflow\nmlflow.start_run(nested=True)\n1/0")
+    assert not result.success
+    assert mlflow.active_run() is None
+    assert run(ip, "%%mlops track --name next --no-autolog\npass").success
+    assert {r.info.status for r in runs_of(client)} >= {"FAILED", "FINISHED"}
+    assert not [r for r in runs_of(client) if r.info.status == "RUNNING"]
+
+
+def test_autolog_logs_a_fit_into_the_cell_run(ip, client):
+    code = """
+    %%mlops track --name forest
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+    X, y = load_iris(return_X_y=True)
+    DecisionTreeClassifier(max_depth=2).fit(X, y)
+    """
+    assert run(ip, code).success
+    assert run(ip, code.replace("--name forest", "--name plain --no-autolog")).success
+    forest, plain = runs_of(client)
+    assert forest.data.params["max_depth"] == "2"
+    assert "training_accuracy_score" in forest.data.metrics
+    assert "max_depth" not in plain.data.params
+
+
+def test_log_metric_from_a_loop_loses_nothing(ip, client):
+    code = """
+    %%mlops track --name loop --no-autolog
+    import mlops_nb as mnb
+    for step in range(3000):
+        mnb.log_metric("loss", 1.0 / (step + 1), step=step)
+        mnb.log_metric("acc", step / 3000)
+    """
+    assert run(ip, code).success
+    (r,) = runs_of(client)
+    loss = client.get_metric_history(r.info.run_id, "loss")
+    acc = client.get_metric_history(r.info.run_id, "acc")
+    assert len(loss) == 3000 and len(acc) == 3000
+    assert sorted(m.step for m in loss) == list(range(3000))
+    assert sorted(m.step for m in acc) == list(range(3000))  # steps count up by themselves
+
+
+def test_runs_and_status(ip, project: Path, capsys):
+    run(ip, "%%mlops track --name listed --no-autolog\npass")
+    table = run(ip, "%mlops runs -n 5").result
+    assert "listed" in str(table) and "FINISHED" in str(table)
+    assert "<table" in table._repr_html_()
+    status = str(run(ip, "%mlops status").result)
+    assert str(project / ".mlops" / "mlflow.db") in status
+    assert "embedded store of the project" in status and "holds .git" in status
+    assert "analysis/train.ipynb" in status
+    assert "notebook snapshot" in status
+    run(ip, "%mlops capture off")
+    assert "code capture is off" in str(run(ip, "%mlops status").result)
+
+
+def test_capture_off_leaves_code_out(ip, client):
+    run(ip, "%mlops capture off")
+    run(ip, "%%mlops track --name quiet --no-autolog\nprivate = 42")
+    (r,) = runs_of(client)
+    paths = [a.path for a in client.list_artifacts(r.info.run_id)]
+    assert "code" not in paths and "environment" in paths
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("%mlops frobnicate", "invalid choice: 'frobnicate'"),
+        ("%mlops runs --bogus", "unrecognized arguments: --bogus"),
+        ("%mlops runs -n zero", "invalid int value"),
+        ("%mlops log", "the following arguments are required: NAME"),
+        ("%mlops log no_such_variable", "no variable named 'no_such_variable'"),
+        ("%mlops runs --experiment nope", "no experiment named 'nope'"),
+        ("%mlops capture maybe", "invalid choice: 'maybe'"),
+        ("%%mlops log x\npass", "%%mlops on a cell takes 'track' only"),
+    ],
+)
+def test_bad_input_gives_one_clear_line_and_no_traceback(ip, capsys, line, expected):
+    result = run(ip, line)
+    assert not result.success
+    err = capsys.readouterr().err
+    assert err.startswith("UsageError: ") and expected in err
+    assert "Traceback" not in err
+    assert run(ip, "still_fine = 1").success
+
+
+def test_logging_a_non_scalar_is_refused_before_anything_is_logged(ip, client, capsys):
+    run(ip, "%mlops track --no-autolog")
+    result = run(ip, "good = 1.5\nbad = [1, 2]\n%mlops log good bad")
+    assert not result.success
+    assert "bad is a list" in capsys.readouterr().err
+    run(ip, "%mlops end")
+    (r,) = runs_of(client)
+    assert "good" not in r.data.metrics
+
+
+def test_unreachable_server_is_one_line_and_cells_still_run(ip, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    ip.run_line_magic("unload_ext", "mlops_nb")
+    from mlops_nb import magics
+
+    magics.unload(ip)
+    magics.load(ip)
+
+    result = run(ip, "%mlops track")
+    err = capsys.readouterr().err
+    assert not result.success
+    assert err.strip().count("\n") == 0 and uri in err and "cannot reach the tracking server" in err
+
+    result = run(ip, "%%mlops track --name offline\nworked = 'yes'")
+    assert result.success and ip.user_ns["worked"] == "yes"
+    err = capsys.readouterr().err
+    assert uri in err and "runs untracked" in err and "Traceback" not in err
+
+
+def test_metric_write_failure_is_a_warning_not_an_error(ip, project: Path, capsys):
+    run(ip, "%mlops track --no-autolog")
+    db = project / ".mlops" / "mlflow.db"
+    db.rename(db.with_suffix(".moved"))
+    db.mkdir()  # the store is gone: every write now fails
+    try:
+        result = run(ip, "import mlops_nb as mnb\nfor i in range(10):\n    mnb.log_metric('m', i)\nok = True")
+        assert result.success and ip.user_ns["ok"] is True
+        assert run(ip, "%mlops end").success
+        err = capsys.readouterr().err
+        assert "could not write 10 metric values" in err
+        assert "Traceback" not in err
+        assert run(ip, "after = 1").success
+    finally:
+        db.rmdir()
+        db.with_suffix(".moved").rename(db)
+
+
+def test_runs_of_a_dead_kernel_are_marked_killed(ip, project: Path, client, capsys):
+    # Another "kernel" starts a run in this project and dies without ending it.
+    script = textwrap.dedent(
+        """
+        import os, sys
+        sys.path.insert(0, sys.argv[1])
+        from mlops_nb.tracking import Tracker
+        t = Tracker()
+        h = t.start_cell_run("doomed", autolog=False)
+        print(h.run_id, flush=True)
+        os.kill(os.getpid(), 9)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(Path(__file__).resolve().parents[1])],
+        cwd=project / "analysis",
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == -signal.SIGKILL
+    doomed = proc.stdout.split()[0]
+    assert client.get_run(doomed).info.status == "RUNNING"
+
+    run(ip, "%%mlops track --name survivor --no-autolog\npass")
+    dead = client.get_run(doomed)
+    assert dead.info.status == "KILLED"
+    assert "was gone" in dead.data.tags["mlops_nb.ended_by"]
+    assert "marked 1 run(s) left RUNNING by a dead kernel as KILLED" in capsys.readouterr().err
+
+
+def test_python_api_matches_the_magics(ip, client):
+    import mlops_nb as mnb
+
+    ip.user_ns["alpha"] = 0.25
+    run_id = ip.run_cell("import mlops_nb as mnb\nrid = mnb.track(autolog=False)").success and ip.user_ns["rid"]
+    mnb.log(quality=0.9, note="ok")
+    mnb.log_params(batch=32)
+    assert mnb.end() == run_id
+    (r,) = runs_of(client)
+    assert r.data.metrics["quality"] == 0.9
+    assert r.data.params["note"] == "ok" and r.data.params["batch"] == "32"
+    assert r.data.params["alpha"] == "0.25"  # from the notebook's parameters cell
