@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .exceptions import MlopsError, UsageError
+from .exceptions import MlopsError, NotFoundError, UsageError
 
 __all__ = ["main", "build_parser"]
 
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "n", 1) < 1:
             raise UsageError(f"-n must be at least 1, not {args.n}")
         return {"runs": _cmd_runs, "status": _cmd_status}[args.command](args)
-    except UsageError as exc:
+    except (UsageError, NotFoundError) as exc:
         print(f"mlops-nb: error: {exc}", file=sys.stderr)
         return 2
     except MlopsError as exc:

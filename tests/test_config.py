@@ -1,0 +1,79 @@
+"""Where runs go: resolution of the project root and the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops_nb.config import resolve_config
+from mlops_nb.exceptions import ConfigError
+
+
+def test_notebooks_in_subfolders_of_one_project_share_one_store(tmp_path: Path):
+    root = tmp_path / "proj"
+    (root / ".git").mkdir(parents=True)
+    (root / "a" / "deep").mkdir(parents=True)
+    (root / "b").mkdir()
+    one = resolve_config(root / "a" / "deep")
+    two = resolve_config(root / "b")
+    assert one.tracking_uri == two.tracking_uri == f"sqlite:///{root / '.mlops' / 'mlflow.db'}"
+    assert one.project_root == root
+    assert one.artifact_root == str(root / ".mlops" / "artifacts")
+    assert "holds .git" in one.source
+
+
+@pytest.mark.parametrize("marker", [".git", "pyproject.toml", ".mlops"])
+def test_nearest_marker_is_the_project_root(tmp_path: Path, marker: str):
+    (tmp_path / ".git").mkdir()
+    inner = tmp_path / "sub"
+    inner.mkdir()
+    target = inner / marker
+    target.mkdir() if marker != "pyproject.toml" else target.write_text("[project]\nname='x'\n")
+    (inner / "nb").mkdir()
+    cfg = resolve_config(inner / "nb")
+    assert cfg.project_root == inner and f"holds {marker}" in cfg.source
+
+
+def test_no_marker_uses_the_notebook_folder_and_says_so(tmp_path: Path):
+    cfg = resolve_config(tmp_path, environ={})
+    assert cfg.project_root == tmp_path
+    assert cfg.tracking_uri == f"sqlite:///{tmp_path / '.mlops' / 'mlflow.db'}"
+    assert "no .git, pyproject.toml or .mlops above the notebook" in cfg.source
+
+
+def test_environment_variable_wins(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text('[tool.mlops-nb]\ntracking_uri = "sqlite:///other.db"\n')
+    cfg = resolve_config(tmp_path, environ={"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
+    assert cfg.tracking_uri == "http://127.0.0.1:5000"
+    assert cfg.artifact_root is None  # the server decides
+    assert "MLFLOW_TRACKING_URI" in cfg.source
+
+
+def test_pyproject_table_relative_sqlite_is_relative_to_the_file(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.mlops-nb]\ntracking_uri = "sqlite:///stores/team.db"\nexperiment = "wine"\ncapture = false\n'
+    )
+    (tmp_path / "notebooks").mkdir()
+    cfg = resolve_config(tmp_path / "notebooks", environ={})
+    assert cfg.tracking_uri == f"sqlite:///{tmp_path / 'stores' / 'team.db'}"
+    assert cfg.artifact_root == str(tmp_path / "stores" / "artifacts")
+    assert cfg.experiment == "wine" and cfg.capture is False
+    assert "tool.mlops-nb" in cfg.source and str(tmp_path / "pyproject.toml") in cfg.source
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('[tool.mlops-nb]\ntraking_uri = "x"\n', "unknown key 'traking_uri'"),
+        ('[tool.mlops-nb]\ntracking_uri = ""\n', "must be a non-empty string"),
+        ('[tool.mlops-nb]\ntracking_uri = "no-scheme.db"\n', "has no scheme"),
+        ('[tool.mlops-nb]\ncapture = "yes"\n', "must be true or false"),
+        ("[tool.mlops-nb\n", "is not valid TOML"),
+    ],
+)
+def test_bad_configuration_is_one_clear_line(tmp_path: Path, body: str, message: str):
+    (tmp_path / "pyproject.toml").write_text(body)
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_config(tmp_path, environ={})
+    assert "\n" not in str(info.value)
