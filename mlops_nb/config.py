@@ -156,12 +156,7 @@ def _absolute_uri(uri: str, base: Path) -> str:
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
         return prefix + str((base / uri[len(prefix) :]).resolve())
-    if "://" not in uri:
-        raise ConfigError(
-            f"tracking URI {uri!r} has no scheme; use sqlite:///PATH.db, http://HOST:PORT "
-            "or postgresql://..."
-        )
-    return uri
+    return uri  # http(s)://, postgresql://, databricks, file:... are MLflow's to interpret
 
 
 def _artifact_root_for(uri: str, configured: str | None, base: Path) -> str | None:

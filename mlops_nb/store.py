@@ -8,6 +8,7 @@ under an inter-process file lock and leaves a marker, so later processes skip th
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -133,6 +134,11 @@ def ensure_store(config: ProjectConfig) -> None:
         _init_sqlite(config, db)
     elif uri.startswith(("http://", "https://")):
         _probe_http(uri)
+        # MLflow's defaults retry a failed request for minutes, which would freeze the
+        # user's cell when the server goes away mid-session. Users' own settings win.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     _ready.add(uri)
 
 

@@ -19,7 +19,10 @@ Guarantees
 from __future__ import annotations
 
 import atexit
+import functools
 import numbers
+import posixpath
+import re
 import sys
 import threading
 import time
@@ -74,6 +77,29 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_KEY = re.compile(r"^[/\w.\- :]*$")
+_MAX_KEY_LEN = 250
+
+
+def check_key(name: Any, what: str) -> str:
+    """Check a metric or param name by MLflow's rules, so a bad one fails at the call
+    that made it (and not later, in a background batch, taking good values with it)."""
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"{what} name must be a non-empty string, not {name!r}")
+    norm = posixpath.normpath(name)
+    if (
+        len(name) > _MAX_KEY_LEN
+        or not _KEY.match(name)
+        or norm != name
+        or norm.startswith(("..", "/"))
+    ):
+        raise UsageError(
+            f"{what} name {name!r} is not allowed: use at most {_MAX_KEY_LEN} letters, digits, "
+            "underscores, dashes, periods, spaces, colons and single slashes"
+        )
+    return name
+
+
 def is_metric_value(value: Any) -> bool:
     """Numbers become metrics; booleans are flags and become params."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -96,6 +122,7 @@ class RunHandle:
     static_capture: Future | None = None
     static_written: bool = False
     fluent: bool = False
+    ended: bool = False
 
 
 # ---------------------------------------------------------------- metric buffer
@@ -177,8 +204,13 @@ class MetricBuffer:
                             self._client_getter().log_batch(rid, metrics=chunk)
                             self.written += len(chunk)
                             continue
-                        except Exception as exc:  # the store failed: keep the values
-                            error = exc
+                        except Exception as exc:
+                            if getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
+                                # The store refuses these values for good: retrying cannot
+                                # help, and must not hold back the other runs' values.
+                                self._report(f"warning: {len(chunk)} metric values were refused: {_one_line(exc)}")
+                                continue
+                            error = exc  # the store failed: keep the values and retry later
                     unsent.extend((rid, m.key, m.value, m.timestamp, m.step) for m in chunk)
             if unsent:
                 with self._lock:
@@ -347,6 +379,7 @@ class Tracker:
         self._buffer: MetricBuffer | None = None
         self._identity = process_identity()
         self._atexit_registered = False
+        self._implicit_failed = False
 
     # -- settings -------------------------------------------------------
 
@@ -479,6 +512,7 @@ class Tracker:
             raise StoreError(
                 f"cannot start a run in {self.config.tracking_uri}: {_one_line(exc)}"
             ) from None
+        self._implicit_failed = False
         handle = RunHandle(
             run_id=run_id,
             experiment_id=exp_id,
@@ -550,13 +584,17 @@ class Tracker:
 
             if mlflow.get_tracking_uri() != self.config.tracking_uri:
                 mlflow.set_tracking_uri(self.config.tracking_uri)
+            # The user's own mlflow.start_run() inside this run lands in its experiment.
+            mlflow.set_experiment(experiment_id=handle.experiment_id)
             mlflow.start_run(run_id=handle.run_id, nested=mlflow.active_run() is not None)
             handle.fluent = True
+            _install_nested_default(lambda run_id: _current_tracker_owns(run_id))
         except Exception as exc:
             self.report(f"warning: autologging and mlflow.* calls will not reach run {handle.run_id}: {_one_line(exc)}")
 
     def _sync_autolog(self) -> None:
-        want = any(h.autolog for h in [*self.cell_runs, self.session] if h is not None)
+        active = self.active
+        want = bool(active and active.autolog)
         if want == self._autolog_on or not self.fluent:
             return
         try:
@@ -575,11 +613,25 @@ class Tracker:
 
     # -- logging --------------------------------------------------------
 
-    def _target(self) -> RunHandle:
+    def _target(self) -> RunHandle | None:
+        """The run to log to, starting a notebook run if none is active.
+
+        When that run cannot start (store unreachable), the failure is reported once
+        and ``None`` returned: values are dropped rather than breaking the user's code,
+        until tracking is started explicitly again.
+        """
         handle = self.active
-        if handle is None:
+        if handle is not None:
+            return handle
+        if self._implicit_failed:
+            return None
+        try:
             handle = self.start_notebook_run()
-            self.report(f"started run {handle.run_id} in experiment {handle.experiment_name!r} (no %mlops track yet)")
+        except MlopsError as exc:
+            self._implicit_failed = True
+            self.report(f"warning: {exc}; values logged from now on are not recorded")
+            return None
+        self.report(f"started run {handle.run_id} in experiment {handle.experiment_name!r} (no %mlops track yet)")
         return handle
 
     def log_metric(self, key: str, value: float, step: int | None = None, timestamp: int | None = None) -> None:
@@ -590,11 +642,12 @@ class Tracker:
         UsageError
             When ``key`` is not a string or ``value`` is not a real number.
         """
-        if not isinstance(key, str) or not key:
-            raise UsageError(f"metric name must be a non-empty string, not {key!r}")
+        check_key(key, "metric")
         if not is_metric_value(value):
             raise UsageError(f"metric {key!r} must be a number, not {type(value).__name__} {value!r}")
         handle = self._target()
+        if handle is None:
+            return
         if step is None:
             step = handle.steps.get(key, -1) + 1
         handle.steps[key] = step
@@ -605,7 +658,11 @@ class Tracker:
 
         Returns the params actually written.
         """
+        for key in params:
+            check_key(key, "param")
         handle = self._target()
+        if handle is None:
+            return {}
         fresh: dict[str, str] = {}
         for key, value in params.items():
             text = str(value)
@@ -647,6 +704,7 @@ class Tracker:
         """
         metrics, params = {}, {}
         for name, value in values.items():
+            check_key(name, "metric" if is_metric_value(value) else "param")
             if is_metric_value(value):
                 metrics[name] = value
             elif isinstance(value, (str, bool, type(None))):
@@ -694,6 +752,9 @@ class Tracker:
         handle = handle or self.active
         if handle is None:
             return None
+        if handle.ended:  # e.g. mnb.end() inside a tracked cell, then the cell ends
+            return handle
+        handle.ended = True
         if handle is self.session:
             for child in reversed(self.cell_runs):
                 self.end_run(child, KILLED if status != FINISHED else FINISHED)
@@ -712,6 +773,14 @@ class Tracker:
             if handle is self.session:
                 self.session = None
             self._sync_autolog()
+            parent = self.active
+            if handle.fluent and parent is not None and parent.experiment_id != handle.experiment_id:
+                try:
+                    import mlflow
+
+                    mlflow.set_experiment(experiment_id=parent.experiment_id)
+                except Exception:
+                    pass
         return handle
 
     def _write_static(self, handle: RunHandle) -> None:
@@ -758,16 +827,20 @@ class Tracker:
         self.client.log_text(handle.run_id, text, "error.txt")
 
     def _terminate(self, handle: RunHandle, status: str) -> None:
-        if handle.fluent:
+        stack = _fluent_stack_ids() if handle.fluent else []
+        if handle.run_id in stack:
             import mlflow
 
             # Pop MLflow's active-run stack down to this run, ending any run the user's
             # code left open inside it with the same status.
-            while (run := mlflow.active_run()) is not None:
+            for _ in range(len(stack) - stack.index(handle.run_id)):
                 mlflow.end_run(status)
-                if run.info.run_id == handle.run_id:
-                    return
+            return
         self.client.set_terminated(handle.run_id, status)
+
+    def owns(self, run_id: str) -> bool:
+        """True when ``run_id`` is a run this tracker started and has not ended."""
+        return any(h.run_id == run_id for h in [*self.cell_runs, self.session] if h is not None)
 
     def close(self) -> None:
         """End every open run and flush: called at interpreter exit."""
@@ -782,7 +855,7 @@ class Tracker:
 
     # -- recovery and status ---------------------------------------------
 
-    def recover_dead_runs(self) -> list[str]:
+    def recover_dead_runs(self, page_size: int = 1000) -> list[str]:
         """Mark KILLED the runs of this host left RUNNING by processes that are gone."""
         host = self._identity["host"]
         if "'" in host or "\\" in host:
@@ -791,12 +864,15 @@ class Tracker:
         found: list[str] = []
         try:
             ids = list(_experiment_ids(client, None))
+            dead: list[tuple[str, int]] = []
             token = None
+            # Collect every candidate first: marking runs while paging through a filter
+            # on their status would shift the pages and skip runs.
             while ids:
                 page = client.search_runs(
                     ids,
                     filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG}host` = '{host}'",
-                    max_results=1000,
+                    max_results=page_size,
                     page_token=token,
                 )
                 for run in page:
@@ -805,14 +881,15 @@ class Tracker:
                         pid = int(tags.get(TAG + "pid", ""))
                     except ValueError:
                         continue
-                    if process_alive(pid, tags.get(TAG + "pid_start")):
-                        continue
-                    client.set_tag(run.info.run_id, TAG + "ended_by", f"recovery: process {pid} on {host} was gone")
-                    client.set_terminated(run.info.run_id, KILLED)
-                    found.append(run.info.run_id)
+                    if not process_alive(pid, tags.get(TAG + "pid_start")):
+                        dead.append((run.info.run_id, pid))
                 token = page.token
                 if not token:
                     break
+            for run_id, pid in dead:
+                client.set_tag(run_id, TAG + "ended_by", f"recovery: process {pid} on {host} was gone")
+                client.set_terminated(run_id, KILLED)
+                found.append(run_id)
         except Exception as exc:
             self.report(f"warning: could not check for runs left by dead kernels: {_one_line(exc)}")
             return found
@@ -844,6 +921,61 @@ class Tracker:
             "pending_metrics": len(self._buffer) if self._buffer else 0,
             "ui": _ui_hint(cfg),
         }
+
+
+def _fluent_stack_ids() -> list[str]:
+    """Run ids on MLflow's fluent active-run stack of this thread, bottom first.
+
+    MLflow exposes only the top (``mlflow.active_run()``); the stack itself is needed to
+    end our run without ending runs that are not ours. Falls back to the top alone.
+    """
+    try:
+        from mlflow.tracking import fluent
+
+        return [run.info.run_id for run in fluent._active_run_stack.get()]
+    except Exception:  # the private stack moved: fall back to what is public
+        import mlflow
+
+        top = mlflow.active_run()
+        return [top.info.run_id] if top else []
+
+
+_nested_default_installed = False
+
+
+def _current_tracker_owns(run_id: str) -> bool:
+    import mlops_nb
+
+    tracker = mlops_nb._tracker
+    return tracker is not None and tracker.owns(run_id)
+
+
+def _install_nested_default(tracker_owns: Callable[[str], bool]) -> None:
+    """Make a user's ``mlflow.start_run()`` nest under an mlops-nb run.
+
+    Without this, ``with mlflow.start_run():`` in a tracked notebook raises MLflow's
+    "Run ... is already active". Only calls that pass neither ``run_id`` nor ``nested``
+    while one of our runs is on top are changed.
+    """
+    global _nested_default_installed
+    if _nested_default_installed:
+        return
+    import mlflow
+    from mlflow.tracking import fluent
+
+    original = fluent.start_run
+
+    @functools.wraps(original)
+    def start_run(*args: Any, **kwargs: Any) -> Any:
+        if not args and "run_id" not in kwargs and "nested" not in kwargs:
+            top = mlflow.active_run()
+            if top is not None and tracker_owns(top.info.run_id):
+                kwargs["nested"] = True
+        return original(*args, **kwargs)
+
+    mlflow.start_run = start_run
+    fluent.start_run = start_run
+    _nested_default_installed = True
 
 
 def _ui_hint(cfg: ProjectConfig) -> str:

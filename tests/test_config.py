@@ -67,7 +67,6 @@ def test_pyproject_table_relative_sqlite_is_relative_to_the_file(tmp_path: Path)
     [
         ('[tool.mlops-nb]\ntraking_uri = "x"\n', "unknown key 'traking_uri'"),
         ('[tool.mlops-nb]\ntracking_uri = ""\n', "must be a non-empty string"),
-        ('[tool.mlops-nb]\ntracking_uri = "no-scheme.db"\n', "has no scheme"),
         ('[tool.mlops-nb]\ncapture = "yes"\n', "must be true or false"),
         ("[tool.mlops-nb\n", "is not valid TOML"),
     ],
@@ -77,3 +76,8 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path, body: str, message:
     with pytest.raises(ConfigError, match=message) as info:
         resolve_config(tmp_path, environ={})
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("uri", ["databricks", "file:./mlruns", "postgresql://u@127.0.0.1/db"])
+def test_other_mlflow_uris_pass_through(tmp_path: Path, uri: str):
+    assert resolve_config(tmp_path, environ={"MLFLOW_TRACKING_URI": uri}).tracking_uri == uri

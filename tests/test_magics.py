@@ -295,3 +295,86 @@ def test_python_api_matches_the_magics(ip, client):
     assert r.data.metrics["quality"] == 0.9
     assert r.data.params["note"] == "ok" and r.data.params["batch"] == "32"
     assert r.data.params["alpha"] == "0.25"  # from the notebook's parameters cell
+
+
+def test_ending_the_cell_run_from_inside_the_cell_leaves_the_notebook_run_alone(ip, client):
+    import mlflow
+
+    run(ip, "%mlops track --no-autolog")
+    assert run(ip, "%%mlops track --name inner --no-autolog\nimport mlops_nb as mnb\nmnb.end()").success
+    active = mlflow.active_run()
+    assert active is not None and active.info.run_name == "train"
+    run(ip, "x = 2.0\n%mlops log x")
+    run(ip, "%mlops end")
+    statuses = {r.info.run_name: r.info.status for r in runs_of(client)}
+    assert statuses == {"train": "FINISHED", "inner": "FINISHED"}
+    (train,) = [r for r in runs_of(client) if r.info.run_name == "train"]
+    assert train.data.metrics["x"] == 2.0
+
+
+def test_users_own_start_run_nests_instead_of_already_active(ip, client):
+    run(ip, "%mlops track --no-autolog")
+    result = run(ip, "import mlflow\nwith mlflow.start_run(run_name='mine'):\n    mlflow.log_metric('own', 1.0)")
+    assert result.success, result.error_in_exec
+    result = run(ip, "%%mlops track --name cell --no-autolog\nwith mlflow.start_run(run_name='mine2'):\n    pass")
+    assert result.success, result.error_in_exec
+    run(ip, "%mlops end")
+    by_name = {r.info.run_name: r for r in runs_of(client)}
+    assert by_name["mine"].data.tags["mlflow.parentRunId"] == by_name["train"].info.run_id
+    assert by_name["mine2"].data.tags["mlflow.parentRunId"] == by_name["cell"].info.run_id
+    assert {r.info.status for r in by_name.values()} == {"FINISHED"}
+
+
+def test_no_autolog_on_a_cell_wins_over_the_notebook_run(ip, client):
+    run(ip, "%mlops track")
+    code = "%%mlops track --name plain --no-autolog\nfrom sklearn.tree import DecisionTreeClassifier\nDecisionTreeClassifier(max_depth=2).fit([[0], [1]], [0, 1])"
+    assert run(ip, code).success
+    run(ip, "%mlops end")
+    plain = next(r for r in runs_of(client) if r.info.run_name == "plain")
+    assert "max_depth" not in plain.data.params and not plain.data.metrics
+
+
+def test_a_bad_metric_name_fails_at_the_call_and_loses_no_good_values(ip, client, capsys):
+    code = "%%mlops track --name names --no-autolog\nimport mlops_nb as mnb\nfor i in range(5):\n    mnb.log_metric('loss', i)\nmnb.log_metric('top@1', 0.5)"
+    result = run(ip, code)
+    assert not result.success
+    assert "metric name 'top@1' is not allowed" in str(result.error_in_exec)
+    (r,) = runs_of(client)
+    assert r.info.status == "FAILED"
+    assert len(client.get_metric_history(r.info.run_id, "loss")) == 5
+
+
+def test_quoted_names_are_one_argument(ip, client):
+    assert run(ip, '%%mlops track --name "my fit" --experiment "My Exp" --no-autolog\npass').success
+    (r,) = runs_of(client, "My Exp")
+    assert r.info.run_name == "my fit"
+    result = run(ip, '%mlops runs --experiment "unclosed')
+    assert not result.success
+
+
+def test_logging_with_an_unreachable_store_never_breaks_the_cell(ip, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: refused
+    from mlops_nb import magics
+
+    magics.unload(ip)
+    magics.load(ip)
+    code = "%%mlops track --name offline\nimport mlops_nb as mnb\nfor i in range(3):\n    mnb.log_metric('m', i)\nmnb.log(acc=0.5)\ndone = True"
+    result = run(ip, code)
+    assert result.success and ip.user_ns["done"] is True
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "http://127.0.0.1:9" in err
+    assert err.count("values logged from now on are not recorded") == 1
+
+
+def test_recovery_marks_every_dead_run_across_pages(ip, project: Path, client):
+    from mlops_nb.tracking import Tracker
+
+    tracker = Tracker(fluent=False)
+    dead = []
+    for i in range(25):
+        h = tracker.start_cell_run(f"dead-{i}", autolog=False)
+        client.set_tag(h.run_id, "mlops_nb.pid", "999999999")  # a pid that cannot exist
+        dead.append(h.run_id)
+    found = tracker.recover_dead_runs(page_size=10)
+    assert sorted(found) == sorted(dead)
+    assert {client.get_run(rid).info.status for rid in dead} == {"KILLED"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import shlex
 from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
@@ -120,7 +121,11 @@ class MlopsMagics(Magics):
         """Experiment tracking; ``%mlops help`` lists the sub-commands."""
         parser = self._cell_parser if cell is not None else self._line_parser
         try:
-            args = parser.parse_args(line.split())
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise IPythonUsageError(f"cannot parse {line!r}: {exc}; close the quotes.\nSee %mlops help.") from None
+        try:
+            args = parser.parse_args(words)
         except _ParseError as exc:
             if cell is not None and line.split()[:1] != ["track"]:
                 raise IPythonUsageError(
