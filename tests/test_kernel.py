@@ -115,3 +115,26 @@ def test_killed_kernel_run_is_marked_killed_by_the_next_kernel(train_project: Pa
     assert client.get_run(left.info.run_id).info.status == "KILLED"
     statuses = {r.info.run_name: r.info.status for r in runs_of(client)}
     assert statuses["bad"] == "FAILED"
+
+
+def test_a_failing_headless_notebook_ends_its_run_failed(train_project: Path, monkeypatch):
+    import papermill
+    from conftest import make_notebook
+
+    nb = make_notebook(
+        train_project / "notebooks" / "broken.ipynb",
+        [
+            ("code", "threshold = 1", ["parameters"]),
+            ("code", "%load_ext mlops_nb\n%mlops track --no-autolog", []),
+            ("code", "raise RuntimeError('data missing')", []),
+            ("code", "never = True", []),
+        ],
+    )
+    monkeypatch.setenv("MLOPS_NB_NOTEBOOK", "broken.ipynb")
+    with pytest.raises(papermill.PapermillExecutionError, match="data missing"):
+        papermill.execute_notebook(
+            str(nb), str(train_project / "broken.out.ipynb"), cwd=str(nb.parent), kernel_name="python3", progress_bar=False
+        )
+    (run,) = runs_of(_client(train_project), "broken")
+    assert run.info.status == "FAILED"
+    assert "raise RuntimeError" in artifact_text(_client(train_project), run.info.run_id, "code/cells.py")

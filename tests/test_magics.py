@@ -378,3 +378,22 @@ def test_recovery_marks_every_dead_run_across_pages(ip, project: Path, client):
     found = tracker.recover_dead_runs(page_size=10)
     assert sorted(found) == sorted(dead)
     assert {client.get_run(rid).info.status for rid in dead} == {"KILLED"}
+
+
+def test_help_lists_every_sub_command(ip, capsys):
+    assert run(ip, "%mlops help").success
+    out = capsys.readouterr().out
+    for sub in ("track", "%%mlops track", "log", "end", "status", "runs", "capture", "mlops:no-capture"):
+        assert sub in out
+
+
+def test_autolog_is_paused_outside_tracked_runs(ip, client):
+    fit = "from sklearn.tree import DecisionTreeClassifier\nDecisionTreeClassifier().fit([[0], [1]], [0, 1])"
+    assert run(ip, "%%mlops track --name tracked\n" + fit).success
+    assert run(ip, fit).success  # no run is active: autolog must not start one
+    assert run(ip, "%%mlops track --name again\n" + fit).success
+    runs = runs_of(client)
+    assert [r.info.run_name for r in runs] == ["tracked", "again"]
+    assert all("max_depth" in r.data.params for r in runs)
+    default = client.search_runs(["0"])
+    assert default == []
