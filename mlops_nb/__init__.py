@@ -22,6 +22,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .registry import PromotionResult, RegisteredVersion
     from .tables import Table
     from .tracking import Tracker
 
@@ -38,6 +39,12 @@ __all__ = [
     "flush",
     "status",
     "runs",
+    "register",
+    "set_alias",
+    "remove_alias",
+    "promote",
+    "load",
+    "models",
 ]
 
 _tracker: Tracker | None = None
@@ -129,3 +136,64 @@ def runs(experiment: str | None = None, n: int = 20) -> Table:
     tracker = get_tracker()
     rows, more = list_runs(tracker.client, [experiment] if experiment else None, n)
     return runs_table(rows, more, tracker.config.tracking_uri)
+
+
+def register(
+    model: Any,
+    name: str,
+    alias: str | None = None,
+    input_example: Any = None,
+    description: str | None = None,
+) -> RegisteredVersion:
+    """Log ``model`` under the active run (or a new one) and register a new version."""
+    return get_tracker().register_model(model, name, alias, input_example, description)
+
+
+def set_alias(name: str, alias: str, version: str | int) -> str | None:
+    """Point ``name@alias`` at ``version`` (recorded in the audit trail); return the old version."""
+    from .registry import set_alias as _set_alias
+
+    return _set_alias(get_tracker().client, name, alias, version, why="mlops_nb.set_alias")
+
+
+def remove_alias(name: str, alias: str) -> str:
+    """Remove ``name@alias``; return the version it pointed at."""
+    from .registry import remove_alias as _remove_alias
+
+    return _remove_alias(get_tracker().client, name, alias, why="mlops_nb.remove_alias")
+
+
+def promote(
+    name: str,
+    metric: str,
+    from_alias: str = "challenger",
+    to_alias: str = "champion",
+    min_delta: float = 0.0,
+    lower_is_better: bool = False,
+) -> PromotionResult:
+    """Move ``to_alias`` to the ``from_alias`` version only if it beats the holder on ``metric``.
+
+    Raises :class:`mlops_nb.registry.PromotionRefusedError` (with both values) otherwise.
+    """
+    from .registry import promote as _promote
+
+    return _promote(get_tracker().client, name, metric, from_alias, to_alias, min_delta, lower_is_better)
+
+
+def load(uri: str) -> Any:
+    """Load ``models:/NAME@ALIAS`` (or ``/VERSION``) in its native flavor."""
+    model, _ = get_tracker().load_model(uri)
+    return model
+
+
+def models(name: str | None = None) -> Table:
+    """The registered models, or one model's versions with their runs' metrics."""
+    from .registry import list_models, list_versions
+    from .tables import models_table, versions_table
+
+    tracker = get_tracker()
+    if name:
+        rows, more = list_versions(tracker.client, name)
+        return versions_table(rows, more, name)
+    model_rows, more = list_models(tracker.client)
+    return models_table(model_rows, more, tracker.config.tracking_uri)

@@ -10,9 +10,14 @@ import html
 from collections.abc import Sequence
 from datetime import datetime
 
+from typing import TYPE_CHECKING
+
 from .tracking import RunRow
 
-__all__ = ["Table", "runs_table", "status_table"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import ModelRow, VersionRow
+
+__all__ = ["Table", "runs_table", "status_table", "models_table", "versions_table"]
 
 
 class Table:
@@ -121,3 +126,43 @@ def status_table(status: dict[str, object]) -> Table:
             value = "on" if value else "off"
         rows.append([label, str(value)])
     return Table(["", ""], rows, title="mlops-nb status")
+
+
+def models_table(rows: Sequence["ModelRow"], more: bool, store: str) -> Table:
+    """``%mlops models``: the registered models."""
+    if not rows:
+        return Table(
+            ["model"],
+            [],
+            title=f"No registered models yet in {store}.",
+            footer="Register one from a cell: %mlops register VAR --name NAME --alias challenger",
+        )
+    body = [
+        [
+            r.name,
+            r.latest_version or "",
+            " ".join(f"@{a}=v{v}" for a, v in sorted(r.aliases.items())),
+            _fmt_time(r.updated),
+            r.description[:60],
+        ]
+        for r in rows
+    ]
+    footer = f"{len(rows)} model(s)" + ("; more exist: narrow with a name" if more else "")
+    return Table(["model", "latest", "aliases", "updated", "description"], body, title=f"Models in {store}", footer=footer)
+
+
+def versions_table(rows: Sequence["VersionRow"], more: bool, name: str) -> Table:
+    """``%mlops models NAME``: a model's versions with their runs' metrics."""
+    body = [
+        [
+            f"v{r.version}",
+            " ".join(f"@{a}" for a in r.aliases),
+            _fmt_time(r.created),
+            (r.run_id or "")[:12],
+            r.notebook,
+            _fmt_metrics(r.metrics),
+        ]
+        for r in rows
+    ]
+    footer = f"{len(rows)} version(s)" + ("; more exist" if more else "")
+    return Table(["version", "aliases", "created", "run", "notebook", "metrics"], body, title=f"Versions of {name}", footer=footer)

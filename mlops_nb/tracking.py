@@ -50,6 +50,8 @@ from .provenance import (
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
+    from .registry import RegisteredVersion
+
 __all__ = [
     "RunHandle",
     "MetricBuffer",
@@ -381,6 +383,8 @@ class Tracker:
         self._identity = process_identity()
         self._atexit_registered = False
         self._implicit_failed = False
+        #: (model name, alias) -> the version it resolved to when loaded here.
+        self.loaded: dict[tuple[str, str], str] = {}
 
     # -- settings -------------------------------------------------------
 
@@ -809,13 +813,17 @@ class Tracker:
         except Exception as exc:
             self.report(f"warning: could not record git state and environment: {_one_line(exc)}")
 
-    def _write_capture(self, handle: RunHandle) -> None:
+    def _write_capture_static_now(self, handle: RunHandle) -> None:
+        """Wait for the git/environment capture of ``handle`` and write it."""
         if handle.static_capture is not None:
             try:
                 handle.static_capture.result(timeout=60)
             except Exception:
                 pass
             self._write_static(handle)
+
+    def _write_capture(self, handle: RunHandle) -> None:
+        self._write_capture_static_now(handle)
         if not self.capture:
             return
         client = self.client
@@ -862,6 +870,72 @@ class Tracker:
             self._buffer.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+
+    # -- models -----------------------------------------------------------
+
+    def register_model(
+        self,
+        model: Any,
+        name: str,
+        alias: str | None = None,
+        input_example: Any = None,
+        description: str | None = None,
+    ) -> "RegisteredVersion":
+        """Log ``model`` under the active run (or a new run) and register a version."""
+        from .registry import check_alias, check_model_name, detect_flavor, register_model
+
+        check_model_name(name)
+        if alias is not None:
+            check_alias(alias)
+        detect_flavor(model)  # refuse a non-model before any run is started
+        if not self.fluent:
+            raise UsageError("registering a model needs an in-process tracker (fluent=True)")
+        own_run = self.active is None
+        handle = self.start_cell_run(f"register {name}", autolog=False) if own_run else self.active
+        try:
+            if not handle.fluent:
+                raise StoreError(f"run {handle.run_id} is not MLflow's active run; cannot log the model into it")
+            self._write_capture_static_now(handle)  # the version's lineage reads the run's git tags
+            return register_model(self.client, model, name, handle.run_id, alias, input_example, description)
+        except MlopsError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot register {name!r} in {self.config.tracking_uri}: {_one_line(exc)}") from None
+        finally:
+            if own_run:
+                self.end_run(handle, FINISHED)
+
+    def load_model(self, uri: str) -> tuple[Any, Any]:
+        """Load a model version; remember which version an alias resolved to."""
+        from .registry import load_model, parse_model_uri
+
+        name, alias, _ = parse_model_uri(uri)
+        model, mv = load_model(self.client, uri)
+        if alias:
+            self.loaded[(name, alias)] = str(mv.version)
+        return model, mv
+
+    def stale_models(self) -> list[str]:
+        """Warnings for loaded models whose alias has moved since (each move once)."""
+        if not self.loaded:
+            return []
+        from .registry import alias_holder
+
+        out = []
+        client = self.client
+        for (name, alias), version in list(self.loaded.items()):
+            try:
+                now = alias_holder(client, name, alias)
+            except Exception:
+                now = None
+            if now != version:
+                where = f"now points at v{now}" if now else "was removed"
+                out.append(
+                    f"warning: the model loaded from models:/{name}@{alias} is v{version}, but @{alias} {where}; "
+                    f"run %mlops load models:/{name}@{alias} again to use it"
+                )
+                self.loaded[(name, alias)] = now or ""
+        return out
 
     # -- recovery and status ---------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import shlex
 from typing import Any
 
@@ -18,6 +19,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 import mlops_nb
 
 from ..exceptions import MlopsError
+from ..registry import PromotionRefusedError
 from ..provenance import locate_notebook
 from ..tracking import FAILED, FINISHED, KILLED, Tracker
 
@@ -39,6 +41,14 @@ HELP = """\
   %mlops runs [--experiment NAME] [-n N]
                                   the newest runs (default: all experiments, 20)
   %mlops capture on|off           capture notebook code with runs, or not
+  %mlops register VAR --name NAME [--alias ALIAS] [--input-example VAR] [--description TEXT]
+        log the model in VAR under the current run (or a new one) and register a
+        version carrying the run's lineage; prints how to load it
+  %mlops alias NAME@ALIAS VERSION | %mlops alias NAME@ALIAS --remove
+  %mlops promote NAME --metric M [--from challenger] [--to champion] [--min-delta D]
+        [--lower-is-better]   move --to only when the --from version beats it on M
+  %mlops load models:/NAME@ALIAS [--as VAR]   load a model version into the kernel
+  %mlops models [NAME]            registered models, or one model's versions
   %mlops help                     this text
 
 From Python: import mlops_nb as mnb; mnb.track(); mnb.log_metric("loss", v, step=i)
@@ -81,6 +91,28 @@ def _build_parser(cell: bool) -> _Parser:
         runs.add_argument("-n", type=int, default=20)
         capture = sub.add_parser("capture", add_help=False)
         capture.add_argument("state", choices=["on", "off"])
+        register = sub.add_parser("register", add_help=False)
+        register.add_argument("var", metavar="VAR")
+        register.add_argument("--name", required=True)
+        register.add_argument("--alias")
+        register.add_argument("--input-example", metavar="VAR")
+        register.add_argument("--description")
+        alias = sub.add_parser("alias", add_help=False)
+        alias.add_argument("target", metavar="NAME@ALIAS")
+        alias.add_argument("version", nargs="?", metavar="VERSION")
+        alias.add_argument("--remove", action="store_true")
+        promote = sub.add_parser("promote", add_help=False)
+        promote.add_argument("name", metavar="NAME")
+        promote.add_argument("--from", dest="from_alias", default="challenger")
+        promote.add_argument("--to", dest="to_alias", default="champion")
+        promote.add_argument("--metric", required=True)
+        promote.add_argument("--min-delta", type=float, default=0.0)
+        promote.add_argument("--lower-is-better", action="store_true")
+        load = sub.add_parser("load", add_help=False)
+        load.add_argument("uri", metavar="models:/NAME@ALIAS")
+        load.add_argument("--as", dest="var", metavar="VAR")
+        models = sub.add_parser("models", add_help=False)
+        models.add_argument("name", nargs="?", metavar="NAME")
         sub.add_parser("help", add_help=False)
     return parser
 
@@ -132,12 +164,25 @@ class MlopsMagics(Magics):
                     f"%%mlops on a cell takes 'track' only, e.g. %%mlops track --name fit\nSee %mlops help."
                 ) from None
             raise IPythonUsageError(str(exc)) from None
+        self._warn_stale_models()
         if cell is not None:
             return self._track_cell(args, cell)
         try:
             return getattr(self, f"_cmd_{args.command}")(args)
+        except PromotionRefusedError as exc:
+            # A refusal is an answer, not an error: a notebook that promotes only when
+            # the candidate is better must go on running when it is not.
+            print(f"mlops-nb: {exc}")
+            return None
         except MlopsError as exc:
             raise IPythonUsageError(str(exc)) from None
+
+    def _warn_stale_models(self) -> None:
+        try:
+            for warning in self.tracker.stale_models():
+                self.tracker.report(warning)
+        except Exception:  # never let the check break a command
+            pass
 
     def _cmd_help(self, args: argparse.Namespace) -> None:
         print(HELP)
@@ -183,6 +228,67 @@ class MlopsMagics(Magics):
     def _cmd_capture(self, args: argparse.Namespace) -> None:
         self.tracker.capture_override = args.state == "on"
         print(f"mlops-nb: code capture is {args.state}: {self.tracker.status()['captured']}")
+
+    def _variable(self, name: str) -> Any:
+        if not name.isidentifier() or name not in self.shell.user_ns:
+            raise MlopsError(f"no variable named {name!r} in the kernel; define it or check the spelling")
+        return self.shell.user_ns[name]
+
+    def _cmd_register(self, args: argparse.Namespace) -> None:
+        model = self._variable(args.var)
+        example = self._variable(args.input_example) if args.input_example else None
+        version = self.tracker.register_model(model, args.name, args.alias, example, args.description)
+        alias = f" as @{version.aliases[0]}" if version.aliases else ""
+        print(f"mlops-nb: registered {version.name} v{version.version}{alias} ({version.flavor}, run {version.run_id})")
+        print(f"  load it with: {version.load_hint}")
+
+    def _cmd_alias(self, args: argparse.Namespace) -> None:
+        from ..registry import remove_alias, set_alias
+
+        name, _, alias = args.target.partition("@")
+        if not alias:
+            raise MlopsError(f"{args.target!r} names no alias: use NAME@ALIAS, e.g. wine@champion")
+        client = self.tracker.client
+        if args.remove:
+            if args.version:
+                raise MlopsError("give either a VERSION or --remove, not both")
+            version = remove_alias(client, name, alias, why="%mlops alias --remove")
+            print(f"mlops-nb: removed @{alias} from {name} (it pointed at v{version})")
+            return
+        if not args.version:
+            raise MlopsError(f"give the version @{alias} should point at, e.g. %mlops alias {name}@{alias} 3")
+        previous = set_alias(client, name, alias, args.version, why="%mlops alias")
+        moved = f" (was v{previous})" if previous and previous != args.version else ""
+        print(f"mlops-nb: {name}@{alias} -> v{int(args.version)}{moved}")
+
+    def _cmd_promote(self, args: argparse.Namespace) -> None:
+        from ..registry import promote
+
+        result = promote(
+            self.tracker.client,
+            args.name,
+            args.metric,
+            args.from_alias,
+            args.to_alias,
+            args.min_delta,
+            args.lower_is_better,
+        )
+        print(f"mlops-nb: {result.message}")
+
+    def _cmd_load(self, args: argparse.Namespace) -> None:
+        from ..registry import parse_model_uri
+
+        name, alias, version = parse_model_uri(args.uri)
+        var = args.var or re.sub(r"\W", "_", name)
+        if not var.isidentifier():
+            var = f"model_{var}"
+        model, mv = self.tracker.load_model(args.uri)
+        self.shell.user_ns[var] = model
+        via = f"@{alias} -> " if alias else ""
+        print(f"mlops-nb: loaded {name} {via}v{mv.version} into {var} ({type(model).__name__})")
+
+    def _cmd_models(self, args: argparse.Namespace) -> Any:
+        return mlops_nb.models(args.name)
 
     # -- tracked cells -----------------------------------------------------
 

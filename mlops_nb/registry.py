@@ -1,0 +1,626 @@
+"""The model registry: register, alias, promote and load models, on an explicit client.
+
+Aliases replace MLflow's deprecated stages. Every alias move is recorded on the model
+versions involved (who, when, why), so the audit trail is readable in MLflow itself.
+The promotion guard lives here, once: ``%mlops promote``, the panel and the REST API
+call the same :func:`promote`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import MlopsError, NotFoundError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+__all__ = [
+    "PromotionRefusedError",
+    "NotAModelError",
+    "RegisteredVersion",
+    "PromotionResult",
+    "check_alias",
+    "check_model_name",
+    "parse_model_uri",
+    "detect_flavor",
+    "register_model",
+    "set_alias",
+    "remove_alias",
+    "promote",
+    "resolve_alias",
+    "load_model",
+    "audit_trail",
+    "model_files",
+]
+
+TAG = "mlops_nb."
+AUDIT_PREFIX = TAG + "audit."
+_ALIAS = re.compile(r"^[\w\-]+$")
+_VERSION_ALIAS = re.compile(r"^[vV]\d+$")
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[\w\-]+)|/(?P<version>\d+))$")
+
+#: Top-level module of a model's class -> the MLflow flavor module that logs it.
+FLAVORS = {
+    "sklearn": "mlflow.sklearn",
+    "xgboost": "mlflow.xgboost",
+    "lightgbm": "mlflow.lightgbm",
+    "catboost": "mlflow.catboost",
+    "torch": "mlflow.pytorch",
+    "keras": "mlflow.keras",
+    "tensorflow": "mlflow.tensorflow",
+    "statsmodels": "mlflow.statsmodels",
+    "prophet": "mlflow.prophet",
+}
+
+
+class PromotionRefusedError(MlopsError):
+    """The promotion guard refused to move an alias (the REST API answers 409)."""
+
+
+class NotAModelError(UsageError):
+    """The object given to register is not a model mlops-nb can log."""
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version as mlops-nb shows it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    aliases: tuple[str, ...]
+    flavor: str | None = None
+    lineage: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def load_hint(self) -> str:
+        """How to load this version, by alias where it has one."""
+        ref = f"models:/{self.name}@{self.aliases[0]}" if self.aliases else f"models:/{self.name}/{self.version}"
+        return f"%mlops load {ref}   (or mlflow.pyfunc.load_model('{ref}'))"
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What the promotion guard decided, with the numbers it decided on."""
+
+    name: str
+    to_alias: str
+    version: str
+    previous_version: str | None
+    metric: str
+    candidate_value: float
+    current_value: float | None
+    message: str
+
+
+# ---------------------------------------------------------------- validation
+
+
+def check_model_name(name: Any) -> str:
+    """A registered model name: non-empty, no slash or '@' (they would break model URIs)."""
+    if not isinstance(name, str) or not name.strip() or "/" in name or "@" in name or ":" in name:
+        raise UsageError(f"model name {name!r} is not allowed: use a non-empty name without '/', '@' or ':'")
+    return name
+
+
+def check_alias(alias: Any) -> str:
+    """An alias MLflow accepts and that is not reserved (``latest``, ``v<N>``)."""
+    if not isinstance(alias, str) or not alias:
+        raise UsageError("alias must be a non-empty name such as champion or challenger")
+    if alias.lower() == "latest" or _VERSION_ALIAS.match(alias):
+        raise UsageError(
+            f"alias {alias!r} is reserved by MLflow ('latest' and v<N> name versions); choose another, "
+            "e.g. champion or challenger"
+        )
+    if not _ALIAS.match(alias) or len(alias) > 255:
+        raise UsageError(f"alias {alias!r} is not allowed: use letters, digits, '_' and '-' only")
+    return alias
+
+
+def _check_version(version: Any) -> str:
+    text = str(version)
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"version must be a positive whole number, not {version!r}")
+    return str(int(text))
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """Split ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` into (name, alias, version)."""
+    match = _MODEL_URI.match(uri or "")
+    if not match:
+        raise UsageError(f"{uri!r} is not a model reference: use models:/NAME@ALIAS or models:/NAME/VERSION")
+    return match["name"], match["alias"], match["version"]
+
+
+def _missing(exc: Exception) -> bool:
+    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _known_models(client: "MlflowClient", limit: int = 10) -> str:
+    names = [m.name for m in client.search_registered_models(max_results=limit)]
+    return ", ".join(names) if names else "none yet"
+
+
+def get_version(client: "MlflowClient", name: str, version: str) -> "ModelVersion":
+    """A model version, or :class:`NotFoundError` naming the model or version."""
+    check_model_name(name)
+    version = _check_version(version)
+    try:
+        return client.get_model_version(name, version)
+    except Exception as exc:
+        if not _missing(exc):
+            raise
+    try:
+        client.get_registered_model(name)
+    except Exception as exc:
+        if _missing(exc):
+            raise NotFoundError(f"no registered model named {name!r}; known models: {_known_models(client)}") from None
+        raise
+    raise NotFoundError(f"model {name!r} has no version {version}") from None
+
+
+def _get_model(client: "MlflowClient", name: str) -> Any:
+    check_model_name(name)
+    try:
+        return client.get_registered_model(name)
+    except Exception as exc:
+        if _missing(exc):
+            raise NotFoundError(f"no registered model named {name!r}; known models: {_known_models(client)}") from None
+        raise
+
+
+def alias_holder(client: "MlflowClient", name: str, alias: str) -> str | None:
+    """The version ``alias`` points at, or ``None``; :class:`NotFoundError` for no model."""
+    version = _get_model(client, name).aliases.get(alias)
+    return str(version) if version is not None else None
+
+
+def resolve_alias(client: "MlflowClient", name: str, alias: str) -> "ModelVersion":
+    """The version ``alias`` points at, or :class:`NotFoundError` saying what exists."""
+    model = _get_model(client, name)
+    version = model.aliases.get(alias)
+    if version is None:
+        known = ", ".join(sorted(model.aliases)) or "none"
+        raise NotFoundError(f"model {name!r} has no alias {alias!r}; its aliases: {known}")
+    return client.get_model_version(name, str(version))
+
+
+# ---------------------------------------------------------------- registering
+
+
+def detect_flavor(model: Any) -> str:
+    """The MLflow flavor module that can log ``model``, or :class:`NotAModelError`."""
+    module = type(model).__module__.split(".")[0]
+    flavor = FLAVORS.get(module)
+    if flavor is None:
+        supported = "scikit-learn estimators and pipelines, XGBoost, LightGBM, CatBoost, PyTorch, Keras"
+        raise NotAModelError(
+            f"a {type(model).__module__}.{type(model).__name__} is not a model mlops-nb can log; "
+            f"supported: {supported}"
+        )
+    if module == "sklearn":
+        from sklearn.base import BaseEstimator
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+
+        if not isinstance(model, BaseEstimator):
+            raise NotAModelError(
+                f"{type(model).__name__} comes from scikit-learn but is not an estimator or pipeline"
+            )
+        try:
+            check_is_fitted(model)
+        except NotFittedError:
+            raise NotAModelError(f"the {type(model).__name__} is not fitted yet; call .fit(...) first") from None
+        except TypeError:
+            pass  # an estimator check_is_fitted cannot judge: let MLflow try
+    return flavor
+
+
+def _lineage(client: "MlflowClient", run_id: str) -> dict[str, str]:
+    run = client.get_run(run_id)
+    tags = run.data.tags
+    lineage = {TAG + "run_id": run_id}
+    for src, dst in (
+        (TAG + "notebook", TAG + "notebook"),
+        ("mlflow.source.git.commit", TAG + "git.commit"),
+        ("mlflow.source.git.branch", TAG + "git.branch"),
+        (TAG + "git.dirty", TAG + "git.dirty"),
+    ):
+        if src in tags:
+            lineage[dst] = tags[src]
+    params = dict(run.data.params)
+    parent = tags.get("mlflow.parentRunId")
+    if parent:  # a cell run inherits the notebook's parameters
+        try:
+            params = {**client.get_run(parent).data.params, **params}
+        except Exception:
+            pass
+    if params:
+        text = json.dumps(params, sort_keys=True)
+        lineage[TAG + "params"] = text if len(text) <= 5000 else text[:4990] + "...}"
+    return lineage
+
+
+def register_model(
+    client: "MlflowClient",
+    model: Any,
+    name: str,
+    run_id: str,
+    alias: str | None = None,
+    input_example: Any = None,
+    description: str | None = None,
+) -> RegisteredVersion:
+    """Log ``model`` under ``run_id`` with its flavor and signature, and register a version.
+
+    The run must be MLflow's active run in this process (the tracker makes its runs so).
+    The version carries the run's lineage as tags. Everything is checked before anything
+    is written: a bad name, alias or model registers nothing.
+    """
+    check_model_name(name)
+    if alias is not None:
+        check_alias(alias)
+    flavor_name = detect_flavor(model)
+    import importlib
+
+    import mlflow
+
+    flavor = importlib.import_module(flavor_name)
+    signature = None
+    if input_example is not None:
+        from mlflow.models import infer_signature
+
+        try:
+            prediction = model.predict(input_example) if hasattr(model, "predict") else None
+            signature = infer_signature(input_example, prediction)
+        except Exception as exc:
+            raise UsageError(
+                f"the input example does not fit the model ({type(exc).__name__}: {exc}); pass a few rows "
+                "of the data it was trained on"
+            ) from None
+    kwargs: dict[str, Any] = {"name": "model", "signature": signature}
+    if input_example is not None:
+        kwargs["input_example"] = input_example
+    defaults = getattr(flavor, "get_default_pip_requirements", None)
+    if defaults is not None:
+        # MLflow otherwise infers requirements by re-importing the model in a
+        # subprocess (~6 s a model); the run already records the full environment.
+        kwargs["pip_requirements"] = defaults()
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != run_id:
+        raise MlopsError(f"run {run_id} is not the active MLflow run; start tracking first")
+    info = flavor.log_model(model, **kwargs)
+    try:
+        client.get_registered_model(name)
+    except Exception as exc:
+        if not _missing(exc):
+            raise
+        try:
+            client.create_registered_model(name)
+        except Exception as again:  # created meanwhile by another process
+            if getattr(again, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+    lineage = _lineage(client, run_id)
+    version = client.create_model_version(
+        name,
+        source=info.model_uri,
+        run_id=run_id,
+        tags={**lineage, TAG + "flavor": flavor_name.split(".")[-1]},
+        description=description,
+        model_id=getattr(info, "model_id", None),
+    )
+    aliases: tuple[str, ...] = ()
+    if alias is not None:
+        set_alias(client, name, alias, version.version, why="registered with this alias")
+        aliases = (alias,)
+    return RegisteredVersion(name, str(version.version), run_id, aliases, flavor_name.split(".")[-1], lineage)
+
+
+# ---------------------------------------------------------------- aliases and audit
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def _audit(
+    client: "MlflowClient",
+    name: str,
+    on_version: str,
+    action: str,
+    alias: str,
+    from_version: str | None,
+    to_version: str | None,
+    who: str | None,
+    why: str,
+) -> None:
+    """Record one alias move as a tag on ``on_version`` (readable in MLflow's UI)."""
+    event = {
+        "action": action,
+        "alias": alias,
+        "from_version": from_version,
+        "to_version": to_version,
+        "who": who or _who(),
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "why": why,
+    }
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"{time.time_ns() % 1_000_000_000:09d}"
+    client.set_model_version_tag(name, on_version, f"{AUDIT_PREFIX}{stamp}", json.dumps(event, sort_keys=True))
+
+
+def set_alias(
+    client: "MlflowClient", name: str, alias: str, version: str | int, who: str | None = None, why: str = ""
+) -> str | None:
+    """Point ``alias`` at ``version``; record the move on both versions. Returns the
+    version the alias pointed at before (or ``None``)."""
+    check_alias(alias)
+    target = get_version(client, name, str(version))
+    previous = alias_holder(client, name, alias)
+    target_version = str(target.version)
+    if previous == target_version:
+        return previous
+    client.set_registered_model_alias(name, alias, target_version)
+    _audit(client, name, target_version, "set", alias, previous, target_version, who, why)
+    if previous is not None:
+        _audit(client, name, previous, "moved away", alias, previous, target_version, who, why)
+    return previous
+
+
+def remove_alias(client: "MlflowClient", name: str, alias: str, who: str | None = None, why: str = "") -> str:
+    """Remove ``alias``; return the version it pointed at."""
+    check_alias(alias)
+    holder = str(resolve_alias(client, name, alias).version)
+    client.delete_registered_model_alias(name, alias)
+    _audit(client, name, holder, "removed", alias, holder, None, who, why)
+    return holder
+
+
+def audit_trail(client: "MlflowClient", name: str, version: str) -> list[dict[str, Any]]:
+    """The alias moves recorded on a version, oldest first."""
+    mv = get_version(client, name, version)
+    events = []
+    for key in sorted(k for k in mv.tags if k.startswith(AUDIT_PREFIX)):
+        try:
+            events.append(json.loads(mv.tags[key]))
+        except ValueError:
+            continue
+    return events
+
+
+# ---------------------------------------------------------------- promotion
+
+
+def _metric(client: "MlflowClient", mv: "ModelVersion", metric: str) -> float | None:
+    if not mv.run_id:
+        return None
+    return client.get_run(mv.run_id).data.metrics.get(metric)
+
+
+def model_files(client: "MlflowClient", mv: "ModelVersion") -> str:
+    """A local folder holding the version's MLmodel files, found through ``client``.
+
+    ``models:/`` references would otherwise resolve through MLflow's process-global
+    registry URI (and, unset, create ``mlflow.db`` in the current folder).
+    """
+    import mlflow.artifacts
+
+    source = mv.source or ""
+    if source.startswith("models:/m-"):
+        location = client.get_logged_model(source[len("models:/") :]).artifact_location
+        return mlflow.artifacts.download_artifacts(artifact_uri=location)
+    if source.startswith("runs:/"):
+        run_id, _, path = source[len("runs:/") :].partition("/")
+        return client.download_artifacts(run_id, path)
+    return mlflow.artifacts.download_artifacts(artifact_uri=source)
+
+
+def _signature_inputs(client: "MlflowClient", mv: "ModelVersion") -> Any:
+    from mlflow.models import Model
+
+    try:
+        sig = Model.load(model_files(client, mv)).signature
+    except Exception:
+        return None
+    return sig.inputs.to_dict() if sig is not None and sig.inputs is not None else None
+
+
+def promote(
+    client: "MlflowClient",
+    name: str,
+    metric: str,
+    from_alias: str = "challenger",
+    to_alias: str = "champion",
+    min_delta: float = 0.0,
+    lower_is_better: bool = False,
+    who: str | None = None,
+) -> PromotionResult:
+    """Move ``to_alias`` to the holder of ``from_alias`` only if it beats the current holder.
+
+    The candidate beats the holder when its ``metric`` is better by more than
+    ``min_delta`` and its input signature matches. With no current holder, the alias is
+    simply set. Refusals raise :class:`PromotionRefusedError` with both values; nothing
+    moves.
+    """
+    check_alias(from_alias)
+    check_alias(to_alias)
+    if not isinstance(metric, str) or not metric:
+        raise UsageError("--metric must name a metric, e.g. accuracy")
+    if min_delta < 0:
+        raise UsageError(f"--min-delta must be 0 or more, not {min_delta}")
+    candidate = resolve_alias(client, name, from_alias)
+    holder = alias_holder(client, name, to_alias)
+    current = client.get_model_version(name, holder) if holder is not None else None
+    cand_value = _metric(client, candidate, metric)
+    cur_value = _metric(client, current, metric) if current is not None else None
+    if cand_value is None and (current is None or cur_value is None):
+        raise UsageError(
+            f"metric {metric!r} is on neither version's run ({name} v{candidate.version}"
+            + (f", v{current.version}" if current is not None else "")
+            + "); log it with %mlops log, or choose a metric the runs have"
+        )
+    if cand_value is None:
+        raise PromotionRefusedError(
+            f"refused: {name} v{candidate.version} (@{from_alias}) has no {metric!r}; "
+            f"the current @{to_alias} v{current.version} has {metric}={cur_value:.6g}"
+        )
+    if current is not None and current.version == candidate.version:
+        raise PromotionRefusedError(f"refused: {name} v{candidate.version} already holds @{to_alias}")
+    if current is not None:
+        if cur_value is None:
+            raise PromotionRefusedError(
+                f"refused: the current @{to_alias} v{current.version} has no {metric!r} to compare with "
+                f"(candidate v{candidate.version}: {metric}={cand_value:.6g}); move it by hand with %mlops alias"
+            )
+        gain = (cur_value - cand_value) if lower_is_better else (cand_value - cur_value)
+        direction = "lower" if lower_is_better else "higher"
+        if not gain > min_delta:
+            raise PromotionRefusedError(
+                f"refused: {name} v{candidate.version} (@{from_alias}) has {metric}={cand_value:.6g}, "
+                f"the current @{to_alias} v{current.version} has {metric}={cur_value:.6g}; "
+                f"{direction} is better and the gain must exceed {min_delta:g}"
+            )
+        new_inputs, old_inputs = _signature_inputs(client, candidate), _signature_inputs(client, current)
+        if new_inputs is not None and old_inputs is not None and new_inputs != old_inputs:
+            raise PromotionRefusedError(
+                f"refused: {name} v{candidate.version} takes different inputs than the current @{to_alias} "
+                f"v{current.version} (signatures differ), though {metric}={cand_value:.6g} beats {cur_value:.6g}"
+            )
+        why = f"promoted from @{from_alias}: {metric} {cand_value:.6g} vs {cur_value:.6g} ({direction} is better)"
+    else:
+        why = f"promoted from @{from_alias}: no version held @{to_alias} ({metric}={cand_value:.6g})"
+    previous = set_alias(client, name, to_alias, candidate.version, who=who, why=why)
+    return PromotionResult(
+        name, to_alias, str(candidate.version), previous, metric, cand_value, cur_value, f"{name} v{candidate.version} is now @{to_alias}: {why}"
+    )
+
+
+# ---------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """A registered model in a listing."""
+
+    name: str
+    latest_version: str | None
+    aliases: dict[str, str]
+    updated: datetime | None
+    description: str
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """A model version in a listing, with its source run's metrics."""
+
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    run_id: str | None
+    created: datetime | None
+    notebook: str
+    metrics: dict[str, float]
+
+
+def _ts(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc) if ms else None
+
+
+def list_models(client: "MlflowClient", name_contains: str | None = None, max_results: int = 50) -> tuple[list[ModelRow], bool]:
+    """Registered models by name (paged through MLflow, never cut silently)."""
+    flt = None
+    if name_contains:
+        flt = "name ILIKE '%{}%'".format(name_contains.replace("'", "''"))
+    rows: list[ModelRow] = []
+    token = None
+    while len(rows) < max_results:
+        page = client.search_registered_models(
+            filter_string=flt, max_results=min(1000, max_results - len(rows)), order_by=["name ASC"], page_token=token
+        )
+        for m in page:
+            latest = max((int(v.version) for v in (m.latest_versions or [])), default=None)
+            rows.append(
+                ModelRow(m.name, str(latest) if latest else None, dict(m.aliases), _ts(m.last_updated_timestamp), m.description or "")
+            )
+        token = page.token
+        if not token:
+            return rows, False
+    return rows, bool(token)
+
+
+def list_versions(client: "MlflowClient", name: str, max_results: int = 50) -> tuple[list[VersionRow], bool]:
+    """A model's versions, newest first, with their source runs' metrics."""
+    check_model_name(name)
+    try:
+        model = client.get_registered_model(name)
+    except Exception as exc:
+        if _missing(exc):
+            raise NotFoundError(f"no registered model named {name!r}; known models: {_known_models(client)}") from None
+        raise
+    by_version: dict[str, list[str]] = {}
+    for alias, version in model.aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows: list[VersionRow] = []
+    token = None
+    more = False
+    while len(rows) < max_results:
+        page = client.search_model_versions(
+            f"name = '{name.replace(chr(39), chr(39) * 2)}'",
+            max_results=min(1000, max_results - len(rows)),
+            order_by=["version_number DESC"],
+            page_token=token,
+        )
+        for mv in page:
+            metrics: dict[str, float] = {}
+            if mv.run_id:
+                try:
+                    metrics = dict(client.get_run(mv.run_id).data.metrics)
+                except Exception:
+                    metrics = {}
+            rows.append(
+                VersionRow(
+                    name,
+                    str(mv.version),
+                    tuple(sorted(by_version.get(str(mv.version), []))),
+                    mv.run_id,
+                    _ts(mv.creation_timestamp),
+                    mv.tags.get(TAG + "notebook", ""),
+                    metrics,
+                )
+            )
+        token = page.token
+        if not token:
+            break
+    else:
+        more = bool(token)
+    return rows, more
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_model(client: "MlflowClient", uri: str) -> tuple[Any, "ModelVersion"]:
+    """Load ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` in its native flavor.
+
+    Returns the model object and the version it resolved to.
+    """
+    name, alias, version = parse_model_uri(uri)
+    mv = resolve_alias(client, name, alias) if alias else get_version(client, name, version or "")
+    flavor = mv.tags.get(TAG + "flavor")
+    import importlib
+
+    module_name = f"mlflow.{flavor}" if flavor and f"mlflow.{flavor}" in FLAVORS.values() else "mlflow.pyfunc"
+    module = importlib.import_module(module_name)
+    # Load the resolved version's files, not the alias: an alias moved meanwhile must
+    # not change what this call returns.
+    model = module.load_model(model_files(client, mv))
+    return model, mv
