@@ -286,6 +286,67 @@ def _experiment_ids(client: "MlflowClient", names: Iterable[str] | None) -> dict
             return out
 
 
+def _row(run: Any, experiments: Mapping[str, str]) -> RunRow:
+    info, data = run.info, run.data
+    start = datetime.fromtimestamp(info.start_time / 1000, tz=timezone.utc) if info.start_time else None
+    duration = (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None
+    return RunRow(
+        run_id=info.run_id,
+        name=info.run_name or "",
+        experiment=experiments.get(info.experiment_id, info.experiment_id),
+        status=info.status,
+        start_time=start,
+        duration_s=duration,
+        notebook=data.tags.get(TAG + "notebook", data.tags.get("mlflow.source.name", "")),
+        params=dict(data.params),
+        metrics=dict(data.metrics),
+    )
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    """One page of runs and the token of the next page (``None`` on the last page)."""
+
+    rows: list[RunRow]
+    next_token: str | None
+
+
+def runs_page(
+    client: "MlflowClient",
+    experiments: Iterable[str] | None = None,
+    filter_string: str | None = None,
+    order_by: str | None = None,
+    page_size: int = 50,
+    page_token: str | None = None,
+) -> RunsPage:
+    """One page of runs, filtered and sorted by the store: pages go on past 1,000.
+
+    ``filter_string`` and ``order_by`` use MLflow's search syntax (for example
+    ``metrics.accuracy > 0.9``, ``params.lr = '0.1'``, ``metrics.accuracy DESC``).
+    """
+    if not 1 <= page_size <= 1000:
+        raise UsageError(f"page size must be between 1 and 1000, not {page_size}")
+    ids = _experiment_ids(client, experiments)
+    if not ids:
+        return RunsPage([], None)
+    try:
+        page = client.search_runs(
+            list(ids),
+            filter_string=filter_string or "",
+            order_by=[order_by] if order_by else ["attributes.start_time DESC"],
+            max_results=page_size,
+            page_token=page_token,
+        )
+    except Exception as exc:
+        if getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
+            raise UsageError(
+                f"cannot search runs with filter {filter_string!r} and order {order_by!r}: {_one_line(exc)}; "
+                "write e.g. metrics.accuracy > 0.9 or params.lr = '0.1'"
+            ) from None
+        raise StoreError(f"cannot list runs from {client.tracking_uri}: {_one_line(exc)}") from None
+    return RunsPage([_row(run, ids) for run in page], page.token or None)
+
+
 def list_runs(
     client: "MlflowClient",
     experiments: Iterable[str] | None = None,
@@ -299,42 +360,16 @@ def list_runs(
     if max_results < 1:
         raise UsageError(f"-n must be at least 1, not {max_results}")
     try:
-        ids = _experiment_ids(client, experiments)
-        if not ids:
-            return [], False
+        names = list(experiments) if experiments is not None else None
         rows: list[RunRow] = []
         token = None
-        more = False
         while len(rows) < max_results:
-            page = client.search_runs(
-                list(ids),
-                order_by=["attributes.start_time DESC"],
-                max_results=min(1000, max_results - len(rows)),
-                page_token=token,
-            )
-            for run in page:
-                info, data = run.info, run.data
-                start = datetime.fromtimestamp(info.start_time / 1000, tz=timezone.utc) if info.start_time else None
-                duration = (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None
-                rows.append(
-                    RunRow(
-                        run_id=info.run_id,
-                        name=info.run_name or "",
-                        experiment=ids.get(info.experiment_id, info.experiment_id),
-                        status=info.status,
-                        start_time=start,
-                        duration_s=duration,
-                        notebook=data.tags.get(TAG + "notebook", data.tags.get("mlflow.source.name", "")),
-                        params=dict(data.params),
-                        metrics=dict(data.metrics),
-                    )
-                )
-            token = page.token
+            page = runs_page(client, names, page_size=min(1000, max_results - len(rows)), page_token=token)
+            rows.extend(page.rows)
+            token = page.next_token
             if not token:
-                break
-        else:
-            more = bool(token)
-        return rows, more
+                return rows, False
+        return rows, True
     except MlopsError:
         raise
     except Exception as exc:
