@@ -128,14 +128,22 @@ def status() -> Table:
     return status_table(get_tracker().status())
 
 
-def runs(experiment: str | None = None, n: int = 20) -> Table:
-    """The newest ``n`` runs of an experiment (default: every experiment of the store)."""
-    from .tables import runs_table
-    from .tracking import list_runs
+def runs(experiment: str | None = None, n: int = 20) -> Any:
+    """The runs table widget: sort, filter, page through every run, compare.
 
-    tracker = get_tracker()
-    rows, more = list_runs(tracker.client, [experiment] if experiment else None, n)
-    return runs_table(rows, more, tracker.config.tracking_uri)
+    Shows ``n`` runs a page, of one experiment (default: all). Where widgets cannot
+    render, it shows as a text or HTML table.
+    """
+    from .exceptions import UsageError
+    from .tracking import _experiment_ids
+    from .widgets.runs import RunsTable
+
+    if not 1 <= n <= 1000:
+        raise UsageError(f"-n must be between 1 and 1000, not {n}")
+    client = get_tracker().client
+    if experiment:
+        _experiment_ids(client, [experiment])  # an unknown name is a one-line error
+    return RunsTable(client, experiment, page_size=n)
 
 
 def register(
@@ -186,14 +194,12 @@ def load(uri: str) -> Any:
     return model
 
 
-def models(name: str | None = None) -> Table:
-    """The registered models, or one model's versions with their runs' metrics."""
-    from .registry import list_models, list_versions
-    from .tables import models_table, versions_table
+def models(name: str | None = None) -> Any:
+    """The registry browser widget: models, versions, aliases, metrics and lineage."""
+    from .registry import list_versions
+    from .widgets.models import RegistryBrowser
 
-    tracker = get_tracker()
+    client = get_tracker().client
     if name:
-        rows, more = list_versions(tracker.client, name)
-        return versions_table(rows, more, name)
-    model_rows, more = list_models(tracker.client)
-    return models_table(model_rows, more, tracker.config.tracking_uri)
+        list_versions(client, name, max_results=1)  # an unknown name is a one-line error
+    return RegistryBrowser(client, name)

@@ -418,6 +418,7 @@ class Tracker:
         self._identity = process_identity()
         self._atexit_registered = False
         self._implicit_failed = False
+        self._listeners: list[Callable[[str, str, float, int], None]] = []
         #: (model name, alias) -> the version it resolved to when loaded here.
         self.loaded: dict[tuple[str, str], str] = {}
 
@@ -701,6 +702,25 @@ class Tracker:
             step = handle.steps.get(key, -1) + 1
         handle.steps[key] = step
         self.buffer.add(handle.run_id, key, float(value), timestamp or _now_ms(), int(step))
+        if self._listeners:
+            self._notify(handle, key, float(value), int(step))
+
+    def add_metric_listener(self, listener: Callable[[str, str, float, int], None]) -> None:
+        """Call ``listener(run_id, key, value, step)`` for each metric logged (a live chart)."""
+        self._listeners.append(listener)
+
+    def remove_metric_listener(self, listener: Callable[[str, str, float, int], None]) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, handle: RunHandle, key: str, value: float, step: int) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(handle.run_id, key, value, step)
+            except Exception as exc:  # a broken chart must not break training
+                self._listeners.remove(listener)
+                self.report(f"warning: live chart stopped: {_one_line(exc)}")
 
     def log_params(self, params: Mapping[str, Any]) -> dict[str, str]:
         """Log params on the active run; a changed value warns instead of raising.

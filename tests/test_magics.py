@@ -160,7 +160,9 @@ def test_runs_and_status(ip, project: Path, capsys):
     run(ip, "%%mlops track --name listed --no-autolog\npass")
     table = run(ip, "%mlops runs -n 5").result
     assert "listed" in str(table) and "FINISHED" in str(table)
-    assert "<table" in table._repr_html_()
+    bundle = table._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # the widget, where it renders
+    assert "<table" in bundle["text/html"] and "listed" in bundle["text/plain"]  # and the fallback
     status = str(run(ip, "%mlops status").result)
     assert str(project / ".mlops" / "mlflow.db") in status
     assert "embedded store of the project" in status and "holds .git" in status

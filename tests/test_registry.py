@@ -236,7 +236,7 @@ def test_models_tables(trained, client):
     assert "cancer" in models and "@challenger=v1" in models
     versions = run(ip, "%mlops models cancer").result
     assert "v1" in str(versions) and "accuracy=0.93" in str(versions)
-    assert "<table" in versions._repr_html_()
+    assert "<table" in versions._repr_mimebundle_()["text/html"]
 
 
 def test_python_api_matches_the_magics(trained, client):

@@ -31,9 +31,10 @@ HELP = """\
   %mlops track [--experiment NAME] [--run-name NAME] [--no-autolog]
         start the run for this notebook session (ends the previous one); logs the
         values of the cell tagged 'parameters' as params; scikit-learn autologging on
-  %%mlops track [--name NAME] [--experiment NAME] [--no-autolog]
+  %%mlops track [--name NAME] [--experiment NAME] [--no-autolog] [--no-chart]
         (first line of a cell) a new run for this cell each time it runs, nested
-        under the notebook run; an error ends it FAILED, Ctrl-C ends it KILLED
+        under the notebook run; an error ends it FAILED, Ctrl-C ends it KILLED;
+        metrics it logs are drawn live under the cell
   %mlops log NAME [NAME ...]
         log kernel variables: numbers as metrics, strings/booleans/None as params
   %mlops end                      end the notebook run (buffered metrics are written)
@@ -80,6 +81,7 @@ def _build_parser(cell: bool) -> _Parser:
     track.add_argument("--no-autolog", action="store_true")
     if cell:
         track.add_argument("--name")
+        track.add_argument("--no-chart", action="store_true")
     else:
         track.add_argument("--run-name")
         log = sub.add_parser("log", add_help=False)
@@ -309,19 +311,37 @@ class MlopsMagics(Magics):
         except MlopsError as exc:
             tracker.report(f"warning: {exc}; the cell runs untracked")
             handle = None
+        detach = self._live_chart(handle) if handle is not None and not args.no_chart else None
         try:
             value = self._execute(cell)
         except KeyboardInterrupt as exc:
-            if handle is not None:
-                tracker.end_run(handle, KILLED, exc)
+            self._end_cell_run(handle, KILLED, exc, detach)
             raise
         except BaseException as exc:
-            if handle is not None:
-                tracker.end_run(handle, FAILED, exc)
+            self._end_cell_run(handle, FAILED, exc, detach)
             raise
-        if handle is not None:
-            tracker.end_run(handle, FINISHED)
+        self._end_cell_run(handle, FINISHED, None, detach)
         return value
+
+    def _live_chart(self, handle: Any) -> Any:
+        try:
+            from IPython.display import display
+
+            from ..widgets.live import attach
+
+            return attach(self.tracker, handle.run_id, f"{handle.name} (live)", display)
+        except Exception as exc:  # no widgets here: training goes on without a chart
+            self.tracker.report(f"warning: no live chart ({exc})")
+            return None
+
+    def _end_cell_run(self, handle: Any, status: str, error: BaseException | None, detach: Any) -> None:
+        if detach is not None:
+            try:
+                detach()
+            except Exception:
+                pass
+        if handle is not None:
+            self.tracker.end_run(handle, status, error)
 
     def _execute(self, cell: str) -> Any:
         """Run the cell body in the user namespace; return the last expression's value."""

@@ -1,0 +1,38 @@
+"""ipywidgets over the core: a live training chart, the runs table, compare, and the
+registry browser.
+
+Every widget degrades to a readable text or HTML table where widgets cannot render
+(plain IPython, headless execution, a notebook converted to HTML): its MIME bundle
+carries ``text/plain`` and ``text/html`` beside the widget view, and frontends that
+render widgets show only the widget.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as W
+
+__all__ = ["FallbackMixin"]
+
+
+class FallbackMixin:
+    """Adds text and HTML renderings of the widget's current state to its MIME bundle.
+
+    The widget class defines ``fallback_text()`` and ``fallback_html()``.
+    """
+
+    fallback_text: Any
+    fallback_html: Any
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = W.DOMWidget._repr_mimebundle_(self, **kwargs) or {}  # type: ignore[arg-type]
+        if isinstance(bundle, tuple):
+            bundle = bundle[0]
+        bundle = dict(bundle)
+        bundle["text/plain"] = self.fallback_text()
+        bundle["text/html"] = self.fallback_html()
+        return bundle
+
+    def __str__(self) -> str:
+        return self.fallback_text()
