@@ -148,10 +148,87 @@ def bench_in_process(repeats: int = 30, n_metrics: int = 20000, n_sync: int = 30
     return {"tracked_cell": cell_result, "metric_logging": metric_result}
 
 
+LOOP_CELL = """%%mlops track --name loop --no-autolog{flag}
+import numpy as np
+rng = np.random.default_rng(0)
+w = np.zeros(200)
+for step in range({steps}):
+    X = rng.standard_normal((256, 200))
+    w -= 0.01 * X.T @ (X @ w - 1.0) / 256   # one small gradient step
+    mnb.log_metric("loss", float(np.mean((X @ w - 1.0) ** 2)), step=step)
+    mnb.log_metric("norm", float(np.linalg.norm(w)), step=step)
+"""
+
+
+def bench_live_chart(repeats: int = 5, steps: int = 3000) -> dict:
+    """A training loop in a tracked cell with the live chart on vs off (same process)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import mlops_nb as mnb
+
+    ip = InteractiveShell.instance()
+    on, off = [], []
+    for i in range(repeats + 1):
+        for flag, out in (("", on), (" --no-chart", off)):
+            t = time.perf_counter()
+            assert ip.run_cell(LOOP_CELL.format(flag=flag, steps=steps)).success
+            if i:  # the first round warms up
+                out.append(time.perf_counter() - t)
+    del mnb
+    return {
+        "chart_on_s": statistics.median(on),
+        "chart_off_s": statistics.median(off),
+        "ratio": statistics.median(on) / statistics.median(off),
+        "steps": steps,
+        "target": "<= 1.1",
+    }
+
+
+def bench_runs_table(n_runs: int = 10_000, page_size: int = 25, repeats: int = 9) -> dict:
+    """The runs table's first page over 10,000 runs vs the raw ``search_runs`` for that page."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    from mlops_nb.config import resolve_config
+    from mlops_nb.store import get_client
+    from mlops_nb.widgets.runs import RunsTable
+
+    root = Path(tempfile.mkdtemp(prefix="mlops-nb-runs-"))
+    (root / ".mlops").mkdir()
+    client: MlflowClient = get_client(resolve_config(root, environ={}))
+    eid = client.create_experiment("bench10k", artifact_location=str(root / "artifacts"))
+    for i in range(n_runs):
+        run = client.create_run(eid, run_name=f"r{i}", start_time=1_700_000_000_000 + i)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(f"m{j}", i * 0.001 + j, 0, 0) for j in range(5)],
+            params=[Param(f"p{j}", str(i % 7 + j)) for j in range(5)],
+        )
+    ours, raw = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        table = RunsTable(client, "bench10k", page_size=page_size)
+        ours.append(time.perf_counter() - t)
+        assert len(table.rows) == page_size
+        t = time.perf_counter()
+        page = client.search_runs([eid], order_by=["attributes.start_time DESC"], max_results=page_size)
+        raw.append(time.perf_counter() - t)
+        assert len(page) == page_size
+    return {
+        "runs": n_runs,
+        "first_page_s": statistics.median(ours),
+        "raw_search_runs_s": statistics.median(raw),
+        "ratio": statistics.median(ours) / statistics.median(raw),
+        "target": "<= 1.5",
+    }
+
+
 def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     results = {"load_ext": bench_load_ext()}
     results.update(bench_in_process())
+    results["live_chart"] = bench_live_chart()
+    results["runs_table"] = bench_runs_table()
     results["machine"] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     le, tc, ml = results["load_ext"], results["tracked_cell"], results["metric_logging"]
@@ -165,6 +242,15 @@ def main() -> int:
     print(
         f"| metrics/s from a loop, until stored ({ml['stored']}/{ml['logged']} stored) vs synchronous `mlflow.log_metric` "
         f"| {ml['rate_until_stored_per_s']:,.0f}/s | {ml['raw_sync_rate_per_s']:,.0f}/s | {ml['ratio']:.0f}x | {ml['target']} |"
+    )
+    lc, rt = results["live_chart"], results["runs_table"]
+    print(
+        f"| training loop ({lc['steps']} steps, 2 metrics a step) with the live chart on vs off "
+        f"| {lc['chart_on_s']:.2f} s | {lc['chart_off_s']:.2f} s | {lc['ratio']:.3f}x | {lc['target']} |"
+    )
+    print(
+        f"| runs table, first page of {rt['runs']:,} runs vs raw `MlflowClient.search_runs` for the page "
+        f"| {rt['first_page_s'] * 1000:.1f} ms | {rt['raw_search_runs_s'] * 1000:.1f} ms | {rt['ratio']:.2f}x | {rt['target']} |"
     )
     ok = ml["stored"] == ml["logged"]
     if not ok:

@@ -135,14 +135,14 @@ def runs(experiment: str | None = None, n: int = 20) -> Any:
     render, it shows as a text or HTML table.
     """
     from .exceptions import UsageError
-    from .tracking import _experiment_ids
+    from .tracking import experiment_ids
     from .widgets.runs import RunsTable
 
     if not 1 <= n <= 1000:
         raise UsageError(f"-n must be between 1 and 1000, not {n}")
     client = get_tracker().client
     if experiment:
-        _experiment_ids(client, [experiment])  # an unknown name is a one-line error
+        experiment_ids(client, [experiment])  # an unknown name is a one-line error
     return RunsTable(client, experiment, page_size=n)
 
 

@@ -263,14 +263,14 @@ class RunRow:
     metrics: dict[str, float]
 
 
-def _experiment_ids(client: "MlflowClient", names: Iterable[str] | None) -> dict[str, str]:
+def experiment_ids(client: "MlflowClient", names: Iterable[str] | None) -> dict[str, str]:
     """Map experiment id -> name for the named experiments (or all active ones)."""
     if names is not None:
         out = {}
         for name in names:
             exp = client.get_experiment_by_name(name)
             if exp is None:
-                known = sorted(e for e in _experiment_ids(client, None).values())
+                known = sorted(e for e in experiment_ids(client, None).values())
                 raise NotFoundError(
                     f"no experiment named {name!r}; known experiments: {', '.join(known) or 'none yet'}"
                 )
@@ -318,15 +318,17 @@ def runs_page(
     order_by: str | None = None,
     page_size: int = 50,
     page_token: str | None = None,
+    resolved: Mapping[str, str] | None = None,
 ) -> RunsPage:
     """One page of runs, filtered and sorted by the store: pages go on past 1,000.
 
     ``filter_string`` and ``order_by`` use MLflow's search syntax (for example
     ``metrics.accuracy > 0.9``, ``params.lr = '0.1'``, ``metrics.accuracy DESC``).
+    ``resolved`` (experiment id -> name) skips looking the experiments up again.
     """
     if not 1 <= page_size <= 1000:
         raise UsageError(f"page size must be between 1 and 1000, not {page_size}")
-    ids = _experiment_ids(client, experiments)
+    ids = resolved if resolved is not None else experiment_ids(client, experiments)
     if not ids:
         return RunsPage([], None)
     try:
@@ -1002,7 +1004,7 @@ class Tracker:
         client = self.client
         found: list[str] = []
         try:
-            ids = list(_experiment_ids(client, None))
+            ids = list(experiment_ids(client, None))
             dead: list[tuple[str, int]] = []
             token = None
             # Collect every candidate first: marking runs while paging through a filter

@@ -12,7 +12,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..tracking import RunRow, runs_page
+from ..tracking import RunRow, experiment_ids, runs_page
 from . import FallbackMixin
 
 __all__ = ["RunsTable", "CompareView"]
@@ -52,11 +52,10 @@ class RunsTable(FallbackMixin, W.VBox):
     """Browse the runs of an experiment (or all), a page at a time."""
 
     def __init__(self, client: Any, experiment: str | None = None, page_size: int = 25, **kwargs: Any) -> None:
-        from ..tracking import _experiment_ids
-
         self.client = client
         self.page_size = page_size
-        names = sorted(_experiment_ids(client, None).values())
+        self._experiments = experiment_ids(client, None)  # id -> name, looked up once
+        names = sorted(self._experiments.values())
         self.experiment = W.Dropdown(options=[_ALL, *names], value=experiment if experiment in names else _ALL, description="experiment")
         self.filter = W.Text(
             placeholder="metrics.accuracy > 0.9 and params.max_depth = '5'",
@@ -102,10 +101,13 @@ class RunsTable(FallbackMixin, W.VBox):
     def _load(self, token: str | None) -> bool:
         from ..exceptions import MlopsError
 
-        experiments = None if self.experiment.value == _ALL else [self.experiment.value]
+        chosen = self.experiment.value
+        ids = {i: n for i, n in self._experiments.items() if chosen == _ALL or n == chosen}
         order = _SORTS.get(self.sort.value, self.sort.value)
         try:
-            page = runs_page(self.client, experiments, self.filter.value.strip() or None, order, self.page_size, token)
+            page = runs_page(
+                self.client, None, self.filter.value.strip() or None, order, self.page_size, token, resolved=ids
+            )
         except MlopsError as exc:
             self.error.value = f"<span style='color:var(--jp-error-color1, #c00)'>{html.escape(str(exc))}</span>"
             return False
