@@ -5,6 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT := .mlops/demo
+# Browser tests use Debian's Chromium (Playwright cannot download browsers here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench install clean
 
@@ -22,8 +25,12 @@ demo: $(STAMP)
 		notebooks/train.ipynb $(DEMO_OUT)/train.ipynb
 	$(BIN)/mlops-nb runs --experiment train -n 10
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+
+test: $(STAMP) $(CHROMIUM)
+	MLOPS_NB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -13,7 +13,19 @@ from typing import Any
 
 import ipywidgets as W
 
-__all__ = ["FallbackMixin"]
+__all__ = ["FallbackMixin", "TABLE_CSS"]
+
+#: Table styling from JupyterLab's theme variables, so it reads in light and dark themes
+#: (with plain fallbacks where the variables are not defined, as in VS Code).
+TABLE_CSS = """<style>
+.mlops-nb-table { border-collapse: collapse; font-size: var(--jp-ui-font-size1, 13px);
+  color: var(--jp-ui-font-color1, inherit); margin: 4px 0; }
+.mlops-nb-table th { text-align: left; font-weight: 600; padding: 4px 10px;
+  border-bottom: 1px solid var(--jp-border-color1, #bbb); }
+.mlops-nb-table td { padding: 3px 10px; border-bottom: 1px solid var(--jp-border-color3, #eee);
+  font-variant-numeric: tabular-nums; }
+.mlops-nb-table tbody tr:hover { background: var(--jp-layout-color2, #f4f4f4); }
+</style>"""
 
 
 class FallbackMixin:

@@ -8,7 +8,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..registry import VersionRow, audit_trail, list_models, list_versions
-from . import FallbackMixin
+from . import TABLE_CSS, FallbackMixin
 
 __all__ = ["RegistryBrowser"]
 
@@ -37,7 +37,7 @@ def _versions_html(rows: list[VersionRow]) -> str:
         + "</tr>"
         for r in rows
     )
-    return f"<table class='mlops-nb-table mlops-nb-versions'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return TABLE_CSS + f"<table class='mlops-nb-table mlops-nb-versions'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 class RegistryBrowser(FallbackMixin, W.VBox):

@@ -13,7 +13,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..tracking import RunRow, experiment_ids, runs_page
-from . import FallbackMixin
+from . import TABLE_CSS, FallbackMixin
 
 __all__ = ["RunsTable", "CompareView"]
 
@@ -40,7 +40,8 @@ def _rows_html(rows: list[RunRow], metric_keys: list[str]) -> str:
         cells += [_fmt(r.metrics[k]) if k in r.metrics else "" for k in metric_keys]
         body.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
     return (
-        "<table class='mlops-nb-table mlops-nb-runs'><thead><tr>"
+        TABLE_CSS
+        + "<table class='mlops-nb-table mlops-nb-runs'><thead><tr>"
         + head
         + "</tr></thead><tbody>"
         + "".join(body)
