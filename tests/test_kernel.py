@@ -138,3 +138,19 @@ def test_a_failing_headless_notebook_ends_its_run_failed(train_project: Path, mo
     (run,) = runs_of(_client(train_project), "broken")
     assert run.info.status == "FAILED"
     assert "raise RuntimeError" in artifact_text(_client(train_project), run.info.run_id, "code/cells.py")
+
+
+def test_headless_notebook_keeps_the_final_chart_values(train_project: Path, monkeypatch):
+    import nbformat
+    import papermill
+
+    monkeypatch.setenv("MLOPS_NB_NOTEBOOK", "train.ipynb")
+    out = train_project / "out.ipynb"
+    papermill.execute_notebook(
+        str(train_project / "notebooks" / "train.ipynb"), str(out), parameters={"epochs": 3},
+        cwd=str(train_project / "notebooks"), kernel_name="python3", progress_bar=False,
+    )
+    nb = nbformat.read(out, as_version=4)
+    texts = [o.get("data", {}).get("text/plain", "") for c in nb.cells for o in c.get("outputs", [])]
+    # The forest cell logs test_accuracy: its chart's saved text shows the final value.
+    assert any("forest (live)" in t and "test_accuracy:" in t for t in texts), texts

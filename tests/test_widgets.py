@@ -73,8 +73,8 @@ def test_compare_picked_runs(store):
     assert table.compare() is None and "Pick two or more" in table.error.value
     table.picker.value = tuple(r.run_id for r in table.rows[:2])
     table.compare_button.click()
-    (view,) = table.compare_area.children
-    assert isinstance(view, CompareView)
+    view = table.children[-1]
+    assert isinstance(view, CompareView) and view is table.compare_view
     assert view.metric_keys == ["accuracy", "loss"]
     assert view.differing == ["depth"] and view.same == ["seed"]
     assert "exp-a-59: accuracy=0.59" in view.fallback_text()

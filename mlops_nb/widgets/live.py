@@ -107,9 +107,12 @@ class LiveChart(FallbackMixin, W.VBox):
 def attach(tracker: Any, run_id: str, title: str, display: Any) -> Any:
     """Show a :class:`LiveChart` under the current cell once ``run_id`` logs a metric.
 
+    ``display`` is IPython's: the chart is shown with a display id and updated when
+    the run ends, so a notebook saved headless keeps the final values in its text and
+    HTML renderings, not the empty chart of the first metric.
     Returns a function that draws the last points and detaches the chart.
     """
-    state: dict[str, LiveChart] = {}
+    state: dict[str, Any] = {}
 
     def on_metric(rid: str, key: str, value: float, step: int) -> None:
         if rid != run_id:
@@ -117,7 +120,9 @@ def attach(tracker: Any, run_id: str, title: str, display: Any) -> Any:
         chart = state.get("chart")
         if chart is None:
             chart = state["chart"] = LiveChart(title)
-            display(chart)
+            chart.add(key, value, step)
+            state["handle"] = display(chart, display_id=True)
+            return
         chart.add(key, value, step)
 
     tracker.add_metric_listener(on_metric)
@@ -127,6 +132,9 @@ def attach(tracker: Any, run_id: str, title: str, display: Any) -> Any:
         chart = state.get("chart")
         if chart is not None:
             chart.draw()
+            handle = state.get("handle")
+            if handle is not None:
+                handle.update(chart)
         return chart
 
     return detach

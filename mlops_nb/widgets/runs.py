@@ -72,7 +72,6 @@ class RunsTable(FallbackMixin, W.VBox):
         self.table = W.HTML()
         self.picker = W.SelectMultiple(description="compare", rows=5, layout=W.Layout(width="420px"))
         self.compare_button = W.Button(description="compare selected")
-        self.compare_area = W.VBox()
         self.rows: list[RunRow] = []
         self.page_number = 0
         self._tokens: list[str | None] = [None]
@@ -85,13 +84,10 @@ class RunsTable(FallbackMixin, W.VBox):
         self.compare_button.on_click(lambda _b: self.compare())
         super().__init__(
             [
-                W.HBox([self.experiment, self.sort]),
-                self.filter,
+                W.HBox([self.experiment, self.sort, self.filter], layout=W.Layout(flex_flow="row wrap")),
                 self.error,
                 self.table,
-                W.HBox([self.prev_button, self.page_label, self.next_button]),
-                W.HBox([self.picker, self.compare_button]),
-                self.compare_area,
+                W.HBox([self.prev_button, self.page_label, self.next_button, self.picker, self.compare_button]),
             ],
             **kwargs,
         )
@@ -176,7 +172,8 @@ class RunsTable(FallbackMixin, W.VBox):
             self.error.value = "<span>Pick two or more runs to compare.</span>"
             return None
         view = CompareView([r for r in self.rows if r.run_id in ids])
-        self.compare_area.children = [view]
+        self.compare_view = view
+        self.children = [*(c for c in self.children if not isinstance(c, CompareView)), view]
         return view
 
     def fallback_text(self) -> str:
