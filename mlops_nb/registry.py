@@ -289,7 +289,16 @@ def register_model(
     if input_example is not None:
         kwargs["input_example"] = input_example
     defaults = getattr(flavor, "get_default_pip_requirements", None)
-    if defaults is not None:
+    if flavor_name == "mlflow.sklearn":
+        # MLflow saves scikit-learn models with skops, which refuses on load every type
+        # it does not trust by default (a forest's trees, for one). These are the user's
+        # own model's types, from their own kernel: trust exactly those.
+        import skops.io
+
+        kwargs["skops_trusted_types"] = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+        if defaults is not None:
+            kwargs["pip_requirements"] = defaults(include_cloudpickle=False, include_skops=True)
+    elif defaults is not None:
         # MLflow otherwise infers requirements by re-importing the model in a
         # subprocess (~6 s a model); the run already records the full environment.
         kwargs["pip_requirements"] = defaults()

@@ -263,3 +263,24 @@ def test_python_api_matches_the_magics(trained, client):
     model = mnb.load("models:/api@stable")
     assert model.predict(ip.user_ns["X_test"][:2]).shape == (2,)
     assert "api" in str(mnb.models())
+
+
+def test_a_forest_registers_and_loads_back(trained, client):
+    ip = trained
+    code = """
+    %%mlops track --name forest --no-autolog --no-chart
+    from sklearn.ensemble import RandomForestClassifier
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X_train, y_train)
+    %mlops register forest --name trees --alias champion --input-example X_example
+    """
+    assert run(ip, code).success
+    assert run(ip, "%mlops load models:/trees@champion --as loaded\nsame = (loaded.predict(X_test) == forest.predict(X_test)).all()").success
+    assert ip.user_ns["same"]
+    mv = client.get_model_version("trees", "1")
+    from mlflow.models import Model
+
+    from mlops_nb.registry import model_files
+
+    reqs = (Path(model_files(client, mv)) / "requirements.txt").read_text()
+    assert "scikit-learn==" in reqs and "skops" in reqs
+    assert Model.load(model_files(client, mv)).flavors["sklearn"]["serialization_format"] == "skops"
