@@ -59,8 +59,8 @@ class Lab:
 
 
 @contextmanager
-def jupyterlab(root: Path, tmp: Path) -> Iterator[Lab]:
-    """Start JupyterLab serving ``root``; stop it on exit."""
+def jupyterlab(root: Path, tmp: Path, app: str = "lab") -> Iterator[Lab]:
+    """Start JupyterLab (or, with ``app="notebook"``, Notebook 7) serving ``root``."""
     settings = tmp / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
@@ -75,11 +75,16 @@ def jupyterlab(root: Path, tmp: Path) -> Iterator[Lab]:
     }
     port, token = _free_port(), secrets.token_hex(16)
     log = (tmp / "lab.log").open("w")
+    app_flags = (
+        ["--LabApp.news_url=None", "--LabApp.expose_app_in_browser=True"]
+        if app == "lab"
+        else ["--JupyterNotebookApp.expose_app_in_browser=True"]
+    )
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyter", "lab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
+            sys.executable, "-m", "jupyter", app, "--allow-root", "--no-browser", "--ip=127.0.0.1",
             f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-            "--LabApp.news_url=None", "--LabApp.expose_app_in_browser=True",
+            *app_flags,
         ],
         env=env,
         stdout=log,

@@ -1,5 +1,5 @@
-"""In a real JupyterLab and a real Chromium: a notebook runs, and a person sees the live
-training chart and the runs table rendered as widgets."""
+"""In a real JupyterLab (and Notebook 7) and a real Chromium: a notebook runs, and a
+person sees the live training chart and the runs table rendered as widgets."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ pytestmark = [
 ]
 
 
-def test_live_chart_and_runs_table_render_in_jupyterlab(tmp_path: Path):
+@pytest.mark.parametrize("app, path", [("lab", "/lab/tree/demo.ipynb"), ("notebook", "/notebooks/demo.ipynb")])
+def test_live_chart_and_runs_table_render(tmp_path: Path, app: str, path: str):
     root = tmp_path / "proj"
     (root / ".mlops").mkdir(parents=True)
     make_notebook(
@@ -35,8 +36,8 @@ def test_live_chart_and_runs_table_render_in_jupyterlab(tmp_path: Path):
             ("code", "print('ALL' + '-DONE')", []),
         ],
     )
-    with jupyterlab(root, tmp_path) as lab, browser_page(tmp_path, "widgets") as page:
-        page.goto(lab.url("/lab/tree/demo.ipynb"))
+    with jupyterlab(root, tmp_path, app) as lab, browser_page(tmp_path, f"widgets-{app}") as page:
+        page.goto(lab.url(path))
         wait_for_kernel(page)
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.wait_for_selector(".jp-OutputArea-output:has-text('ALL-DONE')", timeout=120_000)
@@ -54,4 +55,4 @@ def test_live_chart_and_runs_table_render_in_jupyterlab(tmp_path: Path):
         assert page.locator(":text('Error displaying widget')").count() == 0
         page.locator(".bqplot").first.scroll_into_view_if_needed()
         ARTIFACTS.mkdir(exist_ok=True)
-        page.locator(".jp-Notebook").screenshot(path=str(ARTIFACTS / "widgets-jupyterlab.png"))
+        page.locator(".jp-Notebook").screenshot(path=str(ARTIFACTS / f"widgets-{app}.png"))
