@@ -50,6 +50,13 @@ __all__ = [
 _tracker: Tracker | None = None
 
 
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    """The Jupyter server extension (the registry REST API under /mlops-nb/api/)."""
+    from .server import MlopsNbApp
+
+    return [{"module": "mlops_nb", "app": MlopsNbApp}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext mlops_nb``: register the ``%mlops`` magics (MLflow is not imported)."""
     from .magics import load

@@ -39,6 +39,10 @@ __all__ = [
     "load_model",
     "audit_trail",
     "model_files",
+    "models_page",
+    "versions_page",
+    "version_detail",
+    "compare_versions",
 ]
 
 TAG = "mlops_nb."
@@ -540,78 +544,168 @@ class VersionRow:
     metrics: dict[str, float]
 
 
+def _token(token: Any) -> str | None:
+    """MLflow's registry searches return page tokens as bytes; callers get text."""
+    if not token:
+        return None
+    return token.decode("ascii") if isinstance(token, bytes) else str(token)
+
+
 def _ts(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc) if ms else None
 
 
+_ORDERS = {"name": "name ASC", "-name": "name DESC", "updated": "last_updated_timestamp ASC", "-updated": "last_updated_timestamp DESC"}
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere; quotes are escaped (MLflow's filter has
+    no ESCAPE clause, so ``%`` and ``_`` in a search keep their wildcard meaning)."""
+    return "%" + text.replace("'", "''") + "%"
+
+
+def models_page(
+    client: "MlflowClient",
+    name_contains: str | None = None,
+    page_size: int = 50,
+    page_token: str | None = None,
+    order: str = "name",
+) -> tuple[list[ModelRow], str | None]:
+    """One page of registered models, searched by name and sorted; and the next page's token."""
+    if not 1 <= page_size <= 1000:
+        raise UsageError(f"page size must be between 1 and 1000, not {page_size}")
+    if order not in _ORDERS:
+        raise UsageError(f"order must be one of {', '.join(_ORDERS)}, not {order!r}")
+    flt = f"name ILIKE '{_like(name_contains)}'" if name_contains else None
+    try:
+        page = client.search_registered_models(
+            filter_string=flt, max_results=page_size, order_by=[_ORDERS[order]], page_token=page_token
+        )
+    except Exception as exc:
+        if getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
+            raise UsageError(f"cannot search models: {str(exc).splitlines()[0]}") from None
+        raise
+    rows = []
+    for m in page:
+        latest = max((int(v.version) for v in (m.latest_versions or [])), default=None)
+        rows.append(
+            ModelRow(m.name, str(latest) if latest else None, {k: str(v) for k, v in m.aliases.items()}, _ts(m.last_updated_timestamp), m.description or "")
+        )
+    return rows, _token(page.token)
+
+
 def list_models(client: "MlflowClient", name_contains: str | None = None, max_results: int = 50) -> tuple[list[ModelRow], bool]:
     """Registered models by name (paged through MLflow, never cut silently)."""
-    flt = None
-    if name_contains:
-        flt = "name ILIKE '%{}%'".format(name_contains.replace("'", "''"))
     rows: list[ModelRow] = []
     token = None
     while len(rows) < max_results:
-        page = client.search_registered_models(
-            filter_string=flt, max_results=min(1000, max_results - len(rows)), order_by=["name ASC"], page_token=token
-        )
-        for m in page:
-            latest = max((int(v.version) for v in (m.latest_versions or [])), default=None)
-            rows.append(
-                ModelRow(m.name, str(latest) if latest else None, dict(m.aliases), _ts(m.last_updated_timestamp), m.description or "")
-            )
-        token = page.token
+        page, token = models_page(client, name_contains, min(1000, max_results - len(rows)), token)
+        rows.extend(page)
         if not token:
             return rows, False
-    return rows, bool(token)
+    return rows, True
 
 
-def list_versions(client: "MlflowClient", name: str, max_results: int = 50) -> tuple[list[VersionRow], bool]:
-    """A model's versions, newest first, with their source runs' metrics."""
-    check_model_name(name)
-    try:
-        model = client.get_registered_model(name)
-    except Exception as exc:
-        if _missing(exc):
-            raise NotFoundError(f"no registered model named {name!r}; known models: {_known_models(client)}") from None
-        raise
+def versions_page(
+    client: "MlflowClient", name: str, page_size: int = 20, page_token: str | None = None
+) -> tuple[list[VersionRow], str | None]:
+    """One page of a model's versions, newest first, with their source runs' metrics."""
+    if not 1 <= page_size <= 1000:
+        raise UsageError(f"page size must be between 1 and 1000, not {page_size}")
+    model = _get_model(client, name)
     by_version: dict[str, list[str]] = {}
     for alias, version in model.aliases.items():
         by_version.setdefault(str(version), []).append(alias)
+    page = client.search_model_versions(
+        "name = '{}'".format(name.replace("'", "''")),
+        max_results=page_size,
+        order_by=["version_number DESC"],
+        page_token=page_token,
+    )
+    rows = []
+    for mv in page:
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            try:
+                metrics = dict(client.get_run(mv.run_id).data.metrics)
+            except Exception:  # the run was deleted: the version still lists
+                metrics = {}
+        rows.append(
+            VersionRow(
+                name,
+                str(mv.version),
+                tuple(sorted(by_version.get(str(mv.version), []))),
+                mv.run_id,
+                _ts(mv.creation_timestamp),
+                mv.tags.get(TAG + "notebook", ""),
+                metrics,
+            )
+        )
+    return rows, _token(page.token)
+
+
+def list_versions(client: "MlflowClient", name: str, max_results: int = 50) -> tuple[list[VersionRow], bool]:
+    """A model's versions, newest first (paged through MLflow, never cut silently)."""
     rows: list[VersionRow] = []
     token = None
-    more = False
     while len(rows) < max_results:
-        page = client.search_model_versions(
-            f"name = '{name.replace(chr(39), chr(39) * 2)}'",
-            max_results=min(1000, max_results - len(rows)),
-            order_by=["version_number DESC"],
-            page_token=token,
-        )
-        for mv in page:
-            metrics: dict[str, float] = {}
-            if mv.run_id:
-                try:
-                    metrics = dict(client.get_run(mv.run_id).data.metrics)
-                except Exception:
-                    metrics = {}
-            rows.append(
-                VersionRow(
-                    name,
-                    str(mv.version),
-                    tuple(sorted(by_version.get(str(mv.version), []))),
-                    mv.run_id,
-                    _ts(mv.creation_timestamp),
-                    mv.tags.get(TAG + "notebook", ""),
-                    metrics,
-                )
-            )
-        token = page.token
+        page, token = versions_page(client, name, min(1000, max_results - len(rows)), token)
+        rows.extend(page)
         if not token:
-            break
-    else:
-        more = bool(token)
-    return rows, more
+            return rows, False
+    return rows, True
+
+
+def version_detail(client: "MlflowClient", name: str, version: str) -> dict[str, Any]:
+    """Everything about one version: source run params and metrics, signature, lineage,
+    and the audit trail of alias moves."""
+    mv = get_version(client, name, version)
+    run_params: dict[str, str] = {}
+    run_metrics: dict[str, float] = {}
+    if mv.run_id:
+        try:
+            run = client.get_run(mv.run_id)
+            run_params, run_metrics = dict(run.data.params), dict(run.data.metrics)
+        except Exception:
+            pass
+    signature = None
+    try:
+        from mlflow.models import Model
+
+        sig = Model.load(model_files(client, mv)).signature
+        signature = sig.to_dict() if sig is not None else None
+    except Exception:
+        signature = None
+    aliases = sorted(a for a, v in _get_model(client, name).aliases.items() if str(v) == str(mv.version))
+    lineage = {k[len(TAG):]: v for k, v in mv.tags.items() if k.startswith(TAG) and not k.startswith(AUDIT_PREFIX)}
+    return {
+        "name": name,
+        "version": str(mv.version),
+        "aliases": aliases,
+        "description": mv.description or "",
+        "created": _ts(mv.creation_timestamp),
+        "run_id": mv.run_id,
+        "params": run_params,
+        "metrics": run_metrics,
+        "signature": signature,
+        "lineage": lineage,
+        "audit": audit_trail(client, name, str(mv.version)),
+        "load": f"models:/{name}/{mv.version}",
+    }
+
+
+def compare_versions(client: "MlflowClient", name: str, a: str, b: str) -> dict[str, Any]:
+    """Two versions' source-run metrics and params side by side, with what differs."""
+    left, right = version_detail(client, name, a), version_detail(client, name, b)
+    metric_keys = sorted(set(left["metrics"]) | set(right["metrics"]))
+    param_keys = sorted(set(left["params"]) | set(right["params"]))
+    return {
+        "name": name,
+        "versions": [left["version"], right["version"]],
+        "metrics": {k: [left["metrics"].get(k), right["metrics"].get(k)] for k in metric_keys},
+        "params": {k: [left["params"].get(k), right["params"].get(k)] for k in param_keys},
+        "params_differ": [k for k in param_keys if left["params"].get(k) != right["params"].get(k)],
+    }
 
 
 # ---------------------------------------------------------------- loading

@@ -1,0 +1,228 @@
+"""REST handlers: parse the request, call the registry core off the event loop, serialise.
+
+Errors are mapped once, in :class:`BaseHandler`: 400 bad input, 404 unknown model or
+version, 409 refused promotion, 503 store unreachable; never a 500 for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from functools import partial
+from typing import Any, Callable
+from urllib.parse import unquote
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+
+from ..config import ProjectConfig, resolve_config
+from ..exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from ..registry import PromotionRefusedError
+
+__all__ = ["HANDLERS", "BaseHandler"]
+
+_STATUS = [(PromotionRefusedError, 409), (NotFoundError, 404), (UsageError, 400), (StoreError, 503)]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+    return value
+
+
+class BaseHandler(APIHandler):
+    """Shared plumbing: the project store, the client, off-loop calls and error mapping."""
+
+    @property
+    def project(self) -> ProjectConfig:
+        state = self.settings["mlops_nb_state"]
+        if state["config"] is None:
+            state["config"] = resolve_config(state["root"])
+        return state["config"]
+
+    def client(self) -> Any:
+        from ..store import get_client
+
+        return get_client(self.project)
+
+    async def respond(self, fn: Callable[..., Any], *args: Any, status: int = 200) -> None:
+        """Run ``fn(client, *args)`` off the event loop and answer with its JSON result."""
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(None, partial(self._call, fn, *args))
+        except MlopsError as exc:
+            code = next((c for kind, c in _STATUS if isinstance(exc, kind)), 400)
+            self.set_status(code)
+            self.finish(json.dumps({"error": str(exc), "status": code}))
+            return
+        self.set_status(status)
+        self.finish(json.dumps(_jsonable(result)))
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        from ..exceptions import StoreUnreachableError
+
+        try:
+            client = self.client()
+        except MlopsError:
+            raise
+        except Exception as exc:
+            raise StoreUnreachableError(f"cannot open the store {self.project.tracking_uri}: {exc}") from None
+        return fn(client, *args)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON request body, or a 400 naming what is wrong."""
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise tornado.web.HTTPError(400, reason="the request body is not JSON")
+        if not isinstance(data, dict):
+            raise tornado.web.HTTPError(400, reason="the request body must be a JSON object")
+        return data
+
+    def int_arg(self, name: str, default: int) -> int:
+        raw = self.get_query_argument(name, str(default))
+        try:
+            return int(raw)
+        except ValueError:
+            raise tornado.web.HTTPError(400, reason=f"{name} must be a whole number, not {raw!r}")
+
+
+# -- the operations, as plain functions of a client (the handlers stay thin) ----------
+
+
+def _models(client: Any, q: str | None, size: int, token: str | None, order: str) -> dict[str, Any]:
+    from ..registry import models_page
+
+    rows, nxt = models_page(client, q, size, token, order)
+    return {"models": rows, "next_page_token": nxt}
+
+
+def _model(client: Any, name: str, size: int, token: str | None) -> dict[str, Any]:
+    from ..registry import _get_model, versions_page
+
+    model = _get_model(client, name)
+    versions, nxt = versions_page(client, name, size, token)
+    return {
+        "name": model.name,
+        "description": model.description or "",
+        "tags": dict(model.tags),
+        "aliases": {k: str(v) for k, v in model.aliases.items()},
+        "versions": versions,
+        "next_page_token": nxt,
+    }
+
+
+def _version(client: Any, name: str, version: str) -> dict[str, Any]:
+    from ..registry import version_detail
+
+    return version_detail(client, name, version)
+
+
+def _set_alias(client: Any, name: str, alias: str, body: dict[str, Any], who: str) -> dict[str, Any]:
+    from ..registry import set_alias
+
+    if "version" not in body:
+        raise UsageError('give the version the alias should point at: {"version": "3"}')
+    previous = set_alias(client, name, alias, str(body["version"]), who=who, why=str(body.get("why", "set in JupyterLab")))
+    return {"name": name, "alias": alias, "version": str(int(str(body["version"]))), "previous_version": previous}
+
+
+def _remove_alias(client: Any, name: str, alias: str, who: str) -> dict[str, Any]:
+    from ..registry import remove_alias
+
+    return {"name": name, "alias": alias, "removed_from_version": remove_alias(client, name, alias, who=who, why="removed in JupyterLab")}
+
+
+def _promote(client: Any, name: str, body: dict[str, Any], who: str) -> Any:
+    from ..registry import promote
+
+    try:
+        min_delta = float(body.get("min_delta", 0.0))
+    except (TypeError, ValueError):
+        raise UsageError(f"min_delta must be a number, not {body.get('min_delta')!r}") from None
+    return promote(
+        client,
+        name,
+        body.get("metric", ""),
+        str(body.get("from", "challenger")),
+        str(body.get("to", "champion")),
+        min_delta,
+        bool(body.get("lower_is_better", False)),
+        who=who,
+    )
+
+
+def _compare(client: Any, name: str, a: str, b: str) -> dict[str, Any]:
+    from ..registry import compare_versions
+
+    return compare_versions(client, name, a, b)
+
+
+class ModelsHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.respond(
+            _models,
+            self.get_query_argument("q", None),
+            self.int_arg("page_size", 50),
+            self.get_query_argument("page_token", None),
+            self.get_query_argument("order", "name"),
+        )
+
+
+class ModelHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        await self.respond(_model, unquote(name), self.int_arg("page_size", 20), self.get_query_argument("page_token", None))
+
+
+class VersionHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self, name: str, version: str) -> None:
+        await self.respond(_version, unquote(name), version)
+
+
+class AliasHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def put(self, name: str, alias: str) -> None:
+        await self.respond(_set_alias, unquote(name), alias, self.body(), self._who())
+
+    @tornado.web.authenticated
+    async def delete(self, name: str, alias: str) -> None:
+        await self.respond(_remove_alias, unquote(name), alias, self._who())
+
+    def _who(self) -> str:
+        user = self.current_user
+        return getattr(user, "username", None) or getattr(user, "name", None) or str(user)
+
+
+class PromotionHandler(AliasHandler):
+    @tornado.web.authenticated
+    async def post(self, name: str) -> None:
+        await self.respond(_promote, unquote(name), self.body(), self._who())
+
+
+class CompareHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        a = self.get_query_argument("a", "")
+        b = self.get_query_argument("b", "")
+        await self.respond(_compare, unquote(name), a, b)
+
+
+_NAME = r"(?P<name>[^/]+)"
+HANDLERS: list[tuple[str, type[BaseHandler]]] = [
+    (r"/mlops-nb/api/models", ModelsHandler),
+    (rf"/mlops-nb/api/models/{_NAME}", ModelHandler),
+    (rf"/mlops-nb/api/models/{_NAME}/versions/(?P<version>[^/]+)", VersionHandler),
+    (rf"/mlops-nb/api/models/{_NAME}/aliases/(?P<alias>[^/]+)", AliasHandler),
+    (rf"/mlops-nb/api/models/{_NAME}/promotions", PromotionHandler),
+    (rf"/mlops-nb/api/models/{_NAME}/compare", CompareHandler),
+]

@@ -1,0 +1,130 @@
+"""The registry REST API on a real Jupyter server (pytest-jupyter) and a real store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import tornado.httpclient
+
+from mlops_nb.config import resolve_config
+from mlops_nb.provenance import NotebookLocation
+from mlops_nb.tracking import Tracker
+
+
+@pytest.fixture
+def jp_server_config(jp_root_dir):
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"mlops_nb": True},
+            "allow_root": True,
+            "allow_unauthenticated_access": False,
+        }
+    }
+
+
+@pytest.fixture
+def seeded(jp_root_dir: Path):
+    """Two models in the server root's embedded store: 'cancer' v1 @champion (acc 0.90),
+    v2 @challenger (acc 0.85), v3 (acc 0.95); and 'other' v1."""
+    from sklearn.linear_model import LogisticRegression
+
+    (jp_root_dir / ".mlops").mkdir(exist_ok=True)
+    tracker = Tracker(notebook=NotebookLocation(jp_root_dir / "train.ipynb", "test"), config=resolve_config(jp_root_dir, environ={}))
+    model = LogisticRegression().fit([[0.0, 1.0], [1.0, 0.0]], [0, 1])
+    for name, acc, alias in (("cancer", 0.90, "champion"), ("cancer", 0.85, "challenger"), ("cancer", 0.95, None), ("other", 0.5, None)):
+        h = tracker.start_cell_run(f"fit-{acc}", autolog=False)
+        tracker.log_params({"C": str(acc)})
+        tracker.log_metric("accuracy", acc)
+        tracker.flush()
+        tracker.register_model(model, name, alias, input_example=__import__('numpy').array([[0.0, 1.0]]))
+        tracker.end_run(h)
+    tracker.close()
+    return tracker.client
+
+
+async def call(jp_fetch, *path, method="GET", body=None, params=None):
+    kwargs = {"method": method, "params": params or {}}
+    if body is not None:
+        kwargs["body"] = json.dumps(body)
+    elif method in ("PUT", "POST"):
+        kwargs["body"] = ""
+    try:
+        resp = await jp_fetch("mlops-nb", "api", *path, **kwargs)
+        return resp.code, json.loads(resp.body)
+    except tornado.httpclient.HTTPClientError as err:
+        return err.code, json.loads(err.response.body) if err.response and err.response.body else {}
+
+
+async def test_models_search_and_paging(jp_fetch, seeded):
+    code, data = await call(jp_fetch, "models", params={"page_size": "1"})
+    assert code == 200, data
+    assert [m["name"] for m in data["models"]] == ["cancer"] and data["next_page_token"]
+    code, data = await call(jp_fetch, "models", params={"page_size": "1", "page_token": data["next_page_token"]})
+    assert [m["name"] for m in data["models"]] == ["other"] and data["next_page_token"] is None
+    code, data = await call(jp_fetch, "models", params={"q": "anc"})
+    assert [m["name"] for m in data["models"]] == ["cancer"]
+    assert data["models"][0]["aliases"] == {"champion": "1", "challenger": "2"}
+
+
+async def test_model_version_and_compare(jp_fetch, seeded):
+    code, data = await call(jp_fetch, "models", "cancer", params={"page_size": "2"})
+    assert code == 200 and [v["version"] for v in data["versions"]] == ["3", "2"] and data["next_page_token"]
+    code, data = await call(jp_fetch, "models", "cancer", "versions", "1")
+    assert code == 200
+    assert data["aliases"] == ["champion"] and data["metrics"] == {"accuracy": 0.9}
+    assert data["lineage"]["notebook"] == "train.ipynb" and data["lineage"]["run_id"] == data["run_id"]
+    assert data["signature"]["inputs"] and data["audit"][0]["alias"] == "champion"
+    code, data = await call(jp_fetch, "models", "cancer", "compare", params={"a": "1", "b": "3"})
+    assert data["metrics"]["accuracy"] == [0.9, 0.95] and data["params_differ"] == ["C"]
+
+
+async def test_alias_set_remove_and_promotion_guard(jp_fetch, seeded):
+    code, data = await call(jp_fetch, "models", "cancer", "promotions", method="POST", body={"metric": "accuracy"})
+    assert code == 409 and "0.85" in data["error"] and "0.9" in data["error"]
+    assert str(seeded.get_model_version_by_alias("cancer", "champion").version) == "1"
+    code, data = await call(jp_fetch, "models", "cancer", "aliases", "challenger", method="PUT", body={"version": 3})
+    assert code == 200 and data["previous_version"] == "2"
+    code, data = await call(jp_fetch, "models", "cancer", "promotions", method="POST", body={"metric": "accuracy"})
+    assert code == 200 and data["version"] == "3" and data["previous_version"] == "1"
+    code, data = await call(jp_fetch, "models", "cancer", "aliases", "challenger", method="DELETE")
+    assert code == 200 and data["removed_from_version"] == "3"
+    trail = (await call(jp_fetch, "models", "cancer", "versions", "3"))[1]["audit"]
+    assert [e["action"] for e in trail] == ["set", "set", "removed"]
+    assert all(e["who"] for e in trail)
+
+
+@pytest.mark.parametrize(
+    "path, method, body, params, code, message",
+    [
+        (("models", "nosuch"), "GET", None, None, 404, "no registered model named 'nosuch'"),
+        (("models", "cancer", "versions", "9"), "GET", None, None, 404, "has no version 9"),
+        (("models", "cancer", "versions", "x"), "GET", None, None, 400, "positive whole number"),
+        (("models", "cancer", "aliases", "latest"), "PUT", {"version": 1}, None, 400, "reserved"),
+        (("models", "cancer", "aliases", "champion"), "PUT", {}, None, 400, "give the version"),
+        (("models", "cancer", "aliases", "gone"), "DELETE", None, None, 404, "has no alias 'gone'"),
+        (("models", "cancer", "promotions"), "POST", {"metric": "f1"}, None, 400, "neither version"),
+        (("models", "cancer", "promotions"), "POST", {"metric": "accuracy", "min_delta": "x"}, None, 400, "min_delta"),
+        (("models",), "GET", None, {"page_size": "0"}, 400, "page size"),
+        (("models",), "GET", None, {"order": "sideways"}, 400, "order must be one of"),
+    ],
+)
+async def test_bad_input_is_4xx_with_a_clear_message(jp_fetch, seeded, path, method, body, params, code, message):
+    got, data = await call(jp_fetch, *path, method=method, body=body, params=params)
+    assert got == code and message in data["error"]
+
+
+async def test_every_endpoint_refuses_unauthenticated_requests(jp_fetch, jp_serverapp, http_server_client, seeded):
+    from mlops_nb.server.handlers import HANDLERS
+
+    for pattern, handler in HANDLERS:
+        for verb in ("get", "put", "post", "delete"):
+            method = getattr(handler, verb, None)
+            if method is None or method.__qualname__.startswith("RequestHandler"):
+                continue
+            assert getattr(method, "__wrapped__", None) is not None, f"{handler.__name__}.{verb} is not @authenticated"
+    url = jp_serverapp.base_url + "mlops-nb/api/models"
+    resp = await http_server_client.fetch(url, raise_error=False)  # no token
+    assert resp.code == 403
