@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import MlopsError, NotFoundError, UsageError
+from .exceptions import MlopsError, NotFoundError, StoreError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -331,7 +332,13 @@ def register_model(
     )
     aliases: tuple[str, ...] = ()
     if alias is not None:
-        set_alias(client, name, alias, version.version, why="registered with this alias")
+        try:
+            set_alias(client, name, alias, version.version, why="registered with this alias")
+        except Exception as exc:
+            raise StoreError(
+                f"registered {name} v{version.version}, but could not point @{alias} at it "
+                f"({type(exc).__name__}: {exc}); run %mlops alias {name}@{alias} {version.version}"
+            ) from None
         aliases = (alias,)
     return RegisteredVersion(name, str(version.version), run_id, aliases, flavor_name.split(".")[-1], lineage)
 
@@ -383,7 +390,15 @@ def set_alias(
     if previous == target_version:
         return previous
     client.set_registered_model_alias(name, alias, target_version)
-    _audit(client, name, target_version, "set", alias, previous, target_version, who, why)
+    try:
+        _audit(client, name, target_version, "set", alias, previous, target_version, who, why)
+    except Exception:
+        # No alias move without its audit record: put the alias back.
+        if previous is not None:
+            client.set_registered_model_alias(name, alias, previous)
+        else:
+            client.delete_registered_model_alias(name, alias)
+        raise
     if previous is not None:
         _audit(client, name, previous, "moved away", alias, previous, target_version, who, why)
     return previous
@@ -414,9 +429,11 @@ def audit_trail(client: "MlflowClient", name: str, version: str) -> list[dict[st
 
 
 def _metric(client: "MlflowClient", mv: "ModelVersion", metric: str) -> float | None:
+    """The metric of the version's source run; NaN counts as missing (it compares false)."""
     if not mv.run_id:
         return None
-    return client.get_run(mv.run_id).data.metrics.get(metric)
+    value = client.get_run(mv.run_id).data.metrics.get(metric)
+    return None if value is None or math.isnan(value) else value
 
 
 def model_files(client: "MlflowClient", mv: "ModelVersion") -> str:
@@ -558,10 +575,18 @@ def _ts(ms: int | None) -> datetime | None:
 _ORDERS = {"name": "name ASC", "-name": "name DESC", "updated": "last_updated_timestamp ASC", "-updated": "last_updated_timestamp DESC"}
 
 
-def _like(text: str) -> str:
-    """A LIKE pattern matching ``text`` anywhere; quotes are escaped (MLflow's filter has
-    no ESCAPE clause, so ``%`` and ``_`` in a search keep their wildcard meaning)."""
-    return "%" + text.replace("'", "''") + "%"
+def _literal(text: str) -> tuple[str, bool]:
+    """``text`` as a string literal of MLflow's filter language, and whether it is exact.
+
+    That language has no escapes: a text holding ``'`` is quoted with ``"``; one holding
+    both quotes gets ``_`` (LIKE's any-character) in their place, so callers filter the
+    results exactly in Python.
+    """
+    if "'" not in text:
+        return f"'{text}'", True
+    if '"' not in text:
+        return f'"{text}"', True
+    return "'" + text.replace("'", "_").replace('"', "_") + "'", False
 
 
 def models_page(
@@ -576,7 +601,10 @@ def models_page(
         raise UsageError(f"page size must be between 1 and 1000, not {page_size}")
     if order not in _ORDERS:
         raise UsageError(f"order must be one of {', '.join(_ORDERS)}, not {order!r}")
-    flt = f"name ILIKE '{_like(name_contains)}'" if name_contains else None
+    flt = None
+    if name_contains:
+        literal, _ = _literal(f"%{name_contains}%")
+        flt = f"name ILIKE {literal}"
     try:
         page = client.search_registered_models(
             filter_string=flt, max_results=page_size, order_by=[_ORDERS[order]], page_token=page_token
@@ -587,6 +615,8 @@ def models_page(
         raise
     rows = []
     for m in page:
+        if name_contains and name_contains.lower() not in m.name.lower():
+            continue  # % and _ in the search text are wildcards to MLflow: keep true matches
         latest = max((int(v.version) for v in (m.latest_versions or [])), default=None)
         rows.append(
             ModelRow(m.name, str(latest) if latest else None, {k: str(v) for k, v in m.aliases.items()}, _ts(m.last_updated_timestamp), m.description or "")
@@ -616,14 +646,17 @@ def versions_page(
     by_version: dict[str, list[str]] = {}
     for alias, version in model.aliases.items():
         by_version.setdefault(str(version), []).append(alias)
+    literal, exact = _literal(name)
     page = client.search_model_versions(
-        "name = '{}'".format(name.replace("'", "''")),
+        f"name {'=' if exact else 'LIKE'} {literal}",
         max_results=page_size,
         order_by=["version_number DESC"],
         page_token=page_token,
     )
     rows = []
     for mv in page:
+        if mv.name != name:
+            continue
         metrics: dict[str, float] = {}
         if mv.run_id:
             try:

@@ -421,8 +421,8 @@ class Tracker:
         self._atexit_registered = False
         self._implicit_failed = False
         self._listeners: list[Callable[[str, str, float, int], None]] = []
-        #: (model name, alias) -> the version it resolved to when loaded here.
-        self.loaded: dict[tuple[str, str], str] = {}
+        #: (model name, alias) -> (the version loaded here, the holder last seen).
+        self.loaded: dict[tuple[str, str], tuple[str, str | None]] = {}
 
     # -- settings -------------------------------------------------------
 
@@ -969,7 +969,7 @@ class Tracker:
         name, alias, _ = parse_model_uri(uri)
         model, mv = load_model(self.client, uri)
         if alias:
-            self.loaded[(name, alias)] = str(mv.version)
+            self.loaded[(name, alias)] = (str(mv.version), str(mv.version))
         return model, mv
 
     def stale_models(self) -> list[str]:
@@ -980,18 +980,22 @@ class Tracker:
 
         out = []
         client = self.client
-        for (name, alias), version in list(self.loaded.items()):
+        for key, (loaded, seen) in list(self.loaded.items()):
+            name, alias = key
             try:
                 now = alias_holder(client, name, alias)
             except Exception:
-                now = None
-            if now != version:
-                where = f"now points at v{now}" if now else "was removed"
-                out.append(
-                    f"warning: the model loaded from models:/{name}@{alias} is v{version}, but @{alias} {where}; "
-                    f"run %mlops load models:/{name}@{alias} again to use it"
-                )
-                self.loaded[(name, alias)] = now or ""
+                continue  # cannot tell now (store down, model deleted): say nothing
+            if now == seen:
+                continue
+            self.loaded[key] = (loaded, now)
+            if now == loaded:
+                continue  # moved back to what this kernel holds
+            where = f"now points at v{now}" if now is not None else "was removed"
+            out.append(
+                f"warning: the model loaded from models:/{name}@{alias} is v{loaded}, but @{alias} {where}; "
+                f"run %mlops load models:/{name}@{alias} again to use it"
+            )
         return out
 
     # -- recovery and status ---------------------------------------------

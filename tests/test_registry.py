@@ -28,7 +28,7 @@ def train_and_register(ip, c: float, alias: str = "challenger", accuracy: float 
     code = f"""
     %%mlops track --name fit-{c} --no-autolog
     model = make_pipeline(StandardScaler(), LogisticRegression(C={c}, max_iter=5000)).fit(X_train, y_train)
-    accuracy = {accuracy!r} if {accuracy!r} is not None else model.score(X_test, y_test)
+    accuracy = float("{accuracy}") if "{accuracy}" != "None" else model.score(X_test, y_test)
     %mlops log accuracy
     %mlops register model --name cancer --alias {alias} --input-example X_example
     """
@@ -284,3 +284,44 @@ def test_a_forest_registers_and_loads_back(trained, client):
     reqs = (Path(model_files(client, mv)) / "requirements.txt").read_text()
     assert "scikit-learn==" in reqs and "skops" in reqs
     assert Model.load(model_files(client, mv)).flavors["sklearn"]["serialization_format"] == "skops"
+
+
+def test_names_with_quotes_and_wildcards_are_found_exactly(trained, client):
+    import mlops_nb as mnb
+    from mlops_nb.registry import list_versions, models_page
+
+    ip = trained
+    run(ip, "model = LogisticRegression(max_iter=5000).fit(X_train, y_train)")
+    for name in ("it's", 'say "hi" it\'s', "50%_x", "50XYx"):
+        mnb.register(ip.user_ns["model"], name)
+    for name in ("it's", 'say "hi" it\'s'):
+        rows, _ = list_versions(client, name)
+        assert [(r.name, r.version) for r in rows] == [(name, "1")]
+    assert [m.name for m in models_page(client, "it's")[0]] == ["it's", 'say "hi" it\'s']
+    assert [m.name for m in models_page(client, "50%_")[0]] == ["50%_x"]
+
+
+def test_stale_model_warning_once_per_move_and_quiet_when_back(trained, client, capsys):
+    ip = trained
+    train_and_register(ip, 1.0, alias="champion")
+    run(ip, "%mlops load models:/cancer@champion --as clf")
+    run(ip, "%mlops alias cancer@champion --remove")
+    capsys.readouterr()
+    run(ip, "%mlops status")
+    assert "@champion was removed" in capsys.readouterr().err
+    run(ip, "%mlops status")
+    assert "warning" not in capsys.readouterr().err
+    run(ip, "%mlops alias cancer@champion 1")  # back to the version this kernel holds
+    capsys.readouterr()
+    run(ip, "%mlops status")
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_nan_metric_counts_as_missing(trained, client, capsys):
+    ip = trained
+    train_and_register(ip, 1.0, alias="champion", accuracy=float("nan"))
+    train_and_register(ip, 0.5, alias="challenger", accuracy=0.9)
+    run(ip, "%mlops promote cancer --metric accuracy")
+    out = capsys.readouterr().out
+    assert "refused" in out and "has no 'accuracy' to compare with" in out
+    assert str(client.get_model_version_by_alias("cancer", "champion").version) == "1"

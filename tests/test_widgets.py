@@ -139,3 +139,26 @@ def test_registry_browser_shows_versions_lineage_and_history(ip, client):
     browser.version.value = "1"
     assert "analysis/train.ipynb" in browser.detail.value
     assert "moved away @champion" in browser.detail.value
+
+
+def test_sort_choice_stays_and_a_bad_filter_keeps_paging_consistent(store):
+    table = RunsTable(store, "exp-a", page_size=25)
+    table.sort.value = "name"
+    assert table.sort.value == "name" and names(table) == sorted(names(table))
+    table.sort.value = "metrics.accuracy ASC"
+    table.experiment.value = "exp-b"
+    assert table.sort.value == "metrics.accuracy ASC" and names(table)[0] == "exp-b-00"
+    table.experiment.value = "exp-a"
+    table.next_button.click()
+    table.next_button.click()
+    assert table.page_label.value == "page 3 · runs 51–60"
+    table.filter.value = "metrics.accuracy >>> 3"
+    assert "cannot search runs" in table.error.value
+    assert table.page_label.value == "page 3 · runs 51–60" and len(table.rows) == 10
+    table.prev_button.click()  # the bad filter is still in the box: same error, same page
+    assert "cannot search runs" in table.error.value and table.page_label.value == "page 3 · runs 51–60"
+    table.filter.value = ""
+    assert table.error.value == "" and table.page_label.value == "page 1 · runs 1–25"
+    table.next_button.click()
+    table.prev_button.click()
+    assert table.page_label.value == "page 1 · runs 1–25"

@@ -77,8 +77,9 @@ class RunsTable(FallbackMixin, W.VBox):
         self._tokens: list[str | None] = [None]
         self._next: str | None = None
 
+        self._quiet = False  # set while the table itself changes a control
         for control in (self.experiment, self.sort, self.filter):
-            control.observe(lambda _change: self.first_page(), names="value")
+            control.observe(lambda _change: None if self._quiet else self.first_page(), names="value")
         self.prev_button.on_click(lambda _b: self.previous_page())
         self.next_button.on_click(lambda _b: self.next_page())
         self.compare_button.on_click(lambda _b: self.compare())
@@ -96,6 +97,7 @@ class RunsTable(FallbackMixin, W.VBox):
     # -- paging ---------------------------------------------------------------
 
     def _load(self, token: str | None) -> bool:
+        """Fetch one page into ``rows``; on bad input show the error and keep the page shown."""
         from ..exceptions import MlopsError
 
         chosen = self.experiment.value
@@ -111,14 +113,14 @@ class RunsTable(FallbackMixin, W.VBox):
         self.error.value = ""
         self.rows = page.rows
         self._next = page.next_token
-        self._render()
         return True
 
     def first_page(self) -> None:
         """Reload from the first page (after a change of experiment, sort or filter)."""
-        self._tokens = [None]
-        self.page_number = 0
-        self._load(None)
+        if self._load(None):
+            self._tokens = [None]
+            self.page_number = 0
+            self._render()
 
     def next_page(self) -> None:
         if self._next is None:
@@ -132,8 +134,7 @@ class RunsTable(FallbackMixin, W.VBox):
     def previous_page(self) -> None:
         if self.page_number == 0:
             return
-        token = self._tokens[self.page_number - 1]
-        if self._load(token):
+        if self._load(self._tokens[self.page_number - 1]):
             self._tokens.pop()
             self.page_number -= 1
             self._render()
@@ -155,13 +156,17 @@ class RunsTable(FallbackMixin, W.VBox):
         self.prev_button.disabled = self.page_number == 0
         self.next_button.disabled = self._next is None
         self.picker.options = [(f"{r.name} ({r.run_id[:8]})", r.run_id) for r in self.rows]
+        # Offer sorting by the metrics seen; options only grow, and the choice stays.
         extra = [f"metrics.{k} DESC" for k in keys] + [f"metrics.{k} ASC" for k in keys]
-        options = list(_SORTS) + [o for o in extra if o not in _SORTS]
-        if self.sort.value not in options:
-            options.append(self.sort.value)
-        if list(self.sort.options) != options:
-            with self.sort.hold_trait_notifications():
+        options = list(self.sort.options) + [o for o in extra if o not in self.sort.options]
+        if len(options) != len(self.sort.options):
+            chosen = self.sort.value
+            self._quiet = True
+            try:
                 self.sort.options = options
+                self.sort.value = chosen
+            finally:
+                self._quiet = False
 
     # -- compare --------------------------------------------------------------
 
