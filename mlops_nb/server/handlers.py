@@ -86,6 +86,11 @@ class BaseHandler(APIHandler):
             raise tornado.web.HTTPError(400, reason="the request body must be a JSON object")
         return data
 
+    def _who(self) -> str:
+        """The Jupyter user making the request, for the audit trail."""
+        user = self.current_user
+        return getattr(user, "username", None) or getattr(user, "name", None) or str(user)
+
     def int_arg(self, name: str, default: int) -> int:
         raw = self.get_query_argument(name, str(default))
         try:
@@ -198,12 +203,8 @@ class AliasHandler(BaseHandler):
     async def delete(self, name: str, alias: str) -> None:
         await self.respond(_remove_alias, unquote(name), alias, self._who())
 
-    def _who(self) -> str:
-        user = self.current_user
-        return getattr(user, "username", None) or getattr(user, "name", None) or str(user)
 
-
-class PromotionHandler(AliasHandler):
+class PromotionHandler(BaseHandler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
         await self.respond(_promote, unquote(name), self.body(), self._who())
