@@ -40,6 +40,7 @@ __all__ = [
     "load_model",
     "audit_trail",
     "model_files",
+    "get_model",
     "models_page",
     "versions_page",
     "version_detail",
@@ -172,7 +173,8 @@ def get_version(client: "MlflowClient", name: str, version: str) -> "ModelVersio
     raise NotFoundError(f"model {name!r} has no version {version}") from None
 
 
-def _get_model(client: "MlflowClient", name: str) -> Any:
+def get_model(client: "MlflowClient", name: str) -> Any:
+    """A registered model, or :class:`NotFoundError` naming the models that exist."""
     check_model_name(name)
     try:
         return client.get_registered_model(name)
@@ -184,13 +186,13 @@ def _get_model(client: "MlflowClient", name: str) -> Any:
 
 def alias_holder(client: "MlflowClient", name: str, alias: str) -> str | None:
     """The version ``alias`` points at, or ``None``; :class:`NotFoundError` for no model."""
-    version = _get_model(client, name).aliases.get(alias)
+    version = get_model(client, name).aliases.get(alias)
     return str(version) if version is not None else None
 
 
 def resolve_alias(client: "MlflowClient", name: str, alias: str) -> "ModelVersion":
     """The version ``alias`` points at, or :class:`NotFoundError` saying what exists."""
-    model = _get_model(client, name)
+    model = get_model(client, name)
     version = model.aliases.get(alias)
     if version is None:
         known = ", ".join(sorted(model.aliases)) or "none"
@@ -642,7 +644,7 @@ def versions_page(
     """One page of a model's versions, newest first, with their source runs' metrics."""
     if not 1 <= page_size <= 1000:
         raise UsageError(f"page size must be between 1 and 1000, not {page_size}")
-    model = _get_model(client, name)
+    model = get_model(client, name)
     by_version: dict[str, list[str]] = {}
     for alias, version in model.aliases.items():
         by_version.setdefault(str(version), []).append(alias)
@@ -709,7 +711,7 @@ def version_detail(client: "MlflowClient", name: str, version: str) -> dict[str,
         signature = sig.to_dict() if sig is not None else None
     except Exception:
         signature = None
-    aliases = sorted(a for a, v in _get_model(client, name).aliases.items() if str(v) == str(mv.version))
+    aliases = sorted(a for a, v in get_model(client, name).aliases.items() if str(v) == str(mv.version))
     lineage = {k[len(TAG):]: v for k, v in mv.tags.items() if k.startswith(TAG) and not k.startswith(AUDIT_PREFIX)}
     return {
         "name": name,

@@ -110,9 +110,9 @@ def _models(client: Any, q: str | None, size: int, token: str | None, order: str
 
 
 def _model(client: Any, name: str, size: int, token: str | None) -> dict[str, Any]:
-    from ..registry import _get_model, versions_page
+    from ..registry import get_model, versions_page
 
-    model = _get_model(client, name)
+    model = get_model(client, name)
     versions, nxt = versions_page(client, name, size, token)
     return {
         "name": model.name,
