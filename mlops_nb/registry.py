@@ -638,6 +638,23 @@ def list_models(client: "MlflowClient", name_contains: str | None = None, max_re
     return rows, True
 
 
+def _run_metrics(client: "MlflowClient", run_ids: list[str]) -> dict[str, dict[str, float]]:
+    """The metrics of several runs in one search (not one query a version)."""
+    if not run_ids:
+        return {}
+    from .tracking import experiment_ids
+
+    ids = sorted(set(run_ids))
+    found: dict[str, dict[str, float]] = {}
+    quoted = ", ".join(f"'{r}'" for r in ids if r.isalnum())
+    if quoted:
+        for run in client.search_runs(
+            list(experiment_ids(client, None)), filter_string=f"attributes.run_id IN ({quoted})", max_results=len(ids)
+        ):
+            found[run.info.run_id] = dict(run.data.metrics)
+    return found
+
+
 def versions_page(
     client: "MlflowClient", name: str, page_size: int = 20, page_token: str | None = None
 ) -> tuple[list[VersionRow], str | None]:
@@ -655,16 +672,11 @@ def versions_page(
         order_by=["version_number DESC"],
         page_token=page_token,
     )
+    versions = [mv for mv in page if mv.name == name]
+    metrics_by_run = _run_metrics(client, [mv.run_id for mv in versions if mv.run_id])
     rows = []
-    for mv in page:
-        if mv.name != name:
-            continue
-        metrics: dict[str, float] = {}
-        if mv.run_id:
-            try:
-                metrics = dict(client.get_run(mv.run_id).data.metrics)
-            except Exception:  # the run was deleted: the version still lists
-                metrics = {}
+    for mv in versions:
+        metrics = metrics_by_run.get(mv.run_id or "", {})
         rows.append(
             VersionRow(
                 name,
