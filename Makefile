@@ -34,6 +34,7 @@ test: $(STAMP) $(CHROMIUM)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/api.py
 
 clean:
 	rm -rf $(VENV) .mlops .pytest_cache

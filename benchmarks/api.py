@@ -1,0 +1,100 @@
+"""Registry REST API figures (issue 4): a real Jupyter server over a store of 1,000
+models with 5 versions each, against the raw MlflowClient calls for the same page."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+
+def _seed(root: Path, models: int, versions: int):
+    from mlops_nb.config import resolve_config
+    from mlops_nb.store import get_client
+
+    (root / ".mlops").mkdir()
+    client = get_client(resolve_config(root, environ={}))
+    exp = client.create_experiment("seed", artifact_location=str(root / "artifacts"))
+    for m in range(models):
+        name = f"model-{m:04d}"
+        client.create_registered_model(name)
+        for v in range(versions):
+            run = client.create_run(exp)
+            client.log_metric(run.info.run_id, "accuracy", 0.5 + v / 10)
+            client.create_model_version(name, source=str(root / "artifacts" / name), run_id=run.info.run_id)
+        client.set_registered_model_alias(name, "champion", "1")
+    return client
+
+
+def _median(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(models: int = 1000, versions: int = 5, page: int = 50, repeats: int = 15) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="mlops-nb-api-"))
+    client = _seed(root, models, versions)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(16)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "server", "--allow-root", "--no-browser", "--ip=127.0.0.1",
+         f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/mlops-nb/api"
+
+    def get(path: str) -> dict:
+        req = urllib.request.Request(base + path, headers={"Authorization": f"token {token}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                get("/models?page_size=1")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        for _ in range(3):  # warm both paths
+            get(f"/models?page_size={page}")
+            client.search_registered_models(max_results=page, order_by=["name ASC"])
+        api_models = _median(lambda: get(f"/models?page_size={page}"), repeats)
+        raw_models = _median(lambda: client.search_registered_models(max_results=page, order_by=["name ASC"]), repeats)
+        api_versions = _median(lambda: get("/models/model-0500"), repeats)
+        raw_versions = _median(
+            lambda: client.search_model_versions("name = 'model-0500'", max_results=20, order_by=["version_number DESC"]),
+            repeats,
+        )
+        assert len(get(f"/models?page_size={page}")["models"]) == page
+        assert len(get("/models/model-0500")["versions"]) == versions
+    finally:
+        server.terminate()
+        server.wait(15)
+    return {
+        "models_api_s": api_models, "models_raw_s": raw_models, "models_ratio": api_models / raw_models,
+        "versions_api_s": api_versions, "versions_raw_s": raw_versions, "versions_ratio": api_versions / raw_versions,
+    }
+
+
+if __name__ == "__main__":
+    r = main()
+    print(f"| API first page of models (of 1,000 x 5 versions) vs raw `search_registered_models` | {r['models_api_s']*1000:.1f} ms | {r['models_raw_s']*1000:.1f} ms | {r['models_ratio']:.2f}x | <= 1.5 |")
+    print(f"| API model with its versions vs raw `search_model_versions` | {r['versions_api_s']*1000:.1f} ms | {r['versions_raw_s']*1000:.1f} ms | {r['versions_ratio']:.2f}x | <= 1.5 |")
