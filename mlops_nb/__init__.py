@@ -142,15 +142,11 @@ def runs(experiment: str | None = None, n: int = 20) -> Any:
     render, it shows as a text or HTML table.
     """
     from .exceptions import UsageError
-    from .tracking import experiment_ids
     from .widgets.runs import RunsTable
 
     if not 1 <= n <= 1000:
         raise UsageError(f"-n must be between 1 and 1000, not {n}")
-    client = get_tracker().client
-    if experiment:
-        experiment_ids(client, [experiment])  # an unknown name is a one-line error
-    return RunsTable(client, experiment, page_size=n)
+    return RunsTable(get_tracker().client, experiment, page_size=n)
 
 
 def register(
@@ -203,10 +199,6 @@ def load(uri: str) -> Any:
 
 def models(name: str | None = None) -> Any:
     """The registry browser widget: models, versions, aliases, metrics and lineage."""
-    from .registry import list_versions
     from .widgets.models import RegistryBrowser
 
-    client = get_tracker().client
-    if name:
-        list_versions(client, name, max_results=1)  # an unknown name is a one-line error
-    return RegistryBrowser(client, name)
+    return RegistryBrowser(get_tracker().client, name)

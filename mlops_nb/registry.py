@@ -628,14 +628,9 @@ def models_page(
 
 def list_models(client: "MlflowClient", name_contains: str | None = None, max_results: int = 50) -> tuple[list[ModelRow], bool]:
     """Registered models by name (paged through MLflow, never cut silently)."""
-    rows: list[ModelRow] = []
-    token = None
-    while len(rows) < max_results:
-        page, token = models_page(client, name_contains, min(1000, max_results - len(rows)), token)
-        rows.extend(page)
-        if not token:
-            return rows, False
-    return rows, True
+    from .tracking import collect_pages
+
+    return collect_pages(lambda size, token: models_page(client, name_contains, size, token), max_results)
 
 
 def _run_metrics(client: "MlflowClient", run_ids: list[str]) -> dict[str, dict[str, float]]:
@@ -656,12 +651,15 @@ def _run_metrics(client: "MlflowClient", run_ids: list[str]) -> dict[str, dict[s
 
 
 def versions_page(
-    client: "MlflowClient", name: str, page_size: int = 20, page_token: str | None = None
+    client: "MlflowClient", name: str, page_size: int = 20, page_token: str | None = None, model: Any = None
 ) -> tuple[list[VersionRow], str | None]:
-    """One page of a model's versions, newest first, with their source runs' metrics."""
+    """One page of a model's versions, newest first, with their source runs' metrics.
+
+    ``model`` (from :func:`get_model`) saves reading the model again for its aliases.
+    """
     if not 1 <= page_size <= 1000:
         raise UsageError(f"page size must be between 1 and 1000, not {page_size}")
-    model = get_model(client, name)
+    model = model if model is not None else get_model(client, name)
     by_version: dict[str, list[str]] = {}
     for alias, version in model.aliases.items():
         by_version.setdefault(str(version), []).append(alias)
@@ -693,14 +691,10 @@ def versions_page(
 
 def list_versions(client: "MlflowClient", name: str, max_results: int = 50) -> tuple[list[VersionRow], bool]:
     """A model's versions, newest first (paged through MLflow, never cut silently)."""
-    rows: list[VersionRow] = []
-    token = None
-    while len(rows) < max_results:
-        page, token = versions_page(client, name, min(1000, max_results - len(rows)), token)
-        rows.extend(page)
-        if not token:
-            return rows, False
-    return rows, True
+    from .tracking import collect_pages
+
+    model = get_model(client, name)
+    return collect_pages(lambda size, token: versions_page(client, name, size, token, model=model), max_results)
 
 
 def version_detail(client: "MlflowClient", name: str, version: str) -> dict[str, Any]:

@@ -349,6 +349,21 @@ def runs_page(
     return RunsPage([_row(run, ids) for run in page], page.token or None)
 
 
+def collect_pages(fetch: Callable[[int, str | None], tuple[list[Any], str | None]], max_results: int) -> tuple[list[Any], bool]:
+    """Gather up to ``max_results`` rows from ``fetch(page_size, token) -> (rows, next_token)``.
+
+    Returns the rows and whether more exist: pages go on past MLflow's 1,000.
+    """
+    rows: list[Any] = []
+    token = None
+    while len(rows) < max_results:
+        page, token = fetch(min(1000, max_results - len(rows)), token)
+        rows.extend(page)
+        if not token:
+            return rows, False
+    return rows, True
+
+
 def list_runs(
     client: "MlflowClient",
     experiments: Iterable[str] | None = None,
@@ -363,15 +378,12 @@ def list_runs(
         raise UsageError(f"-n must be at least 1, not {max_results}")
     try:
         names = list(experiments) if experiments is not None else None
-        rows: list[RunRow] = []
-        token = None
-        while len(rows) < max_results:
-            page = runs_page(client, names, page_size=min(1000, max_results - len(rows)), page_token=token)
-            rows.extend(page.rows)
-            token = page.next_token
-            if not token:
-                return rows, False
-        return rows, True
+
+        def fetch(size: int, token: str | None) -> tuple[list[RunRow], str | None]:
+            page = runs_page(client, names, page_size=size, page_token=token)
+            return page.rows, page.next_token
+
+        return collect_pages(fetch, max_results)
     except MlopsError:
         raise
     except Exception as exc:

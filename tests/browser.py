@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -146,7 +145,3 @@ def wait_for_kernel(page: object, timeout: float = 90_000) -> None:
         " return w?.sessionContext?.session?.kernel?.status === 'idle'; }",
         timeout=timeout,
     )
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, dirs_exist_ok=True)

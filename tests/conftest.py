@@ -4,9 +4,7 @@ temporary folder, and a real IPython shell with the extension loaded."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -128,10 +126,3 @@ def artifact_text(client, run_id: str, path: str) -> str:
 
     return mlflow.artifacts.load_text(f"{client.get_run(run_id).info.artifact_uri}/{path}")
 
-
-def python() -> str:
-    return sys.executable
-
-
-def env_without(*names: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in names}

@@ -163,7 +163,7 @@ class MlopsMagics(Magics):
         except _ParseError as exc:
             if cell is not None and line.split()[:1] != ["track"]:
                 raise IPythonUsageError(
-                    f"%%mlops on a cell takes 'track' only, e.g. %%mlops track --name fit\nSee %mlops help."
+                    "%%mlops on a cell takes 'track' only, e.g. %%mlops track --name fit\nSee %mlops help."
                 ) from None
             raise IPythonUsageError(str(exc)) from None
         self._warn_stale_models()

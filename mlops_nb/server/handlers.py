@@ -113,7 +113,7 @@ def _model(client: Any, name: str, size: int, token: str | None) -> dict[str, An
     from ..registry import get_model, versions_page
 
     model = get_model(client, name)
-    versions, nxt = versions_page(client, name, size, token)
+    versions, nxt = versions_page(client, name, size, token, model=model)
     return {
         "name": model.name,
         "description": model.description or "",

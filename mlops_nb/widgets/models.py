@@ -7,7 +7,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..registry import VersionRow, audit_trail, list_models, list_versions
+from ..registry import VersionRow, audit_trail, get_model, list_models, list_versions
 from . import TABLE_CSS, FallbackMixin
 
 __all__ = ["RegistryBrowser"]
@@ -48,6 +48,9 @@ class RegistryBrowser(FallbackMixin, W.VBox):
         models, self.more = list_models(client, max_results=1000)
         self.models = models
         names = [m.name for m in models]
+        if name and name not in names:
+            get_model(client, name)  # raises NotFoundError naming the known models
+            names.append(name)  # it exists beyond the first 1,000
         self.model = W.Dropdown(options=names, value=name if name in names else (names[0] if names else None), description="model")
         self.version = W.Dropdown(options=[], description="version")
         self.versions_html = W.HTML()

@@ -57,6 +57,8 @@ class RunsTable(FallbackMixin, W.VBox):
         self.page_size = page_size
         self._experiments = experiment_ids(client, None)  # id -> name, looked up once
         names = sorted(self._experiments.values())
+        if experiment and experiment not in names:
+            experiment_ids(client, [experiment])  # raises NotFoundError naming the known ones
         self.experiment = W.Dropdown(options=[_ALL, *names], value=experiment if experiment in names else _ALL, description="experiment")
         self.filter = W.Text(
             placeholder="metrics.accuracy > 0.9 and params.max_depth = '5'",
