@@ -57,6 +57,11 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "mlops_nb", "app": MlopsNbApp}]
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab extension (the model registry side panel)."""
+    return [{"src": "labextension", "dest": "mlops-nb"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext mlops_nb``: register the ``%mlops`` magics (MLflow is not imported)."""
     from .magics import load

@@ -1,0 +1,254 @@
+/**
+ * What a user can do to a model version from the panel: set, move or remove an alias
+ * (always confirmed), promote through the guard, copy a load snippet, open the source
+ * notebook. Each ends by asking the model to refresh, so what is shown is what is stored.
+ */
+import { Clipboard, Dialog, InputDialog, MainAreaWidget, Notification, showDialog } from '@jupyterlab/apputils';
+import { IDocumentManager } from '@jupyterlab/docmanager';
+import { IFrame } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+
+import * as api from './api';
+import { RegistryModel, asError } from './model';
+
+/** An alias the panel offers first, the convention of `%mlops promote`. */
+export const COMMON_ALIASES = ['champion', 'challenger'];
+
+/** `models:/NAME@ALIAS` when the version holds an alias, else `models:/NAME/VERSION`. */
+export function modelUri(name: string, version: string, aliases: string[]): string {
+  const preferred = COMMON_ALIASES.find(a => aliases.includes(a)) ?? aliases[0];
+  return preferred ? `models:/${name}@${preferred}` : `models:/${name}/${version}`;
+}
+
+export function loadSnippet(uri: string): string {
+  return `import mlops_nb as mnb\n\nmodel = mnb.load(${JSON.stringify(uri)})\n`;
+}
+
+export function copyLoadSnippet(name: string, version: string, aliases: string[]): void {
+  const uri = modelUri(name, version, aliases);
+  Clipboard.copyToSystem(loadSnippet(uri));
+  Notification.success(`Copied a snippet that loads ${uri}`, { autoClose: 3000 });
+}
+
+export function reportFailure(what: string, error: unknown): void {
+  const err = asError(error);
+  void showDialog({
+    title: what,
+    body: err.message,
+    buttons: [Dialog.okButton({ label: 'Close' })]
+  });
+}
+
+/**
+ * Ask for an alias, confirm where it is now and where it will go, then set it.
+ * `current` maps the model's aliases to the versions holding them.
+ */
+export async function setAliasFlow(
+  model: RegistryModel,
+  name: string,
+  version: string,
+  current: { [alias: string]: string }
+): Promise<boolean> {
+  const offered = [...new Set([...COMMON_ALIASES, ...Object.keys(current)])].filter(
+    a => current[a] !== version
+  );
+  const asked = await InputDialog.getItem({
+    title: `Set an alias on ${name} v${version}`,
+    label: 'Alias (letters, digits, - and _):',
+    items: offered,
+    editable: true,
+    okLabel: 'Next'
+  });
+  if (!asked.button.accept || !asked.value) {
+    return false;
+  }
+  const alias = asked.value.trim();
+  const holder = current[alias];
+  if (holder === version) {
+    Notification.info(`${name} v${version} already holds @${alias}`, { autoClose: 3000 });
+    return false;
+  }
+  const confirmed = await showDialog({
+    title: holder ? `Move @${alias}?` : `Set @${alias}?`,
+    body: holder
+      ? `@${alias} of ${name} points at v${holder}. Move it to v${version}? ` +
+        `Code loading models:/${name}@${alias} will get v${version} from now on.`
+      : `Point @${alias} of ${name} at v${version}?`,
+    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: holder ? 'Move alias' : 'Set alias' })]
+  });
+  if (!confirmed.button.accept) {
+    return false;
+  }
+  try {
+    await api.setAlias(name, alias, version);
+    Notification.success(`@${alias} of ${name} now points at v${version}`, { autoClose: 3000 });
+    return true;
+  } catch (error) {
+    reportFailure(`Could not set @${alias}`, error);
+    return false;
+  } finally {
+    await model.refresh({ quiet: true }).catch(() => undefined);
+  }
+}
+
+export async function removeAliasFlow(
+  model: RegistryModel,
+  name: string,
+  alias: string,
+  version: string
+): Promise<boolean> {
+  const confirmed = await showDialog({
+    title: `Remove @${alias}?`,
+    body:
+      `Remove @${alias} from ${name} v${version}? ` +
+      `Code loading models:/${name}@${alias} will fail until the alias is set again.`,
+    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Remove alias' })]
+  });
+  if (!confirmed.button.accept) {
+    return false;
+  }
+  try {
+    await api.removeAlias(name, alias);
+    Notification.success(`Removed @${alias} from ${name} v${version}`, { autoClose: 3000 });
+    return true;
+  } catch (error) {
+    reportFailure(`Could not remove @${alias}`, error);
+    return false;
+  } finally {
+    await model.refresh({ quiet: true }).catch(() => undefined);
+  }
+}
+
+interface IPromotionForm {
+  from: string;
+  to: string;
+  metric: string;
+  lower_is_better: boolean;
+  min_delta: number;
+}
+
+/** The promotion dialog's body: which alias, judged on which metric. */
+class PromotionBody extends Widget implements Dialog.IBodyWidget<IPromotionForm> {
+  constructor(fromAliases: string[], metrics: string[]) {
+    super({ node: document.createElement('form') });
+    this.addClass('jp-mlops-promotion-form');
+    const node = this.node as HTMLFormElement;
+    node.innerHTML = `
+      <label>Candidate alias <select name="from" class="jp-mod-styled"></select></label>
+      <label>Alias to move <input name="to" class="jp-mod-styled" value="champion" /></label>
+      <label>Only if better on <select name="metric" class="jp-mod-styled"></select></label>
+      <label class="jp-mlops-inline"><input type="checkbox" name="lower" /> lower is better</label>
+      <label>by more than <input name="delta" class="jp-mod-styled" type="number" step="any" min="0" value="0" /></label>`;
+    const from = node.querySelector('select[name=from]') as HTMLSelectElement;
+    for (const alias of fromAliases) {
+      from.add(new Option(`@${alias}`, alias));
+    }
+    const metric = node.querySelector('select[name=metric]') as HTMLSelectElement;
+    for (const key of metrics) {
+      metric.add(new Option(key, key));
+    }
+    node.addEventListener('submit', event => event.preventDefault());
+  }
+
+  getValue(): IPromotionForm {
+    const get = (name: string) => (this.node.querySelector(`[name=${name}]`) as HTMLInputElement);
+    return {
+      from: get('from').value,
+      to: get('to').value.trim(),
+      metric: get('metric').value,
+      lower_is_better: get('lower').checked,
+      min_delta: Number(get('delta').value || 0)
+    };
+  }
+}
+
+/**
+ * Promote the version holding one of `aliases` to another alias, through the same
+ * guard as `%mlops promote`; a refusal is shown with the guard's reasons.
+ */
+export async function promoteFlow(
+  model: RegistryModel,
+  name: string,
+  version: string,
+  aliases: string[],
+  metrics: string[]
+): Promise<boolean> {
+  if (!aliases.length) {
+    Notification.warning(
+      `Promotion moves an alias from the version holding another one: set an alias on ${name} v${version} first (for example @challenger).`,
+      { autoClose: 6000 }
+    );
+    return false;
+  }
+  if (!metrics.length) {
+    Notification.warning(`${name} v${version} has no metrics to judge a promotion on.`, { autoClose: 6000 });
+    return false;
+  }
+  const result = await showDialog({
+    title: `Promote ${name} v${version} if it is better`,
+    body: new PromotionBody(aliases, metrics),
+    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Promote if better' })]
+  });
+  if (!result.button.accept || !result.value) {
+    return false;
+  }
+  const form = result.value;
+  try {
+    const done = await api.promote(name, form);
+    Notification.success(done.message, { autoClose: 5000 });
+    return true;
+  } catch (error) {
+    const err = asError(error);
+    await showDialog({
+      title: err.kind === 'refused' ? 'Promotion refused' : 'Could not promote',
+      body: err.message,
+      buttons: [Dialog.okButton({ label: 'Close' })]
+    });
+    return false;
+  } finally {
+    await model.refresh({ quiet: true }).catch(() => undefined);
+  }
+}
+
+/** A read-only rendering of the notebook snapshot stored with a run. */
+class SnapshotView extends IFrame {
+  constructor(source: Extract<api.INotebookSource, { source: 'snapshot' }>) {
+    // No scripts, no same-origin: the snapshot's outputs can hold arbitrary HTML.
+    super({ sandbox: [] });
+    this.addClass('jp-mlops-snapshot');
+    const frame = this.node.querySelector('iframe') as HTMLIFrameElement;
+    frame.srcdoc = source.html;
+  }
+}
+
+/** Open the notebook that trained a version: the file when it is under the server root, else the run's snapshot. */
+export async function openSourceNotebook(
+  docManager: IDocumentManager,
+  addToMainArea: (widget: MainAreaWidget) => void,
+  name: string,
+  version: string
+): Promise<void> {
+  let source: api.INotebookSource;
+  try {
+    source = await api.fetchNotebook(name, version);
+  } catch (error) {
+    reportFailure(`No source notebook for ${name} v${version}`, error);
+    return;
+  }
+  if (source.source === 'workspace') {
+    docManager.openOrReveal(source.path);
+    return;
+  }
+  const content = new SnapshotView(source);
+  const widget = new MainAreaWidget({ content });
+  widget.id = `mlops-nb-snapshot-${source.run_id}`;
+  widget.title.label = `${source.name} (snapshot)`;
+  widget.title.caption =
+    `The notebook as it ran for ${name} v${version} (run ${source.run_id})` +
+    (source.recorded_path ? `; ${source.recorded_path} is not under this server's root or was moved` : '');
+  const note = document.createElement('div');
+  note.className = 'jp-mlops-snapshot-note';
+  note.textContent = widget.title.caption;
+  widget.toolbar.node.appendChild(note);
+  addToMainArea(widget);
+}

@@ -1,0 +1,454 @@
+/**
+ * The registry panel's views: the model list (search, paging, expandable versions) and
+ * a version's detail tab. Both use JupyterLab's UI components and theme variables.
+ */
+import * as React from 'react';
+
+import {
+  InputGroup,
+  ReactWidget,
+  ToolbarButtonComponent,
+  VDomRenderer,
+  addIcon,
+  caretDownIcon,
+  caretRightIcon,
+  closeIcon,
+  copyIcon,
+  fastForwardIcon,
+  infoIcon,
+  notebookIcon
+} from '@jupyterlab/ui-components';
+
+import { IVersionDetail, IVersionRow, RegistryError, fetchVersion } from './api';
+import { RegistryModel } from './model';
+
+/** What the views ask the plugin to do (dialogs, opening tabs). */
+export interface IActions {
+  openDetail(name: string, version: string): void;
+  openNotebook(name: string, version: string): void;
+  copySnippet(name: string, version: string, aliases: string[]): void;
+  setAlias(name: string, version: string): void;
+  removeAlias(name: string, alias: string, version: string): void;
+  promote(name: string, version: string, aliases: string[], metrics: string[]): void;
+}
+
+const METRIC_PRIORITY = [/^test_/, /^val/, /accuracy|auc|f1|precision|recall|r2/, /loss|rmse|mae|mse|error/];
+
+/** The few metrics worth showing in a list: test and validation scores first. */
+export function keyMetrics(metrics: { [key: string]: number }, count = 3): [string, number][] {
+  const rank = (key: string) => {
+    const i = METRIC_PRIORITY.findIndex(re => re.test(key));
+    return i < 0 ? METRIC_PRIORITY.length : i;
+  };
+  return Object.entries(metrics)
+    .sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b))
+    .slice(0, count);
+}
+
+export function formatNumber(value: number | null | undefined): string {
+  if (value === null || value === undefined) {
+    return '—';
+  }
+  if (Number.isInteger(value)) {
+    return String(value);
+  }
+  return Math.abs(value) >= 1e4 || Math.abs(value) < 1e-3 ? value.toExponential(3) : value.toPrecision(4);
+}
+
+export function formatTime(iso: string | null): string {
+  if (!iso) {
+    return '';
+  }
+  const date = new Date(iso);
+  return isNaN(date.getTime()) ? iso : date.toLocaleString();
+}
+
+function AliasBadge(props: { alias: string; onRemove?: () => void }): JSX.Element {
+  return (
+    <span className="jp-mlops-badge" data-alias={props.alias}>
+      @{props.alias}
+      {props.onRemove && (
+        <button
+          className="jp-mlops-badge-remove"
+          title={`Remove @${props.alias}`}
+          aria-label={`Remove @${props.alias}`}
+          onClick={event => {
+            event.stopPropagation();
+            props.onRemove!();
+          }}
+        >
+          <closeIcon.react tag="span" elementSize="small" />
+        </button>
+      )}
+    </span>
+  );
+}
+
+function ErrorState(props: { error: RegistryError; onRetry: () => void }): JSX.Element {
+  const title =
+    props.error.kind === 'missing-extension'
+      ? 'The registry API is not available'
+      : props.error.kind === 'unreachable'
+        ? 'The model store cannot be reached'
+        : 'Something went wrong';
+  return (
+    <div className="jp-mlops-error" role="alert">
+      <div className="jp-mlops-error-title">{title}</div>
+      <div className="jp-mlops-error-message">{props.error.message}</div>
+      <button className="jp-mod-styled jp-mod-accept" onClick={props.onRetry}>
+        Retry
+      </button>
+    </div>
+  );
+}
+
+function EmptyState(props: { query: string }): JSX.Element {
+  if (props.query) {
+    return <div className="jp-mlops-empty">No model name contains “{props.query}”.</div>;
+  }
+  return (
+    <div className="jp-mlops-empty">
+      <p>No registered models yet.</p>
+      <p>Train a model in a notebook and register it from a cell:</p>
+      <pre>
+        %load_ext mlops_nb{'\n'}%mlops track{'\n'}# ... fit `model` ...{'\n'}%mlops register model --name my-model --alias challenger
+      </pre>
+      <p>It will appear here with its metrics and the notebook that trained it.</p>
+    </div>
+  );
+}
+
+function VersionItem(props: {
+  row: IVersionRow;
+  actions: IActions;
+}): JSX.Element {
+  const { row, actions } = props;
+  const metrics = keyMetrics(row.metrics);
+  return (
+    <li className="jp-mlops-version" data-version={row.version}>
+      <div className="jp-mlops-version-head">
+        <button
+          className="jp-mlops-link jp-mlops-version-label"
+          title={`Details of ${row.name} v${row.version}`}
+          onClick={() => actions.openDetail(row.name, row.version)}
+        >
+          v{row.version}
+        </button>
+        {row.aliases.map(alias => (
+          <AliasBadge key={alias} alias={alias} onRemove={() => actions.removeAlias(row.name, alias, row.version)} />
+        ))}
+        <span className="jp-mlops-time" title="created">
+          {formatTime(row.created)}
+        </span>
+      </div>
+      {metrics.length > 0 && (
+        <div className="jp-mlops-metrics">
+          {metrics.map(([key, value]) => (
+            <span key={key} className="jp-mlops-metric" title={`${key} = ${value}`}>
+              {key} <b>{formatNumber(value)}</b>
+            </span>
+          ))}
+        </div>
+      )}
+      <div className="jp-mlops-version-actions">
+        <ToolbarButtonComponent
+          icon={infoIcon}
+          tooltip="Details and lineage"
+          onClick={() => actions.openDetail(row.name, row.version)}
+        />
+        <ToolbarButtonComponent
+          icon={notebookIcon}
+          tooltip="Open source notebook"
+          onClick={() => actions.openNotebook(row.name, row.version)}
+        />
+        <ToolbarButtonComponent
+          icon={copyIcon}
+          tooltip="Copy load snippet"
+          onClick={() => actions.copySnippet(row.name, row.version, row.aliases)}
+        />
+        <ToolbarButtonComponent
+          icon={addIcon}
+          tooltip="Set or move an alias"
+          onClick={() => actions.setAlias(row.name, row.version)}
+        />
+        <ToolbarButtonComponent
+          icon={fastForwardIcon}
+          tooltip="Promote if better"
+          onClick={() => actions.promote(row.name, row.version, row.aliases, Object.keys(row.metrics).sort())}
+        />
+      </div>
+    </li>
+  );
+}
+
+/** The side panel's body: search box, models, their versions, paging. */
+export class RegistryView extends VDomRenderer<RegistryModel> {
+  constructor(model: RegistryModel, private readonly actions: IActions) {
+    super(model);
+    this.addClass('jp-mlops-registry');
+  }
+
+  protected render(): JSX.Element {
+    const model = this.model;
+    const empty = !model.loading && !model.error && model.models.length === 0;
+    return (
+      <>
+        <div className="jp-mlops-search">
+          <InputGroup
+            type="text"
+            placeholder="Search models by name"
+            rightIcon="ui-components:search"
+            aria-label="Search models by name"
+            defaultValue={model.query}
+            onChange={event => this._onSearch((event.target as HTMLInputElement).value)}
+          />
+        </div>
+        {model.error && <ErrorState error={model.error} onRetry={() => void model.refresh()} />}
+        {model.loading && model.models.length === 0 && <div className="jp-mlops-loading">Loading models…</div>}
+        {empty && <EmptyState query={model.query} />}
+        <ul className="jp-mlops-models" aria-busy={model.loading}>
+          {model.models.map(row => this._renderModel(row.name))}
+        </ul>
+        {(model.hasPrevious || model.hasNext) && (
+          <div className="jp-mlops-pager">
+            <button className="jp-mod-styled" disabled={!model.hasPrevious} onClick={() => void model.previousPage()}>
+              ‹ Previous
+            </button>
+            <span>page {model.pageIndex + 1}</span>
+            <button className="jp-mod-styled" disabled={!model.hasNext} onClick={() => void model.nextPage()}>
+              Next ›
+            </button>
+          </div>
+        )}
+        {model.refreshedAt && (
+          <div className="jp-mlops-footer">updated {model.refreshedAt.toLocaleTimeString()}</div>
+        )}
+      </>
+    );
+  }
+
+  private _renderModel(name: string): JSX.Element {
+    const model = this.model;
+    const row = model.models.find(m => m.name === name)!;
+    const open = model.expanded(name);
+    const Caret = open ? caretDownIcon : caretRightIcon;
+    return (
+      <li key={name} className="jp-mlops-model" data-model={name}>
+        <button
+          className="jp-mlops-model-head"
+          aria-expanded={!!open}
+          title={row.description || name}
+          onClick={() => void model.toggle(name)}
+        >
+          <Caret.react tag="span" elementSize="small" />
+          <span className="jp-mlops-model-name">{name}</span>
+          {row.latest_version && <span className="jp-mlops-latest">v{row.latest_version}</span>}
+          {Object.entries(row.aliases)
+            .sort()
+            .map(([alias, version]) => (
+              <span key={alias} className="jp-mlops-badge jp-mlops-badge-small" title={`@${alias} → v${version}`}>
+                @{alias}:v{version}
+              </span>
+            ))}
+        </button>
+        {open && (
+          <div className="jp-mlops-versions-box">
+            {open.error && <ErrorState error={open.error} onRetry={() => void model.refresh()} />}
+            <ul className="jp-mlops-versions">
+              {open.versions.map(v => (
+                <VersionItem key={v.version} row={v} actions={this.actions} />
+              ))}
+            </ul>
+            {open.loading && <div className="jp-mlops-loading">Loading versions…</div>}
+            {!open.loading && open.nextPageToken && (
+              <button className="jp-mod-styled jp-mlops-more" onClick={() => void model.moreVersions(name)}>
+                More versions
+              </button>
+            )}
+          </div>
+        )}
+      </li>
+    );
+  }
+
+  private _onSearch(value: string): void {
+    window.clearTimeout(this._debounce);
+    this._debounce = window.setTimeout(() => void this.model.search(value), 250);
+  }
+
+  private _debounce = 0;
+}
+
+function KeyValueTable(props: { rows: [string, React.ReactNode][]; empty: string }): JSX.Element {
+  if (!props.rows.length) {
+    return <p className="jp-mlops-muted">{props.empty}</p>;
+  }
+  return (
+    <table className="jp-mlops-table">
+      <tbody>
+        {props.rows.map(([key, value]) => (
+          <tr key={key}>
+            <th>{key}</th>
+            <td>{value}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+function signatureColumns(text: string | undefined): string {
+  if (!text) {
+    return '—';
+  }
+  try {
+    const cols = JSON.parse(text) as { name?: string; type?: string }[];
+    return cols.map(c => (c.name ? `${c.name}: ${c.type}` : c.type)).join(', ');
+  } catch {
+    return text;
+  }
+}
+
+/** A version's detail: aliases, how to load it, lineage, metrics, params, signature, alias history. */
+export class VersionDetailView extends ReactWidget {
+  constructor(
+    readonly modelName: string,
+    readonly version: string,
+    private readonly actions: IActions
+  ) {
+    super();
+    this.addClass('jp-mlops-detail');
+    void this.reload();
+  }
+
+  async reload(): Promise<void> {
+    try {
+      this._detail = await fetchVersion(this.modelName, this.version);
+      this._error = null;
+    } catch (error) {
+      this._error = error as RegistryError;
+    }
+    this.update();
+  }
+
+  protected render(): JSX.Element {
+    if (this._error) {
+      return <ErrorState error={this._error} onRetry={() => void this.reload()} />;
+    }
+    const d = this._detail;
+    if (!d) {
+      return <div className="jp-mlops-loading">Loading…</div>;
+    }
+    const lineage: [string, React.ReactNode][] = [];
+    if (d.lineage.notebook) {
+      lineage.push([
+        'notebook',
+        <button className="jp-mlops-link" onClick={() => this.actions.openNotebook(d.name, d.version)}>
+          {d.lineage.notebook}
+        </button>
+      ]);
+    }
+    for (const key of ['git.commit', 'git.branch', 'git.dirty', 'flavor']) {
+      if (d.lineage[key]) {
+        lineage.push([key, <code>{d.lineage[key]}</code>]);
+      }
+    }
+    if (d.run_id) {
+      lineage.push(['run id', <code>{d.run_id}</code>]);
+    }
+    lineage.push(['created', formatTime(d.created)]);
+    return (
+      <div className="jp-mlops-detail-body">
+        <h2>
+          {d.name} <span className="jp-mlops-muted">v{d.version}</span>{' '}
+          {d.aliases.map(a => (
+            <AliasBadge key={a} alias={a} onRemove={() => this.actions.removeAlias(d.name, a, d.version)} />
+          ))}
+        </h2>
+        {d.description && <p>{d.description}</p>}
+        <div className="jp-mlops-detail-actions">
+          <button className="jp-mod-styled" onClick={() => this.actions.openNotebook(d.name, d.version)}>
+            Open source notebook
+          </button>
+          <button className="jp-mod-styled" onClick={() => this.actions.copySnippet(d.name, d.version, d.aliases)}>
+            Copy load snippet
+          </button>
+          <button className="jp-mod-styled" onClick={() => this.actions.setAlias(d.name, d.version)}>
+            Set alias…
+          </button>
+          <button
+            className="jp-mod-styled"
+            onClick={() => this.actions.promote(d.name, d.version, d.aliases, Object.keys(d.metrics).sort())}
+          >
+            Promote if better…
+          </button>
+          <button className="jp-mod-styled" onClick={() => void this.reload()}>
+            Refresh
+          </button>
+        </div>
+        <h3>Lineage</h3>
+        <KeyValueTable rows={lineage} empty="" />
+        <h3>Metrics</h3>
+        <KeyValueTable
+          rows={Object.keys(d.metrics)
+            .sort()
+            .map(k => [k, formatNumber(d.metrics[k])])}
+          empty="The source run has no metrics."
+        />
+        <h3>Parameters</h3>
+        <KeyValueTable
+          rows={Object.keys(d.params)
+            .sort()
+            .map(k => [k, <code>{d.params[k]}</code>])}
+          empty="The source run has no parameters."
+        />
+        <h3>Signature</h3>
+        {d.signature ? (
+          <KeyValueTable
+            rows={[
+              ['inputs', signatureColumns(d.signature.inputs)],
+              ['outputs', signatureColumns(d.signature.outputs)]
+            ]}
+            empty=""
+          />
+        ) : (
+          <p className="jp-mlops-muted">No signature: register with an input example to record one.</p>
+        )}
+        <h3>Alias history</h3>
+        {d.audit.length ? (
+          <table className="jp-mlops-table jp-mlops-audit">
+            <thead>
+              <tr>
+                <th>when</th>
+                <th>who</th>
+                <th>what</th>
+                <th>why</th>
+              </tr>
+            </thead>
+            <tbody>
+              {d.audit
+                .slice()
+                .reverse()
+                .map((e, i) => (
+                  <tr key={i}>
+                    <td>{formatTime(e.when)}</td>
+                    <td>{e.who}</td>
+                    <td>
+                      {e.action} @{e.alias} {e.from_version ? `v${e.from_version}` : '∅'} →{' '}
+                      {e.to_version ? `v${e.to_version}` : '∅'}
+                    </td>
+                    <td>{e.why}</td>
+                  </tr>
+                ))}
+            </tbody>
+          </table>
+        ) : (
+          <p className="jp-mlops-muted">No alias has moved on this version.</p>
+        )}
+      </div>
+    );
+  }
+
+  private _detail: IVersionDetail | null = null;
+  private _error: RegistryError | null = null;
+}

@@ -1,0 +1,161 @@
+/**
+ * mlops-nb's JupyterLab extension: a left side panel to browse and manage the model
+ * registry of the project (through the server extension's REST API).
+ */
+import {
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
+import { IDocumentManager } from '@jupyterlab/docmanager';
+import { LabIcon, SidePanel, ToolbarButton, refreshIcon } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
+
+import registrySvg from '../style/icons/registry.svg';
+import {
+  copyLoadSnippet,
+  openSourceNotebook,
+  promoteFlow,
+  removeAliasFlow,
+  reportFailure,
+  setAliasFlow
+} from './actions';
+import { fetchModel } from './api';
+import { IActions, RegistryView, VersionDetailView } from './components';
+import { RegistryModel } from './model';
+
+export const registryIcon = new LabIcon({ name: 'mlops-nb:registry', svgstr: registrySvg });
+
+const CommandIDs = {
+  open: 'mlops-nb:open-registry',
+  refresh: 'mlops-nb:refresh-registry'
+};
+
+/** The side panel; auto-refresh runs only while it is shown. */
+class RegistryPanel extends SidePanel {
+  constructor(readonly model: RegistryModel) {
+    super();
+    this.id = 'mlops-nb-registry';
+    this.addClass('jp-mlops-panel');
+    this.title.icon = registryIcon;
+    this.title.caption = 'Model registry (mlops-nb)';
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this.model.setVisible(true);
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this.model.setVisible(false);
+  }
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'mlops-nb:registry',
+  description: 'A side panel to browse and manage the MLflow model registry of the project.',
+  autoStart: true,
+  requires: [IDocumentManager],
+  optional: [ICommandPalette, ILayoutRestorer],
+  activate: (
+    app: JupyterFrontEnd,
+    docManager: IDocumentManager,
+    palette: ICommandPalette | null,
+    restorer: ILayoutRestorer | null
+  ) => {
+    const model = new RegistryModel();
+    const details = new WidgetTracker<MainAreaWidget<VersionDetailView>>({ namespace: 'mlops-nb-version' });
+
+    const addToMainArea = (widget: MainAreaWidget) => {
+      if (!widget.isAttached) {
+        app.shell.add(widget, 'main');
+      }
+      app.shell.activateById(widget.id);
+    };
+    const afterChange = async (name: string) => {
+      await model.refresh({ quiet: true }).catch(() => undefined);
+      details.forEach(w => {
+        if (w.content.modelName === name) {
+          void w.content.reload();
+        }
+      });
+    };
+
+    const actions: IActions = {
+      openDetail: (name, version) => {
+        const id = `mlops-nb-version-${name}-${version}`;
+        const existing = details.find(w => w.id === id);
+        if (existing) {
+          void existing.content.reload();
+          app.shell.activateById(id);
+          return;
+        }
+        const widget = new MainAreaWidget({ content: new VersionDetailView(name, version, actions) });
+        widget.id = id;
+        widget.title.label = `${name} v${version}`;
+        widget.title.icon = registryIcon;
+        widget.title.closable = true;
+        void details.add(widget);
+        addToMainArea(widget);
+      },
+      openNotebook: (name, version) => void openSourceNotebook(docManager, addToMainArea, name, version),
+      copySnippet: copyLoadSnippet,
+      setAlias: async (name, version) => {
+        let current: { [alias: string]: string };
+        try {
+          current = (await fetchModel(name, 1)).aliases;
+        } catch (error) {
+          reportFailure(`Could not read ${name}`, error);
+          return;
+        }
+        if (await setAliasFlow(model, name, version, current)) {
+          await afterChange(name);
+        }
+      },
+      removeAlias: async (name, alias, version) => {
+        if (await removeAliasFlow(model, name, alias, version)) {
+          await afterChange(name);
+        }
+      },
+      promote: async (name, version, aliases, metrics) => {
+        if (await promoteFlow(model, name, version, aliases, metrics)) {
+          await afterChange(name);
+        }
+      }
+    };
+
+    const panel = new RegistryPanel(model);
+    panel.addWidget(new RegistryView(model, actions));
+    panel.toolbar.addItem(
+      'refresh',
+      new ToolbarButton({
+        icon: refreshIcon,
+        tooltip: 'Refresh the registry',
+        onClick: () => void model.refresh()
+      })
+    );
+    app.shell.add(panel, 'left', { rank: 600 });
+    if (restorer) {
+      restorer.add(panel, 'mlops-nb-registry');
+    }
+
+    app.commands.addCommand(CommandIDs.open, {
+      label: 'Show Model Registry',
+      caption: 'Browse and manage the registered models of this project',
+      icon: registryIcon,
+      execute: () => app.shell.activateById(panel.id)
+    });
+    app.commands.addCommand(CommandIDs.refresh, {
+      label: 'Refresh Model Registry',
+      execute: () => model.refresh()
+    });
+    if (palette) {
+      palette.addItem({ command: CommandIDs.open, category: 'Model Registry' });
+      palette.addItem({ command: CommandIDs.refresh, category: 'Model Registry' });
+    }
+  }
+};
+
+export default plugin;

@@ -1,0 +1,233 @@
+/**
+ * The registry panel's state: the search, the current page of models, the expanded
+ * models' versions, and what went wrong. Views re-render on `stateChanged`.
+ */
+import { VDomModel } from '@jupyterlab/ui-components';
+import { Poll } from '@lumino/polling';
+
+import {
+  IModelRow,
+  IVersionRow,
+  RegistryError,
+  fetchModel,
+  fetchModels,
+  fetchVersions
+} from './api';
+
+export interface IExpanded {
+  versions: IVersionRow[];
+  nextPageToken: string | null;
+  loading: boolean;
+  error: RegistryError | null;
+}
+
+/** How often a visible panel refreshes itself, in milliseconds. */
+export const AUTO_REFRESH_MS = 30_000;
+
+export class RegistryModel extends VDomModel {
+  readonly pageSize: number;
+  readonly versionsPageSize: number;
+
+  constructor(options: { pageSize?: number; versionsPageSize?: number } = {}) {
+    super();
+    this.pageSize = options.pageSize ?? 25;
+    this.versionsPageSize = options.versionsPageSize ?? 10;
+    // Gentle auto-refresh: only while the panel is shown and the browser tab visible,
+    // backing off while the server or store is failing.
+    this._poll = new Poll({
+      auto: false,
+      factory: () => this.refresh({ quiet: true }),
+      frequency: { interval: AUTO_REFRESH_MS, backoff: true, max: 5 * AUTO_REFRESH_MS },
+      name: 'mlops-nb:registry',
+      standby: () => (this._visible ? 'when-hidden' : true)
+    });
+  }
+
+  get query(): string {
+    return this._query;
+  }
+  get models(): IModelRow[] {
+    return this._models;
+  }
+  get loading(): boolean {
+    return this._loading;
+  }
+  get error(): RegistryError | null {
+    return this._error;
+  }
+  get pageIndex(): number {
+    return this._tokens.length - 1;
+  }
+  get hasNext(): boolean {
+    return this._next !== null;
+  }
+  get hasPrevious(): boolean {
+    return this._tokens.length > 1;
+  }
+  get refreshedAt(): Date | null {
+    return this._refreshedAt;
+  }
+  expanded(name: string): IExpanded | undefined {
+    return this._expanded.get(name);
+  }
+
+  /** Start or pause auto-refresh with the panel's visibility. */
+  setVisible(visible: boolean): void {
+    this._visible = visible;
+    if (visible) {
+      if (!this._started) {
+        this._started = true;
+        void this._poll.start();
+      }
+      void this._poll.refresh();
+    }
+  }
+
+  /** Search models whose name contains `query` (case-insensitive), from the first page. */
+  async search(query: string): Promise<void> {
+    this._query = query.trim();
+    this._tokens = [null];
+    await this._loadPage(false);
+  }
+
+  async nextPage(): Promise<void> {
+    if (this._next === null) {
+      return;
+    }
+    this._tokens.push(this._next);
+    await this._loadPage(false);
+  }
+
+  async previousPage(): Promise<void> {
+    if (this._tokens.length <= 1) {
+      return;
+    }
+    this._tokens.pop();
+    await this._loadPage(false);
+  }
+
+  /**
+   * Reload the current page and every expanded model. `quiet` keeps what is shown
+   * until the answer arrives (auto-refresh must not flicker).
+   */
+  async refresh(options: { quiet?: boolean } = {}): Promise<void> {
+    await this._loadPage(!!options.quiet);
+    await Promise.all([...this._expanded.keys()].map(name => this._loadVersions(name, true)));
+  }
+
+  /** Expand or collapse a model's versions. */
+  async toggle(name: string): Promise<void> {
+    if (this._expanded.has(name)) {
+      this._expanded.delete(name);
+      this.stateChanged.emit();
+      return;
+    }
+    this._expanded.set(name, { versions: [], nextPageToken: null, loading: true, error: null });
+    this.stateChanged.emit();
+    await this._loadVersions(name, false);
+  }
+
+  /** Append the next page of a model's versions. */
+  async moreVersions(name: string): Promise<void> {
+    const entry = this._expanded.get(name);
+    if (!entry || entry.nextPageToken === null) {
+      return;
+    }
+    entry.loading = true;
+    this.stateChanged.emit();
+    try {
+      const page = await fetchVersions(name, this.versionsPageSize, entry.nextPageToken);
+      entry.versions = entry.versions.concat(page.versions);
+      entry.nextPageToken = page.next_page_token;
+      entry.error = null;
+    } catch (error) {
+      entry.error = asError(error);
+    }
+    entry.loading = false;
+    this.stateChanged.emit();
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._poll.dispose();
+    super.dispose();
+  }
+
+  private async _loadPage(quiet: boolean): Promise<void> {
+    const ticket = ++this._ticket;
+    if (!quiet) {
+      this._loading = true;
+      this.stateChanged.emit();
+    }
+    try {
+      const page = await fetchModels(this._query, this.pageSize, this._tokens[this._tokens.length - 1]);
+      if (ticket !== this._ticket) {
+        return; // a newer search or page answered first
+      }
+      this._models = page.models;
+      this._next = page.next_page_token;
+      this._error = null;
+      this._refreshedAt = new Date();
+    } catch (error) {
+      if (ticket !== this._ticket) {
+        return;
+      }
+      this._error = asError(error);
+      if (!quiet) {
+        this._models = [];
+        this._next = null;
+      }
+    } finally {
+      if (ticket === this._ticket) {
+        this._loading = false;
+        this.stateChanged.emit();
+      }
+    }
+    if (this._error && quiet) {
+      throw this._error; // lets the poll back off
+    }
+  }
+
+  private async _loadVersions(name: string, keepShown: boolean): Promise<void> {
+    const entry = this._expanded.get(name);
+    if (!entry) {
+      return;
+    }
+    // Reload as many versions as are shown, so a refresh does not fold a long list.
+    const size = Math.min(1000, Math.max(this.versionsPageSize, keepShown ? entry.versions.length : 0));
+    try {
+      const detail = await fetchModel(name, size);
+      if (this._expanded.get(name) !== entry) {
+        return;
+      }
+      entry.versions = detail.versions;
+      entry.nextPageToken = detail.next_page_token;
+      entry.error = null;
+    } catch (error) {
+      entry.error = asError(error);
+    }
+    entry.loading = false;
+    this.stateChanged.emit();
+  }
+
+  private _query = '';
+  private _models: IModelRow[] = [];
+  private _tokens: (string | null)[] = [null];
+  private _next: string | null = null;
+  private _loading = false;
+  private _error: RegistryError | null = null;
+  private _expanded = new Map<string, IExpanded>();
+  private _refreshedAt: Date | null = null;
+  private _ticket = 0;
+  private _visible = false;
+  private _started = false;
+  private _poll: Poll;
+}
+
+export function asError(error: unknown): RegistryError {
+  return error instanceof RegistryError
+    ? error
+    : new RegistryError(String((error as Error)?.message ?? error), 0, 'other');
+}
