@@ -9,9 +9,14 @@ DEMO_OUT := .mlops/demo
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench install clean
+# The JupyterLab extension is built by `pip install` (hatch-jupyter-builder runs npm).
+LABEXT_SOURCES := labextension/package.json labextension/package-lock.json labextension/tsconfig.json \
+	$(wildcard labextension/src/* labextension/style/* labextension/style/icons/*)
+ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-$(STAMP): pyproject.toml
+.PHONY: demo test bench install lab clean
+
+$(STAMP): pyproject.toml $(LABEXT_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
@@ -25,6 +30,12 @@ demo: $(STAMP)
 		notebooks/train.ipynb $(DEMO_OUT)/train.ipynb
 	$(BIN)/mlops-nb runs --experiment train -n 10
 
+# Not a set-up command: JupyterLab on the example notebooks, with the demo's store
+# (the registry panel is the cube icon in the left sidebar).
+lab: $(STAMP)
+	test -f .mlops/mlflow.db || $(MAKE) demo
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(ALLOW_ROOT)
+
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
@@ -37,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/api.py
 
 clean:
-	rm -rf $(VENV) .mlops .pytest_cache
+	rm -rf $(VENV) .mlops .pytest_cache labextension/node_modules labextension/lib mlops_nb/labextension

@@ -104,7 +104,7 @@ export class RegistryError extends Error {
 }
 
 const MISSING_EXTENSION =
-  "mlops-nb's server extension is not running in this Jupyter server. " +
+  "mlops-nb's server extension is not running in this Jupyter server, or is older than this panel. " +
   'Install the package in the environment that runs JupyterLab (pip install mlops-nb), ' +
   'check `jupyter server extension list` shows mlops_nb enabled, and restart JupyterLab.';
 

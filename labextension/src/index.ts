@@ -11,6 +11,7 @@ import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/appu
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { LabIcon, SidePanel, ToolbarButton, refreshIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
 
 import registrySvg from '../style/icons/registry.svg';
 import {
@@ -40,6 +41,9 @@ class RegistryPanel extends SidePanel {
     this.addClass('jp-mlops-panel');
     this.title.icon = registryIcon;
     this.title.caption = 'Model registry (mlops-nb)';
+    const heading = document.createElement('h2');
+    heading.textContent = 'Model registry';
+    this.header.addWidget(new Widget({ node: heading }));
   }
 
   protected onAfterShow(msg: Message): void {
@@ -127,7 +131,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
 
     const panel = new RegistryPanel(model);
-    panel.addWidget(new RegistryView(model, actions));
+    const view = new RegistryView(model, actions);
+    view.title.label = 'Registered models';
+    panel.addWidget(view);
     panel.toolbar.addItem(
       'refresh',
       new ToolbarButton({
