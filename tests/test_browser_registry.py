@@ -59,6 +59,27 @@ def seeded_root(tmp_path: Path):
     return root, client
 
 
+# The WCAG contrast ratio between an element's text and the background behind it.
+CONTRAST_JS = """
+(selector) => {
+  const el = document.querySelector(selector);
+  const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  let bg = null;
+  for (let n = el; n; n = n.parentElement) {
+    const c = rgb(getComputedStyle(n).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) { bg = c.slice(0, 3); break; }
+  }
+  const fg = rgb(getComputedStyle(el).color).slice(0, 3);
+  const [a, b] = [lum(fg), lum(bg || [255, 255, 255])].sort((x, y) => y - x);
+  return (a + 0.05) / (b + 0.05);
+}
+"""
+
+
 def _open_panel(page, lab) -> None:
     page.goto(lab.url("/lab"))
     page.wait_for_selector(PANEL_TAB, timeout=60_000)
@@ -165,10 +186,33 @@ def test_panel_search_alias_moves_promotion_guard_and_source_notebook(tmp_path: 
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "registry-panel.png"))
 
+        # An out-of-band change shows after the toolbar's refresh (auto-refresh is 30 s here).
+        client.create_registered_model("cancer-late")
+        page.locator(f"{PANEL} .jp-Toolbar [title='Refresh the registry']").click()
+        page.wait_for_selector(f"{PANEL} [data-model='cancer-late']", timeout=10_000)
 
-def test_panel_empty_state_and_missing_server_extension(tmp_path: Path):
+        # Readable in both themes: text against its background keeps a 4.5:1 contrast.
+        panel.locator("input[aria-label='Search models by name']").fill("cancer")
+        page.wait_for_selector(f"{PANEL} [data-model='cancer'] [data-version='3'] [data-alias='champion']", timeout=10_000)
+        for theme, light in (("JupyterLab Light", "true"), ("JupyterLab Dark", "false")):
+            page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
+            page.wait_for_selector(f"body[data-jp-theme-light='{light}']", timeout=30_000)
+            page.wait_for_timeout(500)  # the theme's stylesheet applies
+            for selector in (".jp-mlops-model-name", ".jp-mlops-badge", ".jp-mlops-metric b", ".jp-mlops-metric", ".jp-mlops-version-label"):
+                ratio = page.evaluate(CONTRAST_JS, f"{PANEL} {selector}")
+                assert ratio >= 4.5, f"{selector} in {theme}: contrast {ratio:.2f}"
+            page.screenshot(path=str(ARTIFACTS / f"registry-panel-{light}.png"))
+
+
+def test_panel_empty_state_auto_refresh_and_missing_server_extension(tmp_path: Path):
     root = tmp_path / "proj"
     (root / ".mlops").mkdir(parents=True)
+    from mlops_nb.store import get_client
+
+    client = get_client(resolve_config(root, environ={}))
+    user_settings = tmp_path / "settings" / "mlops-nb"  # the JUPYTERLAB_SETTINGS_DIR jupyterlab() uses
+    user_settings.mkdir(parents=True)
+    (user_settings / "registry.jupyterlab-settings").write_text(json.dumps({"autoRefreshSeconds": 1}))
     with jupyterlab(root, tmp_path) as lab, browser_page(tmp_path, "registry-empty") as page:
         page.goto(lab.url("/lab"))
         page.wait_for_selector(PANEL_TAB, timeout=60_000)
@@ -177,6 +221,11 @@ def test_panel_empty_state_and_missing_server_extension(tmp_path: Path):
         empty.wait_for(timeout=30_000)
         assert "No registered models yet" in empty.inner_text()
         assert "%mlops register" in empty.inner_text()
+
+        # A model registered elsewhere appears by itself (auto-refresh set to 1 s here).
+        client.create_registered_model("first-model")
+        page.wait_for_selector(f"{PANEL} [data-model='first-model']", timeout=15_000)
+        assert page.locator(f"{PANEL} .jp-mlops-empty").count() == 0
 
     # The same front end with the server extension switched off says what to do.
     config = tmp_path / "second" / "config"  # the JUPYTER_CONFIG_DIR jupyterlab() gives the server

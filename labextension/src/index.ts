@@ -9,6 +9,7 @@ import {
 } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon, SidePanel, ToolbarButton, refreshIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
@@ -62,14 +63,29 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'A side panel to browse and manage the MLflow model registry of the project.',
   autoStart: true,
   requires: [IDocumentManager],
-  optional: [ICommandPalette, ILayoutRestorer],
+  optional: [ICommandPalette, ILayoutRestorer, ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
     docManager: IDocumentManager,
     palette: ICommandPalette | null,
-    restorer: ILayoutRestorer | null
+    restorer: ILayoutRestorer | null,
+    settingRegistry: ISettingRegistry | null
   ) => {
     const model = new RegistryModel();
+    if (settingRegistry) {
+      const apply = (settings: ISettingRegistry.ISettings) =>
+        model.configure({
+          pageSize: settings.get('pageSize').composite as number,
+          autoRefreshSeconds: settings.get('autoRefreshSeconds').composite as number
+        });
+      settingRegistry
+        .load(plugin.id)
+        .then(settings => {
+          apply(settings);
+          settings.changed.connect(apply);
+        })
+        .catch(reason => console.warn('mlops-nb: registry settings not loaded, using defaults', reason));
+    }
     const details = new WidgetTracker<MainAreaWidget<VersionDetailView>>({ namespace: 'mlops-nb-version' });
 
     const addToMainArea = (widget: MainAreaWidget) => {

@@ -25,12 +25,10 @@ export interface IExpanded {
 export const AUTO_REFRESH_MS = 30_000;
 
 export class RegistryModel extends VDomModel {
-  readonly pageSize: number;
   readonly versionsPageSize: number;
 
-  constructor(options: { pageSize?: number; versionsPageSize?: number } = {}) {
+  constructor(options: { versionsPageSize?: number } = {}) {
     super();
-    this.pageSize = options.pageSize ?? 25;
     this.versionsPageSize = options.versionsPageSize ?? 10;
     // Gentle auto-refresh: only while the panel is shown and the browser tab visible,
     // backing off while the server or store is failing.
@@ -39,8 +37,34 @@ export class RegistryModel extends VDomModel {
       factory: () => this.refresh({ quiet: true }),
       frequency: { interval: AUTO_REFRESH_MS, backoff: true, max: 5 * AUTO_REFRESH_MS },
       name: 'mlops-nb:registry',
-      standby: () => (this._visible ? 'when-hidden' : true)
+      standby: () => (this._visible && this._autoRefresh ? 'when-hidden' : true)
     });
+  }
+
+  /** Models a page; a change reloads from the first page. */
+  get pageSize(): number {
+    return this._pageSize;
+  }
+
+  /** Apply the user's settings: models a page and the auto-refresh interval (0 = off). */
+  configure(options: { pageSize: number; autoRefreshSeconds: number }): void {
+    const pageSize = Math.max(1, Math.min(1000, Math.round(options.pageSize)));
+    const interval = Math.max(0, options.autoRefreshSeconds) * 1000;
+    this._autoRefresh = interval > 0;
+    if (interval > 0) {
+      this._poll.frequency = { interval, backoff: true, max: Math.max(5 * interval, AUTO_REFRESH_MS) };
+    }
+    if (pageSize !== this._pageSize) {
+      this._pageSize = pageSize;
+      if (this._started) {
+        void this.search(this._query);
+      }
+    }
+    if (this._autoRefresh && this._visible) {
+      void this._poll.start();
+    } else {
+      void this._poll.stop();
+    }
   }
 
   get query(): string {
@@ -74,12 +98,21 @@ export class RegistryModel extends VDomModel {
   /** Start or pause auto-refresh with the panel's visibility. */
   setVisible(visible: boolean): void {
     this._visible = visible;
-    if (visible) {
-      if (!this._started) {
-        this._started = true;
-        void this._poll.start();
+    if (!visible) {
+      return;
+    }
+    if (!this._started) {
+      this._started = true;
+      if (!this._autoRefresh) {
+        void this.search(this._query);
+        return;
       }
-      void this._poll.refresh();
+      this._loading = true;
+      this.stateChanged.emit();
+    }
+    if (this._autoRefresh) {
+      // The poll's first tick is at once: the first load, or a refresh on showing again.
+      void this._poll.start();
     }
   }
 
@@ -162,7 +195,7 @@ export class RegistryModel extends VDomModel {
       this.stateChanged.emit();
     }
     try {
-      const page = await fetchModels(this._query, this.pageSize, this._tokens[this._tokens.length - 1]);
+      const page = await fetchModels(this._query, this._pageSize, this._tokens[this._tokens.length - 1]);
       if (ticket !== this._ticket) {
         return; // a newer search or page answered first
       }
@@ -222,6 +255,8 @@ export class RegistryModel extends VDomModel {
   private _refreshedAt: Date | null = null;
   private _ticket = 0;
   private _visible = false;
+  private _autoRefresh = true;
+  private _pageSize = 25;
   private _started = false;
   private _poll: Poll;
 }
