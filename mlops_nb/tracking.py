@@ -965,6 +965,8 @@ class Tracker:
             if not handle.fluent:
                 raise StoreError(f"run {handle.run_id} is not MLflow's active run; cannot log the model into it")
             self._write_capture_static_now(handle)  # the version's lineage reads the run's git tags
+            if self._buffer is not None:
+                self._buffer.flush(handle.run_id)  # ...and its metrics snapshot the run's metrics
             return register_model(self.client, model, name, handle.run_id, alias, input_example, description)
         except MlopsError:
             raise
