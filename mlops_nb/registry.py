@@ -13,6 +13,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from .exceptions import MlopsError, NotFoundError, StoreError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
+    from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "parse_model_uri",
     "detect_flavor",
     "register_model",
+    "metrics_tag",
     "set_alias",
     "remove_alias",
     "promote",
@@ -49,6 +52,11 @@ __all__ = [
 
 TAG = "mlops_nb."
 AUDIT_PREFIX = TAG + "audit."
+#: Version tag holding the source run's metrics at registration, as compact JSON, so a
+#: page of versions needs no run search. Not lineage: version_detail reads live metrics.
+METRICS_TAG = TAG + "metrics"
+#: Bound of that tag's text: far under MLflow's limit, and a page of 20 versions stays small.
+METRICS_TAG_LIMIT = 5000
 _ALIAS = re.compile(r"^[\w\-]+$")
 _VERSION_ALIAS = re.compile(r"^[vV]\d+$")
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[\w\-]+)|/(?P<version>\d+))$")
@@ -231,8 +239,8 @@ def detect_flavor(model: Any) -> str:
     return flavor
 
 
-def _lineage(client: "MlflowClient", run_id: str) -> dict[str, str]:
-    run = client.get_run(run_id)
+def _lineage(client: "MlflowClient", run: "Run") -> dict[str, str]:
+    run_id = run.info.run_id
     tags = run.data.tags
     lineage = {TAG + "run_id": run_id}
     for src, dst in (
@@ -256,6 +264,53 @@ def _lineage(client: "MlflowClient", run_id: str) -> dict[str, str]:
     return lineage
 
 
+def _metric_rank(key: str) -> tuple[bool, bool, int, str]:
+    """Which metrics a bounded snapshot keeps first: the user's plain names (accuracy,
+    loss) before namespaced ones (val/loss) and MLflow's system metrics, short before long."""
+    return (key.startswith("system/"), "/" in key, len(key), key)
+
+
+def metrics_tag(metrics: Mapping[str, Any]) -> dict[str, str]:
+    """The version tag (:data:`METRICS_TAG`) that snapshots a run's ``metrics`` for listings.
+
+    Only finite numbers are kept. The JSON stays within :data:`METRICS_TAG_LIMIT`
+    characters; when the run has more metrics than fit, the most relevant (see
+    :func:`_metric_rank`) are kept. :func:`register_model` writes it; anything that seeds
+    versions as mlops-nb registers them should call this too.
+    """
+    numbers = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    text = json.dumps(numbers, sort_keys=True, separators=(",", ":"))
+    if len(text) > METRICS_TAG_LIMIT:
+        kept: dict[str, float] = {}
+        size = 2  # the braces
+        for key in sorted(numbers, key=_metric_rank):
+            item = len(json.dumps({key: numbers[key]}, separators=(",", ":"))) - 2 + (1 if kept else 0)
+            if size + item <= METRICS_TAG_LIMIT:
+                kept[key] = numbers[key]
+                size += item
+        text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return {METRICS_TAG: text}
+
+
+def _tagged_metrics(tags: Mapping[str, str]) -> dict[str, float] | None:
+    """The metrics snapshot on a version's tags, or ``None`` when it has none (registered
+    outside mlops-nb) or it cannot be read."""
+    text = tags.get(METRICS_TAG)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def register_model(
     client: "MlflowClient",
     model: Any,
@@ -268,8 +323,10 @@ def register_model(
     """Log ``model`` under ``run_id`` with its flavor and signature, and register a version.
 
     The run must be MLflow's active run in this process (the tracker makes its runs so).
-    The version carries the run's lineage as tags. Everything is checked before anything
-    is written: a bad name, alias or model registers nothing.
+    The version carries the run's lineage as tags, and the run's metrics as stored at
+    this moment (:func:`metrics_tag`) so listings need not search runs: a caller that
+    buffers metrics writes them first. Everything is checked before anything is written:
+    a bad name, alias or model registers nothing.
     """
     check_model_name(name)
     if alias is not None:
@@ -323,12 +380,13 @@ def register_model(
         except Exception as again:  # created meanwhile by another process
             if getattr(again, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
-    lineage = _lineage(client, run_id)
+    run = client.get_run(run_id)  # once, for the lineage and the metrics snapshot
+    lineage = _lineage(client, run)
     version = client.create_model_version(
         name,
         source=info.model_uri,
         run_id=run_id,
-        tags={**lineage, TAG + "flavor": flavor_name.split(".")[-1]},
+        tags={**lineage, TAG + "flavor": flavor_name.split(".")[-1], **metrics_tag(run.data.metrics)},
         description=description,
         model_id=getattr(info, "model_id", None),
     )
@@ -552,7 +610,8 @@ class ModelRow:
 
 @dataclass(frozen=True)
 class VersionRow:
-    """A model version in a listing, with its source run's metrics."""
+    """A model version in a listing, with its source run's metrics as they were when it
+    was registered (read live for versions registered outside mlops-nb)."""
 
     name: str
     version: str
@@ -655,7 +714,10 @@ def versions_page(
 ) -> tuple[list[VersionRow], str | None]:
     """One page of a model's versions, newest first, with their source runs' metrics.
 
-    ``model`` (from :func:`get_model`) saves reading the model again for its aliases.
+    Metrics come from the snapshot :func:`register_model` leaves on each version (the
+    run's metrics at registration); only versions registered without one (outside
+    mlops-nb) have their runs searched, in one query. ``model`` (from :func:`get_model`)
+    saves reading the model again for its aliases.
     """
     if not 1 <= page_size <= 1000:
         raise UsageError(f"page size must be between 1 and 1000, not {page_size}")
@@ -671,10 +733,13 @@ def versions_page(
         page_token=page_token,
     )
     versions = [mv for mv in page if mv.name == name]
-    metrics_by_run = _run_metrics(client, [mv.run_id for mv in versions if mv.run_id])
+    tagged = {str(mv.version): _tagged_metrics(mv.tags) for mv in versions}
+    live = _run_metrics(client, [mv.run_id for mv in versions if mv.run_id and tagged[str(mv.version)] is None])
     rows = []
     for mv in versions:
-        metrics = metrics_by_run.get(mv.run_id or "", {})
+        metrics = tagged[str(mv.version)]
+        if metrics is None:
+            metrics = live.get(mv.run_id or "", {})
         rows.append(
             VersionRow(
                 name,
@@ -718,7 +783,11 @@ def version_detail(client: "MlflowClient", name: str, version: str) -> dict[str,
     except Exception:
         signature = None
     aliases = sorted(a for a, v in get_model(client, name).aliases.items() if str(v) == str(mv.version))
-    lineage = {k[len(TAG):]: v for k, v in mv.tags.items() if k.startswith(TAG) and not k.startswith(AUDIT_PREFIX)}
+    lineage = {
+        k[len(TAG) :]: v
+        for k, v in mv.tags.items()
+        if k.startswith(TAG) and not k.startswith(AUDIT_PREFIX) and k != METRICS_TAG  # metrics: live, above
+    }
     return {
         "name": name,
         "version": str(mv.version),

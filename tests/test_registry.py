@@ -325,3 +325,45 @@ def test_a_nan_metric_counts_as_missing(trained, client, capsys):
     out = capsys.readouterr().out
     assert "refused" in out and "has no 'accuracy' to compare with" in out
     assert str(client.get_model_version_by_alias("cancer", "champion").version) == "1"
+
+
+def test_a_version_keeps_the_metrics_its_run_had_when_registered(trained, client):
+    import mlops_nb
+    from mlops_nb.registry import versions_page
+
+    ip = trained
+    # Metrics wait in the tracker's buffer (written every 0.5 s); hold them there so a
+    # registration right after logging meets them unwritten every time, not by chance.
+    mlops_nb.get_tracker().buffer._interval = 3600
+    code = """
+    %%mlops track --name auto
+    model = LogisticRegression(max_iter=5000).fit(X_train, y_train)
+    accuracy = 0.77
+    %mlops log accuracy
+    %mlops register model --name quick
+    """
+    assert run(ip, code).success
+    stored = json.loads(client.get_model_version("quick", "1").tags["mlops_nb.metrics"])
+    assert stored["accuracy"] == 0.77 and any(k.startswith("training_") for k in stored)  # and autolog's
+    rows, _ = versions_page(client, "quick")
+    assert rows[0].metrics == stored
+
+
+def test_the_metrics_snapshot_is_bounded_and_keeps_plain_names_first():
+    from mlops_nb.registry import METRICS_TAG, METRICS_TAG_LIMIT, metrics_tag
+
+    metrics = {
+        "accuracy": 0.9,
+        "loss": float("nan"),
+        "f1": float("inf"),
+        "flag": True,
+        **{f"system/gpu_{i}_utilization_percentage": 1.0 for i in range(200)},
+        **{f"val/per_class_recall_{i:03d}": 0.5 for i in range(200)},
+    }
+    text = metrics_tag(metrics)[METRICS_TAG]
+    stored = json.loads(text)
+    assert len(text) <= METRICS_TAG_LIMIT < len(json.dumps(metrics))
+    assert stored["accuracy"] == 0.9 and not {"loss", "f1", "flag"} & set(stored)
+    assert 100 < sum(k.startswith("val/") for k in stored) < 200
+    assert not any(k.startswith("system/") for k in stored)
+    assert metrics_tag({"a": 1, "b": 0.5}) == {METRICS_TAG: '{"a":1.0,"b":0.5}'}
