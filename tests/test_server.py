@@ -57,6 +57,11 @@ async def call(jp_fetch, *path, method="GET", body=None, params=None):
         return err.code, json.loads(err.response.body) if err.response and err.response.body else {}
 
 
+def _experiment(client, root: Path, name: str) -> str:
+    """An experiment with its artifacts in the test's folder (MLflow's default is ./mlruns)."""
+    return client.create_experiment(name, artifact_location=str(root / ".mlops" / "artifacts" / name))
+
+
 async def test_models_search_and_paging(jp_fetch, seeded):
     code, data = await call(jp_fetch, "models", params={"page_size": "1"})
     assert code == 200, data
@@ -95,6 +100,40 @@ async def test_alias_set_remove_and_promotion_guard(jp_fetch, seeded):
     assert all(e["who"] for e in trail)
 
 
+async def test_versions_page_reads_metrics_stored_at_registration_and_live_aliases(jp_fetch, seeded):
+    assert json.loads(seeded.get_model_version("cancer", "1").tags["mlops_nb.metrics"]) == {"accuracy": 0.9}
+    code, data = await call(jp_fetch, "models", "cancer", "versions", params={"page_size": "2"})
+    assert code == 200, data
+    assert [(v["version"], v["aliases"], v["metrics"]) for v in data["versions"]] == [
+        ("3", [], {"accuracy": 0.95}),
+        ("2", ["challenger"], {"accuracy": 0.85}),
+    ]
+    assert all(v["notebook"] == "train.ipynb" and v["run_id"] for v in data["versions"])
+    code, data = await call(jp_fetch, "models", "cancer", "versions", params={"page_size": "2", "page_token": data["next_page_token"]})
+    assert [(v["version"], v["aliases"]) for v in data["versions"]] == [("1", ["champion"])]
+    assert data["next_page_token"] is None
+    # An alias moved a moment ago shows at once.
+    await call(jp_fetch, "models", "cancer", "aliases", "challenger", method="PUT", body={"version": 3})
+    code, data = await call(jp_fetch, "models", "cancer", "versions")
+    assert [(v["version"], v["aliases"]) for v in data["versions"]] == [("3", ["challenger"]), ("2", []), ("1", ["champion"])]
+    # The snapshot is no lineage entry; the version's page reads the run's metrics live.
+    run_id = data["versions"][0]["run_id"]
+    seeded.log_metric(run_id, "f1", 0.7)
+    code, detail = await call(jp_fetch, "models", "cancer", "versions", "3")
+    assert "metrics" not in detail["lineage"] and detail["metrics"] == {"accuracy": 0.95, "f1": 0.7}
+
+
+async def test_versions_registered_outside_mlops_nb_show_their_runs_metrics(jp_fetch, jp_root_dir, seeded):
+    exp = _experiment(seeded, jp_root_dir, "outside")
+    run = seeded.create_run(exp)
+    seeded.log_metric(run.info.run_id, "rmse", 1.5)
+    seeded.create_registered_model("plain")
+    seeded.create_model_version("plain", source="runs:/x/model", run_id=run.info.run_id)
+    code, data = await call(jp_fetch, "models", "plain", "versions")
+    assert code == 200, data
+    assert [(v["version"], v["metrics"]) for v in data["versions"]] == [("1", {"rmse": 1.5})]
+
+
 @pytest.mark.parametrize(
     "path, method, body, params, code, message",
     [
@@ -107,6 +146,8 @@ async def test_alias_set_remove_and_promotion_guard(jp_fetch, seeded):
         (("models", "cancer", "promotions"), "POST", {"metric": "f1"}, None, 400, "neither version"),
         (("models", "cancer", "promotions"), "POST", {"metric": "accuracy", "min_delta": "x"}, None, 400, "min_delta"),
         (("models",), "GET", None, {"page_size": "0"}, 400, "page size"),
+        (("models", "nosuch", "versions"), "GET", None, None, 404, "no registered model named 'nosuch'"),
+        (("models", "cancer", "versions"), "GET", None, {"page_size": "1001"}, 400, "page size"),
         (("models",), "GET", None, {"order": "sideways"}, 400, "order must be one of"),
     ],
 )
@@ -133,7 +174,7 @@ async def test_every_endpoint_refuses_unauthenticated_requests(jp_serverapp, htt
             )
             assert resp.code == 403, f"{verb.upper()} {path} answered {resp.code} without a token"
             checked += 1
-    assert checked == 7
+    assert checked == 8
     # Nothing moved.
     assert str(seeded.get_model_version_by_alias("cancer", "champion").version) == "1"
 

@@ -124,6 +124,13 @@ def _model(client: Any, name: str, size: int, token: str | None) -> dict[str, An
     }
 
 
+def _versions(client: Any, name: str, size: int, token: str | None) -> dict[str, Any]:
+    from ..registry import versions_page
+
+    rows, nxt = versions_page(client, name, size, token)
+    return {"versions": rows, "next_page_token": nxt}
+
+
 def _version(client: Any, name: str, version: str) -> dict[str, Any]:
     from ..registry import version_detail
 
@@ -188,6 +195,12 @@ class ModelHandler(BaseHandler):
         await self.respond(_model, unquote(name), self.int_arg("page_size", 20), self.get_query_argument("page_token", None))
 
 
+class VersionsHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        await self.respond(_versions, unquote(name), self.int_arg("page_size", 20), self.get_query_argument("page_token", None))
+
+
 class VersionHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self, name: str, version: str) -> None:
@@ -222,6 +235,7 @@ _NAME = r"(?P<name>[^/]+)"
 HANDLERS: list[tuple[str, type[BaseHandler]]] = [
     (r"/mlops-nb/api/models", ModelsHandler),
     (rf"/mlops-nb/api/models/{_NAME}", ModelHandler),
+    (rf"/mlops-nb/api/models/{_NAME}/versions", VersionsHandler),
     (rf"/mlops-nb/api/models/{_NAME}/versions/(?P<version>[^/]+)", VersionHandler),
     (rf"/mlops-nb/api/models/{_NAME}/aliases/(?P<alias>[^/]+)", AliasHandler),
     (rf"/mlops-nb/api/models/{_NAME}/promotions", PromotionHandler),
