@@ -127,11 +127,12 @@ async def test_versions_registered_outside_mlops_nb_show_their_runs_metrics(jp_f
     exp = _experiment(seeded, jp_root_dir, "outside")
     run = seeded.create_run(exp)
     seeded.log_metric(run.info.run_id, "rmse", 1.5)
+    seeded.log_metric(run.info.run_id, "diverged", float("nan"))
     seeded.create_registered_model("plain")
     seeded.create_model_version("plain", source="runs:/x/model", run_id=run.info.run_id)
     code, data = await call(jp_fetch, "models", "plain", "versions")
     assert code == 200, data
-    assert [(v["version"], v["metrics"]) for v in data["versions"]] == [("1", {"rmse": 1.5})]
+    assert [(v["version"], v["metrics"]) for v in data["versions"]] == [("1", {"rmse": 1.5, "diverged": None})]
 
 
 @pytest.mark.parametrize(
@@ -148,6 +149,7 @@ async def test_versions_registered_outside_mlops_nb_show_their_runs_metrics(jp_f
         (("models",), "GET", None, {"page_size": "0"}, 400, "page size"),
         (("models", "nosuch", "versions"), "GET", None, None, 404, "no registered model named 'nosuch'"),
         (("models", "cancer", "versions"), "GET", None, {"page_size": "1001"}, 400, "page size"),
+        (("models", "cancer", "versions"), "GET", None, {"page_size": "x"}, 400, "page_size must be a whole number"),
         (("models",), "GET", None, {"order": "sideways"}, 400, "order must be one of"),
     ],
 )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from datetime import datetime
 from functools import partial
+from http.client import responses
 from typing import Any, Callable
 from urllib.parse import unquote
 
@@ -26,6 +28,8 @@ _STATUS = [(PromotionRefusedError, 409), (NotFoundError, 404), (UsageError, 400)
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # a diverged metric: NaN is not JSON, and the panel's JSON.parse would fail
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
@@ -64,6 +68,17 @@ class BaseHandler(APIHandler):
             return
         self.set_status(status)
         self.finish(json.dumps(_jsonable(result)))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Errors raised before :meth:`respond` (a bad query argument or body, no token) in
+        the same shape as the ones it maps: ``{"error": ..., "status": N}``."""
+        exc = (kwargs.get("exc_info") or (None, None, None))[1]
+        if isinstance(exc, tornado.web.HTTPError):
+            message = exc.reason or exc.log_message or responses.get(status_code, "error")
+        else:
+            message = "internal error; the Jupyter server's log has the details"
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": message, "status": status_code}))
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         from ..exceptions import StoreUnreachableError
