@@ -12,10 +12,12 @@ import getpass
 import json
 import math
 import re
+import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import MlopsError, NotFoundError, StoreError, UsageError
@@ -48,6 +50,8 @@ __all__ = [
     "versions_page",
     "version_detail",
     "compare_versions",
+    "VersionNotebook",
+    "version_notebook",
 ]
 
 TAG = "mlops_nb."
@@ -156,6 +160,11 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
 
 def _missing(exc: Exception) -> bool:
     return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _known_models(client: "MlflowClient", limit: int = 10) -> str:
@@ -816,6 +825,97 @@ def compare_versions(client: "MlflowClient", name: str, a: str, b: str) -> dict[
         "params": {k: [left["params"].get(k), right["params"].get(k)] for k in param_keys},
         "params_differ": [k for k in param_keys if left["params"].get(k) != right["params"].get(k)],
     }
+
+
+# ---------------------------------------------------------------- source notebook
+
+
+@dataclass(frozen=True)
+class VersionNotebook:
+    """Where the notebook that trained a version can be read.
+
+    Exactly one of ``workspace_path`` (the file, relative to the folder searched) and
+    ``snapshot_text`` (the notebook as the run saved it) is set.
+    """
+
+    name: str
+    version: str
+    run_id: str | None
+    recorded_path: str | None
+    workspace_path: str | None = None
+    snapshot_name: str | None = None
+    snapshot_text: str | None = None
+
+
+def _file_inside(root: Path, candidate: Path) -> str | None:
+    """``candidate`` relative to ``root`` (POSIX) if it is a file there once symlinks are
+    resolved; ``None`` for anything outside, missing or not a file."""
+    try:
+        base, target = root.resolve(), candidate.resolve()
+        if not target.is_relative_to(base) or not target.is_file():
+            return None
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte in the tag
+        return None
+    return target.relative_to(base).as_posix()
+
+
+def _snapshot(client: "MlflowClient", run_id: str, recorded: str | None) -> tuple[str, str] | None:
+    """(file name, text) of the notebook snapshot the run saved under ``code/``, or ``None``."""
+    try:
+        names = [Path(f.path).name for f in client.list_artifacts(run_id, "code") if not f.is_dir]
+    except Exception as exc:
+        if _missing(exc):
+            return None  # the run is gone
+        raise StoreError(f"cannot list the artifacts of run {run_id}: {_first_line(exc)}") from None
+    notebooks = sorted(n for n in names if n.endswith(".ipynb"))
+    if not notebooks:
+        return None
+    wanted = Path(recorded).name if recorded else None
+    chosen = wanted if wanted in notebooks else notebooks[0]
+    with tempfile.TemporaryDirectory(prefix="mlops-nb-snapshot-") as tmp:
+        try:
+            local = client.download_artifacts(run_id, f"code/{chosen}", tmp)
+            return chosen, Path(local).read_text(encoding="utf-8")
+        except Exception as exc:
+            raise StoreError(f"cannot read the notebook snapshot code/{chosen} of run {run_id}: {_first_line(exc)}") from None
+
+
+def version_notebook(
+    client: "MlflowClient", name: str, version: str, project_root: str | Path, root: str | Path | None = None
+) -> VersionNotebook:
+    """The notebook that trained a version: the file itself when it is still in the
+    workspace, otherwise the snapshot mlops-nb saved with the run.
+
+    The version's lineage (``mlops_nb.notebook``) records the notebook relative to
+    ``project_root``. It counts as in the workspace only if it is a file inside ``root``
+    (default: ``project_root``) once symlinks are resolved; nothing outside ``root`` is
+    read. The snapshot is the run's artifact ``code/<notebook file name>``. Raises
+    :class:`NotFoundError` saying what is missing when there is neither.
+    """
+    mv = get_version(client, name, version)
+    recorded = mv.tags.get(TAG + "notebook") or None
+    found = VersionNotebook(name, str(mv.version), mv.run_id, recorded)
+    if recorded:
+        inside = _file_inside(Path(root if root is not None else project_root), Path(project_root) / recorded)
+        if inside is not None:
+            return replace(found, workspace_path=inside)
+    snap = _snapshot(client, mv.run_id, recorded) if mv.run_id else None
+    if snap is not None:
+        return replace(found, snapshot_name=snap[0], snapshot_text=snap[1])
+    missing = (
+        f"its run {mv.run_id} holds no notebook snapshot (capture was off, or the notebook was never saved)"
+        if mv.run_id
+        else "it has no source run to hold a notebook snapshot"
+    )
+    if recorded:
+        raise NotFoundError(
+            f"{name} v{mv.version} was trained in {recorded}, which is not in the workspace, and {missing}; "
+            "restore the notebook, or keep capture on ([tool.mlops-nb] capture = true) so future versions keep one"
+        )
+    raise NotFoundError(
+        f"{name} v{mv.version} records no notebook and {missing}: it was registered outside a tracked notebook; "
+        "register from a notebook (%mlops register) to link one"
+    )
 
 
 # ---------------------------------------------------------------- loading

@@ -44,6 +44,24 @@ def seeded(jp_root_dir: Path):
     return tracker.client
 
 
+@pytest.fixture
+def notebook_version(jp_root_dir: Path, seeded):
+    """'nbmodel' v1, registered from the tracked notebook nb/train.ipynb (capture on, so
+    its run keeps the snapshot code/train.ipynb); returns the client."""
+    import numpy as np
+    from conftest import make_notebook
+    from sklearn.linear_model import LogisticRegression
+
+    path = make_notebook(jp_root_dir / "nb" / "train.ipynb", [("markdown", "# Training the nbmodel", []), ("code", "fit_the_nbmodel()", [])])
+    tracker = Tracker(notebook=NotebookLocation(path, "test"), config=resolve_config(jp_root_dir, environ={}))
+    model = LogisticRegression().fit([[0.0, 1.0], [1.0, 0.0]], [0, 1])
+    h = tracker.start_cell_run("fit", autolog=False)
+    tracker.register_model(model, "nbmodel", input_example=np.array([[0.0, 1.0]]))
+    tracker.end_run(h)
+    tracker.close()
+    return seeded
+
+
 async def call(jp_fetch, *path, method="GET", body=None, params=None):
     kwargs = {"method": method, "params": params or {}}
     if body is not None:
@@ -135,6 +153,58 @@ async def test_versions_registered_outside_mlops_nb_show_their_runs_metrics(jp_f
     assert [(v["version"], v["metrics"]) for v in data["versions"]] == [("1", {"rmse": 1.5, "diverged": None})]
 
 
+async def test_notebook_opens_from_the_workspace_else_from_the_runs_snapshot(jp_fetch, jp_root_dir, notebook_version):
+    client = notebook_version
+    code, data = await call(jp_fetch, "models", "nbmodel", "versions", "1", "notebook")
+    assert code == 200, data
+    assert data == {"source": "workspace", "path": "nb/train.ipynb"}
+
+    (jp_root_dir / "nb" / "train.ipynb").unlink()
+    code, data = await call(jp_fetch, "models", "nbmodel", "versions", "1", "notebook")
+    assert code == 200, data
+    run_id = client.get_model_version("nbmodel", "1").run_id
+    assert {k: data[k] for k in ("source", "name", "run_id", "recorded_path")} == {
+        "source": "snapshot", "name": "train.ipynb", "run_id": run_id, "recorded_path": "nb/train.ipynb"
+    }
+    assert "fit_the_nbmodel" in data["html"] and "Training the nbmodel" in data["html"]
+    assert data["html"].lstrip().lower().startswith("<!doctype html>")
+
+
+async def test_notebook_outside_the_server_root_is_never_served(jp_fetch, jp_root_dir, notebook_version):
+    client = notebook_version
+    outside = jp_root_dir.parent / "outside.ipynb"
+    outside.write_text('{"cells": [{"cell_type": "markdown", "source": "SECRET-OUTSIDE", "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    (jp_root_dir / "link.ipynb").symlink_to(outside)
+    for recorded in ("../outside.ipynb", str(outside), "link.ipynb"):
+        client.set_model_version_tag("nbmodel", "1", "mlops_nb.notebook", recorded)
+        code, data = await call(jp_fetch, "models", "nbmodel", "versions", "1", "notebook")
+        assert code == 200 and data["source"] == "snapshot" and "path" not in data, (recorded, data)
+        assert data["recorded_path"] == recorded and "SECRET-OUTSIDE" not in data["html"]
+        assert "fit_the_nbmodel" in data["html"]  # the run's own snapshot instead
+
+
+async def test_notebook_404_says_what_is_missing(jp_fetch, jp_root_dir, seeded):
+    # Registered from a notebook that is not saved in the root, so nothing was captured.
+    code, data = await call(jp_fetch, "models", "cancer", "versions", "1", "notebook")
+    assert code == 404 and "train.ipynb, which is not in the workspace" in data["error"]
+    assert "holds no notebook snapshot" in data["error"] and "\n" not in data["error"]
+    # Registered outside mlops-nb: no lineage, no snapshot.
+    exp = _experiment(seeded, jp_root_dir, "elsewhere")
+    run = seeded.create_run(exp)
+    seeded.create_registered_model("plain")
+    seeded.create_model_version("plain", source="runs:/x/model", run_id=run.info.run_id)
+    code, data = await call(jp_fetch, "models", "plain", "versions", "1", "notebook")
+    assert code == 404 and "records no notebook" in data["error"] and "%mlops register" in data["error"]
+    code, data = await call(jp_fetch, "models", "plain", "versions", "2", "notebook")
+    assert code == 404 and "has no version 2" in data["error"]
+    # A damaged snapshot is named, not a 500.
+    broken = seeded.create_run(exp)
+    seeded.log_text(broken.info.run_id, "{not a notebook", "code/broken.ipynb")
+    seeded.create_model_version("plain", source="runs:/x/model", run_id=broken.info.run_id)
+    code, data = await call(jp_fetch, "models", "plain", "versions", "2", "notebook")
+    assert code == 404 and "the snapshot broken.ipynb of run" in data["error"]
+
+
 @pytest.mark.parametrize(
     "path, method, body, params, code, message",
     [
@@ -176,7 +246,7 @@ async def test_every_endpoint_refuses_unauthenticated_requests(jp_serverapp, htt
             )
             assert resp.code == 403, f"{verb.upper()} {path} answered {resp.code} without a token"
             checked += 1
-    assert checked == 8
+    assert checked == 9
     # Nothing moved.
     assert str(seeded.get_model_version_by_alias("cancer", "champion").version) == "1"
 

@@ -12,6 +12,7 @@ import math
 from datetime import datetime
 from functools import partial
 from http.client import responses
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote
 
@@ -186,6 +187,40 @@ def _promote(client: Any, name: str, body: dict[str, Any], who: str) -> Any:
     )
 
 
+def _notebook_html(text: str, name: str, run_id: str | None) -> str:
+    """The snapshot as nbconvert renders it for JupyterLab (the 'lab' template).
+
+    Nothing is stripped: the panel shows it in a sandboxed iframe without scripts. The
+    template's CDN script tags are inert there, and rendering needs no network.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    try:
+        html, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.reads(text, as_version=4))
+    except Exception as exc:  # a damaged file: say so rather than fail with a 500
+        raise NotFoundError(
+            f"the snapshot {name} of run {run_id} is not a notebook that can be shown ({type(exc).__name__}); "
+            "open the run's artifacts in MLflow"
+        ) from None
+    return html
+
+
+def _notebook(client: Any, name: str, version: str, project_root: Path, server_root: str) -> dict[str, Any]:
+    from ..registry import version_notebook
+
+    found = version_notebook(client, name, version, project_root, root=server_root)
+    if found.workspace_path is not None:
+        return {"source": "workspace", "path": found.workspace_path}
+    return {
+        "source": "snapshot",
+        "name": found.snapshot_name,
+        "run_id": found.run_id,
+        "recorded_path": found.recorded_path,
+        "html": _notebook_html(found.snapshot_text or "", found.snapshot_name or "", found.run_id),
+    }
+
+
 def _compare(client: Any, name: str, a: str, b: str) -> dict[str, Any]:
     from ..registry import compare_versions
 
@@ -222,6 +257,14 @@ class VersionHandler(BaseHandler):
         await self.respond(_version, unquote(name), version)
 
 
+class NotebookHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self, name: str, version: str) -> None:
+        root = self.settings["mlops_nb_state"]["root"]
+        # The project is read off the loop, with the client: a bad pyproject.toml is a 4xx.
+        await self.respond(lambda client: _notebook(client, unquote(name), version, self.project.project_root, root))
+
+
 class AliasHandler(BaseHandler):
     @tornado.web.authenticated
     async def put(self, name: str, alias: str) -> None:
@@ -252,6 +295,7 @@ HANDLERS: list[tuple[str, type[BaseHandler]]] = [
     (rf"/mlops-nb/api/models/{_NAME}", ModelHandler),
     (rf"/mlops-nb/api/models/{_NAME}/versions", VersionsHandler),
     (rf"/mlops-nb/api/models/{_NAME}/versions/(?P<version>[^/]+)", VersionHandler),
+    (rf"/mlops-nb/api/models/{_NAME}/versions/(?P<version>[^/]+)/notebook", NotebookHandler),
     (rf"/mlops-nb/api/models/{_NAME}/aliases/(?P<alias>[^/]+)", AliasHandler),
     (rf"/mlops-nb/api/models/{_NAME}/promotions", PromotionHandler),
     (rf"/mlops-nb/api/models/{_NAME}/compare", CompareHandler),
