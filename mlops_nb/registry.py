@@ -624,7 +624,7 @@ class VersionRow:
 
     name: str
     version: str
-    aliases: tuple[str, ...]
+    aliases: tuple[str, ...] | None  # None: not read (see versions_page)
     run_id: str | None
     created: datetime | None
     notebook: str
@@ -719,21 +719,30 @@ def _run_metrics(client: "MlflowClient", run_ids: list[str]) -> dict[str, dict[s
 
 
 def versions_page(
-    client: "MlflowClient", name: str, page_size: int = 20, page_token: str | None = None, model: Any = None
+    client: "MlflowClient",
+    name: str,
+    page_size: int = 20,
+    page_token: str | None = None,
+    model: Any = None,
+    with_aliases: bool = True,
 ) -> tuple[list[VersionRow], str | None]:
     """One page of a model's versions, newest first, with their source runs' metrics.
 
     Metrics come from the snapshot :func:`register_model` leaves on each version (the
     run's metrics at registration); only versions registered without one (outside
-    mlops-nb) have their runs searched, in one query. ``model`` (from :func:`get_model`)
-    saves reading the model again for its aliases.
+    mlops-nb) have their runs searched, in one query. Aliases live on the registered
+    model, so filling them reads the model (``model``, from :func:`get_model`, saves
+    that read); with ``with_aliases=False`` rows carry ``aliases=None`` and the page
+    costs one registry query, for callers that already hold the model's aliases.
     """
     if not 1 <= page_size <= 1000:
         raise UsageError(f"page size must be between 1 and 1000, not {page_size}")
-    model = model if model is not None else get_model(client, name)
-    by_version: dict[str, list[str]] = {}
-    for alias, version in model.aliases.items():
-        by_version.setdefault(str(version), []).append(alias)
+    by_version: dict[str, list[str]] | None = None
+    if with_aliases:
+        model = model if model is not None else get_model(client, name)
+        by_version = {}
+        for alias, version in model.aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
     literal, exact = _literal(name)
     page = client.search_model_versions(
         f"name {'=' if exact else 'LIKE'} {literal}",
@@ -742,6 +751,8 @@ def versions_page(
         page_token=page_token,
     )
     versions = [mv for mv in page if mv.name == name]
+    if not versions and page_token is None and model is None:
+        get_model(client, name)  # an unknown model is a NotFoundError, not an empty page
     tagged = {str(mv.version): _tagged_metrics(mv.tags) for mv in versions}
     live = _run_metrics(client, [mv.run_id for mv in versions if mv.run_id and tagged[str(mv.version)] is None])
     rows = []
@@ -753,7 +764,7 @@ def versions_page(
             VersionRow(
                 name,
                 str(mv.version),
-                tuple(sorted(by_version.get(str(mv.version), []))),
+                tuple(sorted(by_version.get(str(mv.version), []))) if by_version is not None else None,
                 mv.run_id,
                 _ts(mv.creation_timestamp),
                 mv.tags.get(TAG + "notebook", ""),

@@ -174,7 +174,7 @@ def test_panel_search_alias_moves_promotion_guard_and_source_notebook(tmp_path: 
         # Open source notebook: the file under the server root opens as a notebook.
         v3.locator("[title='Open source notebook']").click()
         page.wait_for_selector(".jp-NotebookPanel .jp-Cell:has-text('trained in train.ipynb')", timeout=30_000)
-        assert page.locator(".lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel").first.inner_text() == "train.ipynb"
+        assert page.evaluate("window.jupyterapp.shell.currentWidget.context.path") == "train.ipynb"
 
         # A version whose notebook is gone from the workspace opens its snapshot instead.
         panel.locator("input[aria-label='Search models by name']").fill("moved")
@@ -186,17 +186,17 @@ def test_panel_search_alias_moves_promotion_guard_and_source_notebook(tmp_path: 
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "registry-panel.png"))
 
+        # Readable in both themes: text against its background keeps a 4.5:1 contrast.
+        panel.locator("input[aria-label='Search models by name']").fill("cancer")
+        page.wait_for_selector(f"{PANEL} [data-model='cancer'] [data-version='3'] [data-alias='champion']", timeout=10_000)
+
         # An out-of-band change shows after the toolbar's refresh (auto-refresh is 30 s here).
         client.create_registered_model("cancer-late")
         page.locator(f"{PANEL} .jp-Toolbar [title='Refresh the registry']").click()
         page.wait_for_selector(f"{PANEL} [data-model='cancer-late']", timeout=10_000)
-
-        # Readable in both themes: text against its background keeps a 4.5:1 contrast.
-        panel.locator("input[aria-label='Search models by name']").fill("cancer")
-        page.wait_for_selector(f"{PANEL} [data-model='cancer'] [data-version='3'] [data-alias='champion']", timeout=10_000)
         for theme, light in (("JupyterLab Light", "true"), ("JupyterLab Dark", "false")):
             page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
-            page.wait_for_selector(f"body[data-jp-theme-light='{light}']", timeout=30_000)
+            page.wait_for_selector(f"body[data-jp-theme-light='{light}']", state="attached", timeout=30_000)
             page.wait_for_timeout(500)  # the theme's stylesheet applies
             for selector in (".jp-mlops-model-name", ".jp-mlops-badge", ".jp-mlops-metric b", ".jp-mlops-metric", ".jp-mlops-version-label"):
                 ratio = page.evaluate(CONTRAST_JS, f"{PANEL} {selector}")

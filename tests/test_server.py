@@ -118,24 +118,29 @@ async def test_alias_set_remove_and_promotion_guard(jp_fetch, seeded):
     assert all(e["who"] for e in trail)
 
 
-async def test_versions_page_reads_metrics_stored_at_registration_and_live_aliases(jp_fetch, seeded):
+async def test_versions_page_reads_metrics_stored_at_registration_and_model_reads_live_aliases(jp_fetch, seeded):
     assert json.loads(seeded.get_model_version("cancer", "1").tags["mlops_nb.metrics"]) == {"accuracy": 0.9}
     code, data = await call(jp_fetch, "models", "cancer", "versions", params={"page_size": "2"})
     assert code == 200, data
+    # Aliases live on the model: the versions page does not read them (null, not []).
     assert [(v["version"], v["aliases"], v["metrics"]) for v in data["versions"]] == [
-        ("3", [], {"accuracy": 0.95}),
-        ("2", ["challenger"], {"accuracy": 0.85}),
+        ("3", None, {"accuracy": 0.95}),
+        ("2", None, {"accuracy": 0.85}),
     ]
     assert all(v["notebook"] == "train.ipynb" and v["run_id"] for v in data["versions"])
     code, data = await call(jp_fetch, "models", "cancer", "versions", params={"page_size": "2", "page_token": data["next_page_token"]})
-    assert [(v["version"], v["aliases"]) for v in data["versions"]] == [("1", ["champion"])]
+    assert [v["version"] for v in data["versions"]] == ["1"]
     assert data["next_page_token"] is None
-    # An alias moved a moment ago shows at once.
+    assert (await call(jp_fetch, "models", "nope", "versions"))[0] == 404
+    # An alias moved a moment ago shows at once on the model and its rows.
     await call(jp_fetch, "models", "cancer", "aliases", "challenger", method="PUT", body={"version": 3})
-    code, data = await call(jp_fetch, "models", "cancer", "versions")
-    assert [(v["version"], v["aliases"]) for v in data["versions"]] == [("3", ["challenger"]), ("2", []), ("1", ["champion"])]
+    code, model = await call(jp_fetch, "models", "cancer")
+    assert model["aliases"] == {"champion": "1", "challenger": "3"}
+    assert [(v["version"], v["aliases"]) for v in model["versions"]] == [("3", ["challenger"]), ("2", []), ("1", ["champion"])]
+    code, page = await call(jp_fetch, "models", params={"q": "cancer"})
+    assert page["models"][0]["aliases"] == {"champion": "1", "challenger": "3"}
     # The snapshot is no lineage entry; the version's page reads the run's metrics live.
-    run_id = data["versions"][0]["run_id"]
+    run_id = model["versions"][0]["run_id"]
     seeded.log_metric(run_id, "f1", 0.7)
     code, detail = await call(jp_fetch, "models", "cancer", "versions", "3")
     assert "metrics" not in detail["lineage"] and detail["metrics"] == {"accuracy": 0.95, "f1": 0.7}

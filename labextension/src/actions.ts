@@ -5,7 +5,7 @@
  */
 import { Clipboard, Dialog, InputDialog, MainAreaWidget, Notification, showDialog } from '@jupyterlab/apputils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
-import { IFrame } from '@jupyterlab/ui-components';
+import { IFrame, notebookIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import * as api from './api';
@@ -243,12 +243,14 @@ export async function openSourceNotebook(
   const widget = new MainAreaWidget({ content });
   widget.id = `mlops-nb-snapshot-${source.run_id}`;
   widget.title.label = `${source.name} (snapshot)`;
+  widget.title.icon = notebookIcon;
+  widget.title.closable = true;
   widget.title.caption =
     `The notebook as it ran for ${name} v${version} (run ${source.run_id})` +
     (source.recorded_path ? `; ${source.recorded_path} is not under this server's root or was moved` : '');
   const note = document.createElement('div');
   note.className = 'jp-mlops-snapshot-note';
   note.textContent = widget.title.caption;
-  widget.toolbar.node.appendChild(note);
+  widget.toolbar.addItem('note', new Widget({ node: note }));
   addToMainArea(widget);
 }

@@ -23,7 +23,8 @@ export interface IModelsPage {
 export interface IVersionRow {
   name: string;
   version: string;
-  aliases: string[];
+  /** null from the versions endpoint: aliases live on the model. */
+  aliases: string[] | null;
   run_id: string | null;
   created: string | null;
   notebook: string;

@@ -120,9 +120,10 @@ function EmptyState(props: { query: string }): JSX.Element {
 
 function VersionItem(props: {
   row: IVersionRow;
+  aliases: string[];
   actions: IActions;
 }): JSX.Element {
-  const { row, actions } = props;
+  const { row, aliases, actions } = props;
   const metrics = keyMetrics(row.metrics);
   return (
     <li className="jp-mlops-version" data-version={row.version}>
@@ -134,7 +135,7 @@ function VersionItem(props: {
         >
           v{row.version}
         </button>
-        {row.aliases.map(alias => (
+        {aliases.map(alias => (
           <AliasBadge key={alias} alias={alias} onRemove={() => actions.removeAlias(row.name, alias, row.version)} />
         ))}
         <span className="jp-mlops-time" title="created">
@@ -164,7 +165,7 @@ function VersionItem(props: {
         <ToolbarButtonComponent
           icon={copyIcon}
           tooltip="Copy load snippet"
-          onClick={() => actions.copySnippet(row.name, row.version, row.aliases)}
+          onClick={() => actions.copySnippet(row.name, row.version, aliases)}
         />
         <ToolbarButtonComponent
           icon={addIcon}
@@ -174,7 +175,7 @@ function VersionItem(props: {
         <ToolbarButtonComponent
           icon={fastForwardIcon}
           tooltip="Promote if better"
-          onClick={() => actions.promote(row.name, row.version, row.aliases, Object.keys(row.metrics).sort())}
+          onClick={() => actions.promote(row.name, row.version, aliases, Object.keys(row.metrics).sort())}
         />
       </div>
     </li>
@@ -256,7 +257,12 @@ export class RegistryView extends VDomRenderer<RegistryModel> {
             {open.error && <ErrorState error={open.error} onRetry={() => void model.refresh()} />}
             <ul className="jp-mlops-versions">
               {open.versions.map(v => (
-                <VersionItem key={v.version} row={v} actions={this.actions} />
+                <VersionItem
+                  key={v.version}
+                  row={v}
+                  aliases={v.aliases ?? model.aliasesOf(name, v.version)}
+                  actions={this.actions}
+                />
               ))}
             </ul>
             {open.loading && <div className="jp-mlops-loading">Loading versions…</div>}

@@ -9,7 +9,6 @@ import {
   IModelRow,
   IVersionRow,
   RegistryError,
-  fetchModel,
   fetchModels,
   fetchVersions
 } from './api';
@@ -93,6 +92,16 @@ export class RegistryModel extends VDomModel {
   }
   expanded(name: string): IExpanded | undefined {
     return this._expanded.get(name);
+  }
+
+  /** The aliases a version holds, from its model's row (where MLflow keeps them). */
+  aliasesOf(name: string, version: string): string[] {
+    const row = this._models.find(m => m.name === name);
+    return row
+      ? Object.keys(row.aliases)
+          .filter(alias => row.aliases[alias] === version)
+          .sort()
+      : [];
   }
 
   /** Start or pause auto-refresh with the panel's visibility. */
@@ -231,12 +240,13 @@ export class RegistryModel extends VDomModel {
     // Reload as many versions as are shown, so a refresh does not fold a long list.
     const size = Math.min(1000, Math.max(this.versionsPageSize, keepShown ? entry.versions.length : 0));
     try {
-      const detail = await fetchModel(name, size);
+      // Aliases come with the models list; a page of versions is one registry query.
+      const page = await fetchVersions(name, size, null);
       if (this._expanded.get(name) !== entry) {
         return;
       }
-      entry.versions = detail.versions;
-      entry.nextPageToken = detail.next_page_token;
+      entry.versions = page.versions;
+      entry.nextPageToken = page.next_page_token;
       entry.error = null;
     } catch (error) {
       entry.error = asError(error);

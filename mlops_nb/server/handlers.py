@@ -143,7 +143,9 @@ def _model(client: Any, name: str, size: int, token: str | None) -> dict[str, An
 def _versions(client: Any, name: str, size: int, token: str | None) -> dict[str, Any]:
     from ..registry import versions_page
 
-    rows, nxt = versions_page(client, name, size, token)
+    # Aliases live on the model: clients hold them from the models list (or the model
+    # endpoint), so a page of versions is one registry query.
+    rows, nxt = versions_page(client, name, size, token, with_aliases=False)
     return {"versions": rows, "next_page_token": nxt}
 
 
