@@ -37,6 +37,32 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true", help="print the runs as JSON")
     status = sub.add_parser("status", help="show the store and why it was chosen")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+    run = sub.add_parser("run", help="run a notebook headless (papermill) as one MLflow run")
+    run.add_argument("notebook", metavar="NOTEBOOK")
+    run.add_argument("-p", dest="param", action="append", default=[], metavar="NAME=VALUE",
+                     help="a parameter, converted to the type its parameters cell declares (repeatable)")
+    run.add_argument("-f", dest="params_file", metavar="PARAMS.yaml", help="parameters from a YAML file")
+    run.add_argument("--experiment", help="the experiment (default: the project's, else the notebook's name)")
+    run.add_argument("--timeout", metavar="SECONDS", help="the whole job's time limit")
+    run.add_argument("--cell-timeout", metavar="SECONDS", help="each cell's time limit")
+    run.add_argument("--kernel", metavar="NAME", help="the kernel (default: the notebook's)")
+    run.add_argument("--output", metavar="PATH", help="where to write the executed notebook")
+    run.add_argument("--junit", metavar="PATH", help="write a JUnit XML report")
+    run.add_argument("--json", action="store_true", help="print the result as one JSON object (quiet)")
+    sweep = sub.add_parser("sweep", help="run a grid of parameters in parallel, as child runs of one run")
+    sweep.add_argument("notebook", metavar="NOTEBOOK")
+    sweep.add_argument("-p", dest="param", action="append", default=[], metavar="NAME=V1,V2,...",
+                       help="a parameter's values, comma-separated (repeatable: the grid is their product)")
+    sweep.add_argument("-f", dest="params_file", metavar="PARAMS.yaml", help="parameters from YAML (lists are grids)")
+    sweep.add_argument("--workers", type=int, default=2, help="jobs at a time (default: 2)")
+    sweep.add_argument("--metric", help="sort the results by this metric and name the best run")
+    sweep.add_argument("--lower-is-better", action="store_true", help="for --metric: lower values win")
+    sweep.add_argument("--experiment", help="the experiment")
+    sweep.add_argument("--timeout", metavar="SECONDS", help="each job's time limit")
+    sweep.add_argument("--cell-timeout", metavar="SECONDS", help="each cell's time limit")
+    sweep.add_argument("--kernel", metavar="NAME", help="the kernel (default: python3)")
+    sweep.add_argument("--junit", metavar="PATH", help="write a JUnit XML report (a test case a job)")
+    sweep.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return parser
 
 
@@ -95,6 +121,87 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    from .jobs.params import load_params_file, parse_assignments
+    from .jobs.runner import run_notebook
+
+    texts = parse_assignments(args.param)
+    values = load_params_file(args.params_file) if args.params_file else {}
+    clash = sorted(set(texts) & set(values))
+    if clash:
+        raise UsageError(f"{', '.join(clash)} given both with -p and in {args.params_file}: give each once")
+    config = None
+    if args.project:
+        from .config import resolve_config
+
+        config = resolve_config(args.project)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # the runner shuts the kernel down and ends the run KILLED
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        result = run_notebook(
+            args.notebook,
+            values,
+            texts=texts,
+            experiment=args.experiment,
+            timeout=args.timeout,
+            cell_timeout=args.cell_timeout,
+            kernel=args.kernel,
+            output=args.output,
+            progress=not args.json and sys.stderr.isatty(),
+            config=config,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.junit:
+        from .jobs.junit import write_junit
+
+        write_junit([result], args.junit)
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+    else:
+        line = f"mlops-nb: {result.status} in {result.duration_s:.1f} s: run {result.run_id} ({result.experiment})"
+        print(line)
+        if result.error:
+            print(f"mlops-nb: {result.error}", file=sys.stderr)
+        if result.output:
+            print(f"executed notebook: {result.output}")
+    return 0 if result.ok else 1
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    import signal
+
+    from .jobs.params import load_params_file, parse_assignments
+    from .jobs.sweep import sweep, sweep_table
+
+    texts = parse_assignments(args.param)
+    values = load_params_file(args.params_file) if args.params_file else {}
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        result = sweep(
+            args.notebook, texts, values, workers=args.workers, metric=args.metric,
+            lower_is_better=args.lower_is_better, experiment=args.experiment, timeout=args.timeout,
+            cell_timeout=args.cell_timeout, kernel=args.kernel,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.junit:
+        from .jobs.junit import write_junit
+
+        write_junit(result.jobs, args.junit, suite=f"sweep {result.notebook}")
+    print(json.dumps(result.to_dict(), default=str) if args.json else sweep_table(result))
+    return 0 if result.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mlops-nb``; return the exit code."""
     parser = build_parser()
@@ -102,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "n", 1) < 1:
             raise UsageError(f"-n must be at least 1, not {args.n}")
-        return {"runs": _cmd_runs, "status": _cmd_status}[args.command](args)
+        return {"runs": _cmd_runs, "status": _cmd_status, "run": _cmd_run, "sweep": _cmd_sweep}[args.command](args)
     except (UsageError, NotFoundError) as exc:
         print(f"mlops-nb: error: {exc}", file=sys.stderr)
         return 2

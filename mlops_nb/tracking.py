@@ -19,7 +19,10 @@ Guarantees
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
+import json
+import os
 import numbers
 import posixpath
 import re
@@ -31,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import ProjectConfig, resolve_config
@@ -125,6 +129,8 @@ class RunHandle:
     static_written: bool = False
     fluent: bool = False
     ended: bool = False
+    #: False for a job's run, adopted from the job runner, which ends it.
+    owned: bool = True
 
 
 # ---------------------------------------------------------------- metric buffer
@@ -393,6 +399,28 @@ def list_runs(
 # ---------------------------------------------------------------- tracker
 
 
+#: Set by the job runner on the kernels it starts: a JSON file describing the job.
+JOB_FILE_ENV = "MLOPS_NB_JOB_FILE"
+
+
+def read_job(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The job this kernel runs (``run_id``, ``experiment_id``, ``experiment_name``,
+    ``notebook``, ``tracking_uri``), or ``None`` outside a job.
+
+    Pooled kernels start before their job is known, so the runner writes the file
+    right before it executes the notebook; the kernel reads it on first use.
+    """
+    env = os.environ if environ is None else environ
+    path = env.get(JOB_FILE_ENV)
+    if not path:
+        return None
+    try:
+        job = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return job if isinstance(job, dict) and job.get("run_id") else None
+
+
 class Tracker:
     """Tracks the runs of one process (a kernel or a script) in one project store.
 
@@ -416,6 +444,13 @@ class Tracker:
         report: Callable[[str], None] | None = None,
         fluent: bool = True,
     ) -> None:
+        #: The job this process runs in, if the job runner started it (see read_job).
+        self.job = read_job() if config is None else None
+        if self.job is not None:
+            notebook = NotebookLocation(Path(self.job["notebook"]), "mlops-nb job")
+            config = dataclasses.replace(
+                resolve_config(Path(self.job["notebook"]).parent), tracking_uri=self.job["tracking_uri"]
+            )
         self.notebook = notebook or locate_notebook()
         self._config = config
         self.report = report or _default_report
@@ -492,6 +527,8 @@ class Tracker:
         StoreError
             When the store cannot be reached; nothing is started.
         """
+        if self.job is not None:
+            return self._adopt_job_run(autolog)
         if self.session is not None:
             self.end_run(self.session, FINISHED)
         params: dict[str, str] = {}
@@ -502,6 +539,34 @@ class Tracker:
         name = run_name or self.notebook.name
         handle = self._start("notebook", experiment, name, None, autolog, params, {})
         self.session = handle
+        self._sync_autolog()
+        return handle
+
+    def _adopt_job_run(self, autolog: bool) -> RunHandle:
+        """In a job, the notebook run is the job's run: started, given its params and
+        ended by the runner, so an interactive run and its headless twin are one run."""
+        job = self.job or {}
+        if self.session is not None and self.session.run_id == job["run_id"]:
+            self.session.autolog = autolog
+            self._sync_autolog()
+            return self.session
+        if self.session is not None:
+            self.end_run(self.session, FINISHED)
+        handle = RunHandle(
+            run_id=job["run_id"],
+            experiment_id=str(job["experiment_id"]),
+            experiment_name=str(job.get("experiment_name", "")),
+            kind="notebook",
+            name=str(job.get("run_name", "")),
+            autolog=autolog,
+            owned=False,
+        )
+        self.session = handle
+        if self.fluent:
+            self._activate(handle)
+        if not self._atexit_registered:
+            atexit.register(self.close)
+            self._atexit_registered = True
         self._sync_autolog()
         return handle
 
@@ -844,6 +909,8 @@ class Tracker:
         try:
             if self._buffer is not None:
                 self._buffer.flush(handle.run_id)
+            if not handle.owned:
+                return handle  # the job runner records the notebook, the error and the end
             self._write_capture(handle)
             if error is not None:
                 self._write_error(handle, error)

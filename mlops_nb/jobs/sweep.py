@@ -1,0 +1,161 @@
+"""Sweeps: a grid of parameters run in parallel as child runs of one parent run."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..config import ProjectConfig, resolve_config
+from ..exceptions import UsageError
+from ..provenance import NotebookLocation
+from .runner import FAILED, FINISHED, JobResult, run_notebook
+
+__all__ = ["SweepResult", "sweep"]
+
+
+@dataclass
+class SweepResult:
+    """A sweep's parent run, its jobs (best first when a metric is given) and the best."""
+
+    notebook: str
+    parent_run_id: str
+    experiment: str
+    status: str
+    duration_s: float
+    metric: str | None
+    lower_is_better: bool
+    jobs: list[JobResult] = field(default_factory=list)
+
+    @property
+    def best(self) -> JobResult | None:
+        scored = [j for j in self.jobs if j.ok and self.metric and _finite(j.metrics.get(self.metric))]
+        return scored[0] if scored else None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == FINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "notebook": self.notebook,
+            "parent_run_id": self.parent_run_id,
+            "experiment": self.experiment,
+            "status": self.status,
+            "ok": self.ok,
+            "duration_s": self.duration_s,
+            "metric": self.metric,
+            "best_run_id": best.run_id if best else None,
+            "jobs": [j.to_dict() for j in self.jobs],
+        }
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def sweep(
+    notebook: str | Path,
+    texts: Mapping[str, str] | None = None,
+    values: Mapping[str, Any] | None = None,
+    *,
+    workers: int = 2,
+    metric: str | None = None,
+    lower_is_better: bool = False,
+    experiment: str | None = None,
+    timeout: float | None = None,
+    cell_timeout: float | None = None,
+    kernel: str | None = None,
+    config: ProjectConfig | None = None,
+) -> SweepResult:
+    """Run the grid of ``texts`` (``{"n": "10,50,100"}``) and ``values`` (lists) as child
+    runs of one parent run, ``workers`` at a time, on kernels started ahead of need.
+
+    Jobs are sorted by ``metric`` (best first) when given. Every combination is checked
+    before anything starts.
+    """
+    from .params import declared_parameters, expand_grid
+    from .pool import KernelPool
+
+    path = Path(notebook)
+    if not path.is_file():
+        raise UsageError(f"notebook {notebook} not found: check the path (relative to {Path.cwd()})")
+    path = path.resolve()
+    if not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise UsageError(f"--workers must be a whole number from 1 to 64, not {workers!r}")
+    grid = expand_grid(declared_parameters(path), dict(texts or {}), dict(values or {}), notebook=path.name)
+
+    from ..tracking import Tracker
+
+    cfg = config or resolve_config(path.parent)
+    tracker = Tracker(notebook=NotebookLocation(path, "mlops-nb sweep"), config=cfg, fluent=False)
+    started = time.monotonic()
+    parent = tracker.start_notebook_run(experiment, f"sweep {path.stem}", autolog=False)
+    client = tracker.client
+    client.set_tag(parent.run_id, "mlops_nb.kind", "sweep")
+    client.set_tag(parent.run_id, "mlops_nb.sweep.size", str(len(grid)))
+    tracker.log_params({"sweep.grid": json.dumps({**dict(values or {}), **dict(texts or {})})[:6000]})
+    pool = KernelPool(kernel_name=kernel or "python3", size=min(workers, len(grid)), cwd=str(path.parent))
+    jobs: list[JobResult] = []
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlops-nb-sweep") as executor:
+            futures = [
+                executor.submit(
+                    run_notebook,
+                    path,
+                    combo,
+                    experiment=parent.experiment_name,
+                    run_name=f"{path.stem} " + " ".join(f"{k}={v}" for k, v in combo.items()),
+                    timeout=timeout,
+                    cell_timeout=cell_timeout,
+                    kernel=kernel,
+                    pool=pool,
+                    parent_run_id=parent.run_id,
+                    config=cfg,
+                )
+                for combo in grid
+            ]
+            jobs = [f.result() for f in futures]
+    except KeyboardInterrupt:
+        tracker.end_run(parent, "KILLED")
+        raise
+    finally:
+        pool.close()
+    if metric:
+        sign = 1 if lower_is_better else -1
+        jobs.sort(key=lambda j: (not (j.ok and _finite(j.metrics.get(metric))), sign * j.metrics.get(metric, 0.0) if _finite(j.metrics.get(metric)) else 0.0))
+    status = FINISHED if all(j.ok for j in jobs) else FAILED
+    result = SweepResult(str(path), parent.run_id, parent.experiment_name, status, time.monotonic() - started, metric, lower_is_better, jobs)
+    best = result.best
+    if best is not None:
+        client.set_tag(parent.run_id, "mlops_nb.sweep.best_run_id", best.run_id or "")
+        client.log_metric(parent.run_id, f"best_{metric}", best.metrics[metric])
+    client.log_metric(parent.run_id, "jobs_failed", sum(not j.ok for j in jobs))
+    tracker.end_run(parent, status)
+    tracker.close()
+    return result
+
+
+def sweep_table(result: SweepResult) -> str:
+    """The jobs as a text table, best first, and the best run named."""
+    names = list(dict.fromkeys(k for j in result.jobs for k in j.params))
+    metric = result.metric
+    header = [*names, *( [metric] if metric else []), "status", "run"]
+    rows = []
+    for j in result.jobs:
+        value = j.metrics.get(metric) if metric else None
+        rows.append([*(str(j.params.get(n, "")) for n in names), *([f"{value:.6g}" if _finite(value) else "-"] if metric else []), j.status, j.run_id or ""])
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    best = result.best
+    lines.append("")
+    if best is not None:
+        lines.append(f"best: run {best.run_id} with {metric}={best.metrics[metric]:.6g} ({', '.join(f'{k}={v}' for k, v in best.params.items())})")
+    failed = sum(not j.ok for j in result.jobs)
+    lines.append(f"{len(result.jobs)} jobs, {failed} failed, in {result.duration_s:.1f} s; parent run {result.parent_run_id}")
+    return "\n".join(lines)

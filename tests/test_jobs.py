@@ -1,0 +1,209 @@
+"""Headless notebook jobs on real kernels, real papermill and a real SQLite store:
+`mlops-nb run` and `run_notebook`, bad input, failures, timeouts, signals, parallel jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from conftest import make_notebook
+
+from mlops_nb.config import resolve_config
+from mlops_nb.store import get_client
+
+pytestmark = pytest.mark.slow
+
+
+def _project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    (root / ".mlops").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    return root
+
+
+def _train_notebook(root: Path, body: str = "", name: str = "train.ipynb") -> Path:
+    return make_notebook(
+        root / name,
+        [
+            ("code", "n_steps = 3  # how many steps\nlabel = 'base'\nrate = 0.5", ["parameters"]),
+            ("code", "%load_ext mlops_nb\n%mlops track", []),
+            (
+                "code",
+                "import mlops_nb as mnb\nfor i in range(n_steps):\n    mnb.log_metric('loss', rate / (i + 1))\n"
+                "print('label is', label)",
+                [],
+            ),
+            ("code", body or "score = 0.75\n%mlops log score", []),
+        ],
+    )
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_nb.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _runs(root: Path):
+    client = get_client(resolve_config(root, environ={}))
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client, client.search_runs(exps) if exps else []
+
+
+def test_run_is_one_mlflow_run_with_params_metrics_and_the_executed_notebook(tmp_path: Path):
+    root = _project(tmp_path)
+    _train_notebook(root)
+    done = _cli("run", "train.ipynb", "-p", "n_steps=4", "-p", "label=1.10", "--json", cwd=root)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "FINISHED" and result["ok"] is True
+    assert result["params"] == {"n_steps": 4, "label": "1.10"}  # no quoting, no coercion of "1.10"
+
+    client, runs = _runs(root)
+    assert [r.info.run_id for r in runs] == [result["run_id"]]  # %mlops track joined the job's run
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["n_steps"] == "4" and run.data.params["label"] == "1.10"
+    assert run.data.metrics["score"] == 0.75
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [0.5, 0.25, 0.5 / 3, 0.125]
+    assert run.data.tags["mlops_nb.kind"] == "job"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "job")}
+    assert {"job/train.ipynb", "job/train.html"} <= artifacts
+    executed = json.loads(Path(result["output"]).read_text())
+    assert any("label is 1.10" in "".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+
+
+def test_a_failing_notebook_ends_failed_with_its_cell_and_a_junit_report(tmp_path: Path):
+    root = _project(tmp_path)
+    _train_notebook(root, body="x = 1\nraise ValueError('bad data in fold 3')")
+    done = _cli("run", "train.ipynb", "-p", "n_steps=2", "--junit", "report.xml", cwd=root)  # an injected cell too
+    assert done.returncode == 1
+    assert "FAILED" in done.stdout and "cell 4 failed: ValueError: bad data in fold 3" in done.stderr
+    _, (run,) = _runs(root)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mlops_nb.job.failed_cell"] == "4"
+    assert "bad data in fold 3" in run.data.tags["mlops_nb.error"]
+    suite = ET.parse(root / "report.xml").getroot()
+    assert suite.get("tests") == "1" and suite.get("failures") == "1"
+    failure = suite.find("testcase/failure")
+    assert "cell 4" in failure.get("message") and "raise ValueError" in failure.text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.ipynb"], "notebook missing.ipynb not found"),
+        (["train.ipynb", "-p", "n_step=4"], "n_steps (int"),
+        (["train.ipynb", "-p", "n_steps=1.5"], "n_steps"),
+        (["train.ipynb", "-p", "n_steps"], "NAME=VALUE"),
+        (["train.ipynb", "--timeout", "-5"], "--timeout must be more than 0"),
+        (["train.ipynb", "--timeout", "soon"], "--timeout must be a number"),
+        (["train.ipynb", "-f", "bad.yaml"], "bad.yaml"),
+        (["plain.ipynb", "-p", "a=1"], "parameters"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path: Path, args, message):
+    root = _project(tmp_path)
+    _train_notebook(root)
+    make_notebook(root / "plain.ipynb", [("code", "print(1)", [])])
+    (root / "bad.yaml").write_text("n_steps: [1, 2\n")
+    done = _cli("run", *args, cwd=root, timeout=60)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlops-nb: error:") and message in lines[0], lines
+    assert _runs(root)[1] == []
+
+
+def test_whole_job_timeout_kills_the_kernel_and_keeps_the_partial_notebook(tmp_path: Path):
+    root = _project(tmp_path)
+    _train_notebook(root, body="import time\nprint('started the long part', flush=True)\ntime.sleep(120)")
+    done = _cli("run", "train.ipynb", "--timeout", "20", "--json", cwd=root)
+    assert done.returncode == 1
+    result = json.loads(done.stdout)
+    assert result["status"] == "FAILED" and "timed out after 20 s" in result["error"]
+    _, (run,) = _runs(root)
+    assert run.info.status == "FAILED"
+    assert Path(result["output"]).exists()
+
+
+def test_a_kernel_killed_mid_job_fails_the_job_and_leaves_nothing_running(tmp_path: Path):
+    root = _project(tmp_path)
+    _train_notebook(root, body="import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    done = _cli("run", "train.ipynb", "--json", cwd=root)
+    assert done.returncode == 1
+    result = json.loads(done.stdout)
+    assert result["status"] == "FAILED"
+    assert "dead" in result["error"].lower() or "died" in result["error"].lower(), result["error"]
+    _, runs = _runs(root)
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert Path(result["output"]).exists()
+
+
+def test_sigterm_shuts_the_kernel_down_and_ends_the_run_killed(tmp_path: Path):
+    root = _project(tmp_path)
+    _train_notebook(root, body="import os, time\nprint('kernel pid', os.getpid(), flush=True)\ntime.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb", "--json"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            runs = _runs(root)[1]
+            if runs and runs[0].info.status == "RUNNING" and runs[0].data.metrics.get("loss") is not None:
+                break
+            assert time.monotonic() < deadline, "the job never got going"
+            time.sleep(0.5)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert json.loads(out)["status"] == "KILLED"
+    _, (run,) = _runs(root)
+    assert run.info.status == "KILLED"
+
+
+def test_eight_parallel_jobs_on_the_embedded_store_lose_nothing(tmp_path: Path):
+    from mlops_nb.jobs.runner import run_notebook
+
+    root = _project(tmp_path)
+    make_notebook(
+        root / "many.ipynb",
+        [
+            ("code", "job = 0", ["parameters"]),
+            ("code", "import mlops_nb as mnb\nfor i in range(50):\n    mnb.log_metric('m', job * 100 + i)", []),
+        ],
+    )
+    get_client(resolve_config(root, environ={}))  # the store is created once, before fanning out
+    results: list = []
+
+    def one(job: int) -> None:
+        results.append(run_notebook(root / "many.ipynb", {"job": job}, experiment="parallel"))
+
+    threads = [threading.Thread(target=one, args=(j,)) for j in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert sorted(r.status for r in results) == ["FINISHED"] * 8, [r.error for r in results]
+    client, runs = _runs(root)
+    assert len(runs) == 8
+    assert sorted(int(r.data.params["job"]) for r in runs) == list(range(8))
+    for r in runs:
+        job = int(r.data.params["job"])
+        history = client.get_metric_history(r.info.run_id, "m")
+        assert sorted(m.value for m in history) == [job * 100 + i for i in range(50)]
