@@ -207,3 +207,26 @@ def test_eight_parallel_jobs_on_the_embedded_store_lose_nothing(tmp_path: Path):
         job = int(r.data.params["job"])
         history = client.get_metric_history(r.info.run_id, "m")
         assert sorted(m.value for m in history) == [job * 100 + i for i in range(50)]
+
+
+def test_sweep_runs_the_grid_as_child_runs_and_names_the_best(tmp_path: Path):
+    root = _project(tmp_path)
+    _train_notebook(root, body="final = rate * n_steps\n%mlops log final")
+    done = _cli("sweep", "train.ipynb", "-p", "n_steps=1,2", "-p", "rate=0.5,1.0", "--workers", "2",
+                "--metric", "final", "--junit", "sweep.xml", cwd=root, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["n_steps", "rate", "final", "status", "run"]
+    assert [line.split()[2] for line in lines[1:5]] == ["2", "1", "1", "0.5"]  # best first
+    client, runs = _runs(root)
+    parent = next(r for r in runs if r.data.tags.get("mlops_nb.kind") == "sweep")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    assert sorted((r.data.params["n_steps"], r.data.params["rate"]) for r in children) == [
+        ("1", "0.5"), ("1", "1.0"), ("2", "0.5"), ("2", "1.0")
+    ]
+    best = parent.data.tags["mlops_nb.sweep.best_run_id"]
+    assert client.get_run(best).data.metrics["final"] == 2.0
+    assert f"best: run {best} with final=2" in done.stdout
+    assert parent.info.status == "FINISHED" and parent.data.metrics["best_final"] == 2.0
+    assert ET.parse(root / "sweep.xml").getroot().get("tests") == "4"
