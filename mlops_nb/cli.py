@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--kernel", metavar="NAME", help="the kernel (default: python3)")
     sweep.add_argument("--junit", metavar="PATH", help="write a JUnit XML report (a test case a job)")
     sweep.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    repro = sub.add_parser("reproduce", help="re-run the notebook behind a run or model version and compare its metrics")
+    repro.add_argument("target", metavar="RUN_ID|models:/NAME@ALIAS")
+    repro.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (default: 1e-6)")
+    repro.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default: 0)")
+    repro.add_argument("--timeout", metavar="SECONDS", help="the re-run's time limit")
+    repro.add_argument("--kernel", metavar="NAME", help="the kernel (default: the original run's)")
+    repro.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     return parser
 
 
@@ -202,14 +209,35 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _skip_slow_optional_imports() -> None:
+    """jsonschema (imported by nbformat, so by papermill) imports ``rfc3987_syntax`` when
+    installed (jupyter-events pulls it in) and builds a grammar with it at import: about
+    2 s of the command's start, for IRI format checks nbformat never uses. This command
+    process does without them; kernels and Jupyter are unaffected."""
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .config import resolve_config
+    from .jobs.reproduce import reproduce, reproduction_table
+
+    result = reproduce(
+        args.target, rtol=args.rtol, atol=args.atol, config=resolve_config(args.project),
+        timeout=args.timeout, kernel=args.kernel,
+    )
+    print(json.dumps(result.to_dict(), default=str) if args.json else reproduction_table(result))
+    return 0 if result.reproduced else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mlops-nb``; return the exit code."""
+    _skip_slow_optional_imports()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if getattr(args, "n", 1) < 1:
             raise UsageError(f"-n must be at least 1, not {args.n}")
-        return {"runs": _cmd_runs, "status": _cmd_status, "run": _cmd_run, "sweep": _cmd_sweep}[args.command](args)
+        return {"runs": _cmd_runs, "status": _cmd_status, "run": _cmd_run, "sweep": _cmd_sweep, "reproduce": _cmd_reproduce}[args.command](args)
     except (UsageError, NotFoundError) as exc:
         print(f"mlops-nb: error: {exc}", file=sys.stderr)
         return 2

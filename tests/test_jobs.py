@@ -230,3 +230,17 @@ def test_sweep_runs_the_grid_as_child_runs_and_names_the_best(tmp_path: Path):
     assert f"best: run {best} with final=2" in done.stdout
     assert parent.info.status == "FINISHED" and parent.data.metrics["best_final"] == 2.0
     assert ET.parse(root / "sweep.xml").getroot().get("tests") == "4"
+
+
+def test_reproduce_from_the_command_line_says_yes_and_exits_0(tmp_path: Path):
+    root = _project(tmp_path)
+    _train_notebook(root)
+    first = json.loads(_cli("run", "train.ipynb", "-p", "n_steps=2", "--json", cwd=root).stdout)
+    done = _cli("reproduce", first["run_id"], cwd=root, timeout=240)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "score" in done.stdout and "reproduces: yes" in done.stdout
+    client, runs = _runs(root)
+    original = client.get_run(first["run_id"])
+    assert original.data.tags["mlops_nb.reproduced"] == "yes"
+    again = client.get_run(original.data.tags["mlops_nb.reproduced_by"])
+    assert again.data.params["n_steps"] == "2" and again.data.tags["mlops_nb.reproduces"] == first["run_id"]

@@ -159,12 +159,28 @@ def run_notebook(
     if not workdir.is_dir():
         raise UsageError(f"--cwd {cwd} is not a folder")
 
+    started = time.monotonic()
+    own_pool = pool is None
+    if own_pool:
+        from .pool import KernelPool
+
+        pool = KernelPool(kernel_name=kernel or "python3", size=0, cwd=str(workdir))
+    # The kernel starts (another process) while this one imports MLflow and creates the run.
+    from concurrent.futures import ThreadPoolExecutor
+
+    starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-nb-kernel")
+    acquiring = starter.submit(pool.acquire)
+    starter.shutdown(wait=False)
+
     from ..tracking import Tracker
 
-    cfg = config or resolve_config(path.parent)
-    tracker = Tracker(notebook=NotebookLocation(path, "mlops-nb run"), config=cfg, fluent=False, report=report)
-    started = time.monotonic()
-    handle = tracker.start_notebook_run(experiment, run_name or path.stem, autolog=False)
+    try:
+        cfg = config or resolve_config(path.parent)
+        tracker = Tracker(notebook=NotebookLocation(path, "mlops-nb run"), config=cfg, fluent=False, report=report)
+        handle = tracker.start_notebook_run(experiment, run_name or path.stem, autolog=False)
+    except BaseException:
+        _release(acquiring, pool if own_pool else None)
+        raise
     client = tracker.client
     run_id = handle.run_id
     tags = {TAG + "kind": "job", TAG + "job.kernel": kernel or "python3"}
@@ -178,14 +194,9 @@ def run_notebook(
     out = Path(output).resolve() if output else cfg.project_root / ".mlops" / "jobs" / run_id / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
     status, error, failed = FINISHED, None, None
-    own_pool = pool is None
-    if own_pool:
-        from .pool import KernelPool
-
-        pool = KernelPool(kernel_name=kernel or "python3", size=0, cwd=str(workdir))
     pooled = None
     try:
-        pooled = pool.acquire()
+        pooled = acquiring.result()
         Path(pooled.job_file).write_text(
             json.dumps(
                 {
@@ -202,6 +213,8 @@ def run_notebook(
         status, error, failed = _execute(path, out, checked, pooled.km, kernel, cell_timeout, timeout, progress, stop)
     except KeyboardInterrupt:
         status, error = KILLED, "interrupted (Ctrl-C)"
+    except MlopsError as exc:  # no kernel could be started
+        status, error = FAILED, str(exc)
     finally:
         if pooled is not None:
             _shutdown(pooled)
@@ -307,6 +320,16 @@ def _kill(km: Any) -> None:
         km.shutdown_kernel(now=True)
     except Exception:
         pass
+
+
+def _release(acquiring: Any, pool: Any) -> None:
+    """Give back a kernel being started for a job that will not run."""
+    try:
+        acquiring.result().discard(now=True)
+    except BaseException:
+        pass
+    if pool is not None:
+        pool.close()
 
 
 def _shutdown(pooled: Any) -> None:
