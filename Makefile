@@ -23,12 +23,13 @@ $(STAMP): pyproject.toml $(LABEXT_SOURCES)
 
 install: $(STAMP)
 
-# Run the training notebook headless on the embedded store, then list its runs.
+# Train headless as a job on the embedded store (the champion is promoted only if it is
+# better), evaluate the champion on held-out data, then list the runs.
 demo: $(STAMP)
-	mkdir -p $(DEMO_OUT)
-	MLOPS_NB_NOTEBOOK=train.ipynb $(BIN)/papermill --cwd notebooks --log-level WARNING \
-		notebooks/train.ipynb $(DEMO_OUT)/train.ipynb
-	$(BIN)/mlops-nb runs --experiment train -n 10
+	$(BIN)/mlops-nb run notebooks/train.ipynb --output $(DEMO_OUT)/train.ipynb
+	$(BIN)/mlops-nb run notebooks/evaluate.ipynb -p model=models:/tumour-classifier@champion \
+		--output $(DEMO_OUT)/evaluate.ipynb
+	$(BIN)/mlops-nb runs -n 10
 
 # Not a set-up command: JupyterLab on the example notebooks, with the demo's store
 # (the registry panel is the cube icon in the left sidebar).

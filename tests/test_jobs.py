@@ -244,3 +244,23 @@ def test_reproduce_from_the_command_line_says_yes_and_exits_0(tmp_path: Path):
     assert original.data.tags["mlops_nb.reproduced"] == "yes"
     again = client.get_run(original.data.tags["mlops_nb.reproduced_by"])
     assert again.data.params["n_steps"] == "2" and again.data.tags["mlops_nb.reproduces"] == first["run_id"]
+
+
+def test_the_example_notebooks_train_then_evaluate_the_champion(tmp_path: Path):
+    """What `make demo` runs, on a fresh project: training registers and promotes a model;
+    evaluation loads the champion and logs its held-out metrics into its job's run."""
+    import shutil
+
+    from mlops_nb.jobs.runner import run_notebook
+
+    root = _project(tmp_path)
+    for name in ("train.ipynb", "evaluate.ipynb"):
+        shutil.copy(Path(__file__).resolve().parents[1] / "notebooks" / name, root / name)
+    trained = run_notebook(root / "train.ipynb", {"n_estimators": 10, "epochs": 3})
+    assert trained.status == "FINISHED", trained.error
+    evaluated = run_notebook(root / "evaluate.ipynb", texts={"model": "models:/tumour-classifier@champion"})
+    assert evaluated.status == "FINISHED", evaluated.error
+    assert evaluated.params == {"model": "models:/tumour-classifier@champion"}
+    assert evaluated.metrics["eval_accuracy"] > 0.85 and 0.5 < evaluated.metrics["eval_roc_auc"] <= 1.0
+    client = get_client(resolve_config(root, environ={}))
+    assert str(client.get_model_version_by_alias("tumour-classifier", "champion").version) == "1"
