@@ -47,6 +47,7 @@ test: $(STAMP) $(CHROMIUM)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/api.py
+	$(BIN)/python benchmarks/jobs.py
 
 clean:
 	rm -rf $(VENV) .mlops .pytest_cache labextension/node_modules labextension/lib mlops_nb/labextension

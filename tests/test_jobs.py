@@ -264,3 +264,45 @@ def test_the_example_notebooks_train_then_evaluate_the_champion(tmp_path: Path):
     assert evaluated.metrics["eval_accuracy"] > 0.85 and 0.5 < evaluated.metrics["eval_roc_auc"] <= 1.0
     client = get_client(resolve_config(root, environ={}))
     assert str(client.get_model_version_by_alias("tumour-classifier", "champion").version) == "1"
+
+
+def test_mlops_run_from_a_cell_runs_in_the_background_with_a_status_widget(ip, project: Path):
+    from IPython.core.error import UsageError as IPythonUsageError
+
+    from mlops_nb.widgets.job import JobStatus
+
+    make_notebook(
+        project / "analysis" / "child.ipynb",
+        [("code", "n = 1", ["parameters"]), ("code", "import mlops_nb as mnb\nmnb.log(child_n=n)", [])],
+    )
+    with pytest.raises(IPythonUsageError, match="unknown parameter 'm' for child.ipynb"):
+        ip.run_line_magic("mlops", "run child.ipynb -p m=2")
+    with pytest.raises(IPythonUsageError, match="notebook nope.ipynb not found"):
+        ip.run_line_magic("mlops", "run nope.ipynb")
+
+    status = ip.run_line_magic("mlops", "run child.ipynb -p n=7")
+    assert isinstance(status, JobStatus)
+    ip.run_cell("still_usable = 1 + 1")  # the kernel is not blocked by the job
+    assert ip.user_ns["still_usable"] == 2
+    result = status.wait(180)
+    assert result is not None and result.status == "FINISHED", status.status_line()
+    assert result.metrics["child_n"] == 7.0 and result.params == {"n": 7}
+    assert "FINISHED" in str(status) and result.run_id in str(status)
+
+    waited = ip.run_line_magic("mlops", "run child.ipynb -p n=8 --wait")
+    assert waited.status == "FINISHED" and waited.metrics["child_n"] == 8.0
+
+
+def test_the_stop_button_ends_a_background_job_killed(ip, project: Path):
+    make_notebook(project / "analysis" / "slow.ipynb", [("code", "import time\ntime.sleep(120)", [])])
+    status = ip.run_line_magic("mlops", "run slow.ipynb")
+    deadline = time.monotonic() + 60
+    client = get_client(resolve_config(project, environ={}))
+    while not [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id]) if r.info.run_name == "slow"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    status._stop.click()
+    result = status.wait(60)
+    assert result.status == "KILLED" and "KILLED" in str(status)
+    (run,) = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id]) if r.info.run_name == "slow"]
+    assert run.info.status == "KILLED"

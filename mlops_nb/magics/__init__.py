@@ -11,6 +11,7 @@ import argparse
 import ast
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
@@ -18,7 +19,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 import mlops_nb
 
-from ..exceptions import MlopsError
+from ..exceptions import MlopsError, UsageError
 from ..registry import PromotionRefusedError
 from ..provenance import locate_notebook
 from ..tracking import FAILED, FINISHED, KILLED, Tracker
@@ -49,6 +50,10 @@ HELP = """\
   %mlops promote NAME --metric M [--from challenger] [--to champion] [--min-delta D]
         [--lower-is-better]   move --to only when the --from version beats it on M
   %mlops load models:/NAME@ALIAS [--as VAR]   load a model version into the kernel
+  %mlops run NOTEBOOK [-p NAME=VALUE ...] [--experiment NAME] [--timeout S] [--cell-timeout S]
+        [--kernel NAME] [--output PATH] [--wait]   run a notebook headless as a job (its
+        own kernel and MLflow run) in the background, with a status widget and Stop
+        button; --wait blocks and returns the result
   %mlops models [NAME]            registered models, or one model's versions
   %mlops help                     this text
 
@@ -113,6 +118,15 @@ def _build_parser(cell: bool) -> _Parser:
         load = sub.add_parser("load", add_help=False)
         load.add_argument("uri", metavar="models:/NAME@ALIAS")
         load.add_argument("--as", dest="var", metavar="VAR")
+        run = sub.add_parser("run", add_help=False)
+        run.add_argument("notebook", metavar="NOTEBOOK")
+        run.add_argument("-p", dest="param", action="append", default=[], metavar="NAME=VALUE")
+        run.add_argument("--experiment")
+        run.add_argument("--timeout")
+        run.add_argument("--cell-timeout")
+        run.add_argument("--kernel")
+        run.add_argument("--output")
+        run.add_argument("--wait", action="store_true")
         models = sub.add_parser("models", add_help=False)
         models.add_argument("name", nargs="?", metavar="NAME")
         sub.add_parser("help", add_help=False)
@@ -288,6 +302,30 @@ class MlopsMagics(Magics):
         self.shell.user_ns[var] = model
         via = f"@{alias} -> " if alias else ""
         print(f"mlops-nb: loaded {name} {via}v{mv.version} into {var} ({type(model).__name__})")
+
+    def _cmd_run(self, args: argparse.Namespace) -> Any:
+        from ..jobs.params import check_params, declared_parameters, parse_assignments
+        from ..jobs.runner import run_notebook, _positive
+
+        texts = parse_assignments(args.param)
+        path = Path(args.notebook)
+        if not path.is_file():
+            raise UsageError(f"notebook {args.notebook} not found: check the path (relative to {Path.cwd()})")
+        # Checked here, so a mistake is this cell's one-line error, not a failed job.
+        check_params(declared_parameters(path), {}, texts=texts, notebook=path.name)
+        timeout, cell_timeout = _positive(args.timeout, "--timeout"), _positive(args.cell_timeout, "--cell-timeout")
+
+        def start(stop: Any) -> Any:
+            return run_notebook(
+                path, texts=texts, experiment=args.experiment, timeout=timeout, cell_timeout=cell_timeout,
+                kernel=args.kernel, output=args.output, stop=stop,
+            )
+
+        if args.wait:
+            return start(None)
+        from ..widgets.job import JobStatus
+
+        return JobStatus(str(path), start)
 
     def _cmd_models(self, args: argparse.Namespace) -> Any:
         return mlops_nb.models(args.name)
