@@ -98,12 +98,22 @@ def _failed_cell(exc: BaseException, executed: Path | None) -> dict[str, Any] | 
     }
 
 
+_exporter: Any = None
+_exporter_lock = threading.Lock()
+
+
 def _html(executed: Path) -> str | None:
+    """The executed notebook as HTML (nbconvert's lab template). One exporter serves
+    every job of the process: building one compiles its templates (~70 ms)."""
+    global _exporter
     try:
         import nbformat
         from nbconvert import HTMLExporter
 
-        body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(executed, as_version=4))
+        with _exporter_lock:
+            if _exporter is None:
+                _exporter = HTMLExporter(template_name="lab")
+            body, _ = _exporter.from_notebook_node(nbformat.read(executed, as_version=4))
         return body
     except Exception:
         return None
@@ -216,10 +226,11 @@ def run_notebook(
     except MlopsError as exc:  # no kernel could be started
         status, error = FAILED, str(exc)
     finally:
-        if pooled is not None:
-            _shutdown(pooled)
-        if own_pool:
-            pool.close()
+        # The kernel shuts down (gracefully: its tracker writes buffered metrics into
+        # the run at exit) while this thread stores the executed notebook.
+        closing = threading.Thread(target=_shutdown, args=(pooled,), daemon=True) if pooled is not None else None
+        if closing is not None:
+            closing.start()
 
     duration = time.monotonic() - started
     try:
@@ -234,6 +245,10 @@ def run_notebook(
             client.log_text(run_id, failed["source"], "job/failed_cell.py")
     except Exception as exc:
         tracker.report(f"warning: could not store the executed notebook of run {run_id}: {exc}")
+    if closing is not None:
+        closing.join()
+    if own_pool:
+        pool.close()
     tracker.end_run(handle, status, error=RuntimeError(error) if error else None)
     tracker.close()
     metrics = dict(client.get_run(run_id).data.metrics)
