@@ -38,29 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the store and why it was chosen")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     run = sub.add_parser("run", help="run a notebook headless (papermill) as one MLflow run")
-    run.add_argument("notebook", metavar="NOTEBOOK")
-    run.add_argument("-p", dest="param", action="append", default=[], metavar="NAME=VALUE",
-                     help="a parameter, converted to the type its parameters cell declares (repeatable)")
-    run.add_argument("-f", dest="params_file", metavar="PARAMS.yaml", help="parameters from a YAML file")
-    run.add_argument("--experiment", help="the experiment (default: the project's, else the notebook's name)")
-    run.add_argument("--timeout", metavar="SECONDS", help="the whole job's time limit")
-    run.add_argument("--cell-timeout", metavar="SECONDS", help="each cell's time limit")
-    run.add_argument("--kernel", metavar="NAME", help="the kernel (default: the notebook's)")
+    _job_options(run, "NAME=VALUE", "a parameter, converted to the type its parameters cell declares (repeatable)",
+                 "parameters from a YAML file", "the whole job's time limit")
     run.add_argument("--output", metavar="PATH", help="where to write the executed notebook")
     run.add_argument("--junit", metavar="PATH", help="write a JUnit XML report")
     run.add_argument("--json", action="store_true", help="print the result as one JSON object (quiet)")
     sweep = sub.add_parser("sweep", help="run a grid of parameters in parallel, as child runs of one run")
-    sweep.add_argument("notebook", metavar="NOTEBOOK")
-    sweep.add_argument("-p", dest="param", action="append", default=[], metavar="NAME=V1,V2,...",
-                       help="a parameter's values, comma-separated (repeatable: the grid is their product)")
-    sweep.add_argument("-f", dest="params_file", metavar="PARAMS.yaml", help="parameters from YAML (lists are grids)")
+    _job_options(sweep, "NAME=V1,V2,...", "a parameter's values, comma-separated (repeatable: the grid is their product)",
+                 "parameters from YAML (lists are grids)", "each job's time limit")
     sweep.add_argument("--workers", type=int, default=2, help="jobs at a time (default: 2)")
     sweep.add_argument("--metric", help="sort the results by this metric and name the best run")
     sweep.add_argument("--lower-is-better", action="store_true", help="for --metric: lower values win")
-    sweep.add_argument("--experiment", help="the experiment")
-    sweep.add_argument("--timeout", metavar="SECONDS", help="each job's time limit")
-    sweep.add_argument("--cell-timeout", metavar="SECONDS", help="each cell's time limit")
-    sweep.add_argument("--kernel", metavar="NAME", help="the kernel (default: python3)")
     sweep.add_argument("--junit", metavar="PATH", help="write a JUnit XML report (a test case a job)")
     sweep.add_argument("--json", action="store_true", help="print the result as one JSON object")
     repro = sub.add_parser("reproduce", help="re-run the notebook behind a run or model version and compare its metrics")
@@ -71,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--kernel", metavar="NAME", help="the kernel (default: the original run's)")
     repro.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     return parser
+
+
+def _job_options(parser: argparse.ArgumentParser, metavar: str, param_help: str, file_help: str, timeout_help: str) -> None:
+    """The options `run` and `sweep` share."""
+    parser.add_argument("notebook", metavar="NOTEBOOK")
+    parser.add_argument("-p", dest="param", action="append", default=[], metavar=metavar, help=param_help)
+    parser.add_argument("-f", dest="params_file", metavar="PARAMS.yaml", help=file_help)
+    parser.add_argument("--experiment", help="the experiment (default: the project's, else the notebook's name)")
+    parser.add_argument("--timeout", metavar="SECONDS", help=timeout_help)
+    parser.add_argument("--cell-timeout", metavar="SECONDS", help="each cell's time limit")
+    parser.add_argument("--kernel", metavar="NAME", help="the kernel (default: the notebook's)")
 
 
 def _tracker(project: str | None):

@@ -39,6 +39,14 @@ def make_notebook(path: Path, cells: list[tuple[str, str, list[str]]]) -> Path:
     return path
 
 
+def new_project(tmp_path: Path) -> Path:
+    """An empty project (a pyproject.toml and an embedded store folder) in ``tmp_path``."""
+    root = tmp_path / "proj"
+    (root / ".mlops").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    return root
+
+
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],

@@ -14,19 +14,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import make_notebook
+from conftest import make_notebook, new_project
 
 from mlops_nb.config import resolve_config
 from mlops_nb.store import get_client
 
 pytestmark = pytest.mark.slow
-
-
-def _project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    (root / ".mlops").mkdir(parents=True)
-    (root / "pyproject.toml").write_text("[project]\nname = 'p'\n")
-    return root
 
 
 def _train_notebook(root: Path, body: str = "", name: str = "train.ipynb") -> Path:
@@ -64,7 +57,7 @@ def _runs(root: Path):
 
 
 def test_run_is_one_mlflow_run_with_params_metrics_and_the_executed_notebook(tmp_path: Path):
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     _train_notebook(root)
     done = _cli("run", "train.ipynb", "-p", "n_steps=4", "-p", "label=1.10", "--json", cwd=root)
     assert done.returncode == 0, done.stderr
@@ -87,7 +80,7 @@ def test_run_is_one_mlflow_run_with_params_metrics_and_the_executed_notebook(tmp
 
 
 def test_a_failing_notebook_ends_failed_with_its_cell_and_a_junit_report(tmp_path: Path):
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     _train_notebook(root, body="x = 1\nraise ValueError('bad data in fold 3')")
     done = _cli("run", "train.ipynb", "-p", "n_steps=2", "--junit", "report.xml", cwd=root)  # an injected cell too
     assert done.returncode == 1
@@ -113,10 +106,11 @@ def test_a_failing_notebook_ends_failed_with_its_cell_and_a_junit_report(tmp_pat
         (["train.ipynb", "--timeout", "soon"], "--timeout must be a number"),
         (["train.ipynb", "-f", "bad.yaml"], "bad.yaml"),
         (["plain.ipynb", "-p", "a=1"], "parameters"),
+        (["train.ipynb", "--kernel", "nope"], "no kernel named 'nope'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path: Path, args, message):
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     _train_notebook(root)
     make_notebook(root / "plain.ipynb", [("code", "print(1)", [])])
     (root / "bad.yaml").write_text("n_steps: [1, 2\n")
@@ -128,7 +122,7 @@ def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path: Path, args, message):
 
 
 def test_whole_job_timeout_kills_the_kernel_and_keeps_the_partial_notebook(tmp_path: Path):
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     _train_notebook(root, body="import time\nprint('started the long part', flush=True)\ntime.sleep(120)")
     done = _cli("run", "train.ipynb", "--timeout", "20", "--json", cwd=root)
     assert done.returncode == 1
@@ -140,7 +134,7 @@ def test_whole_job_timeout_kills_the_kernel_and_keeps_the_partial_notebook(tmp_p
 
 
 def test_a_kernel_killed_mid_job_fails_the_job_and_leaves_nothing_running(tmp_path: Path):
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     _train_notebook(root, body="import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
     done = _cli("run", "train.ipynb", "--json", cwd=root)
     assert done.returncode == 1
@@ -153,7 +147,7 @@ def test_a_kernel_killed_mid_job_fails_the_job_and_leaves_nothing_running(tmp_pa
 
 
 def test_sigterm_shuts_the_kernel_down_and_ends_the_run_killed(tmp_path: Path):
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     _train_notebook(root, body="import os, time\nprint('kernel pid', os.getpid(), flush=True)\ntime.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb", "--json"], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -180,7 +174,7 @@ def test_sigterm_shuts_the_kernel_down_and_ends_the_run_killed(tmp_path: Path):
 def test_eight_parallel_jobs_on_the_embedded_store_lose_nothing(tmp_path: Path):
     from mlops_nb.jobs.runner import run_notebook
 
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     make_notebook(
         root / "many.ipynb",
         [
@@ -210,7 +204,7 @@ def test_eight_parallel_jobs_on_the_embedded_store_lose_nothing(tmp_path: Path):
 
 
 def test_sweep_runs_the_grid_as_child_runs_and_names_the_best(tmp_path: Path):
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     _train_notebook(root, body="final = rate * n_steps\n%mlops log final")
     done = _cli("sweep", "train.ipynb", "-p", "n_steps=1,2", "-p", "rate=0.5,1.0", "--workers", "2",
                 "--metric", "final", "--junit", "sweep.xml", cwd=root, timeout=300)
@@ -233,7 +227,7 @@ def test_sweep_runs_the_grid_as_child_runs_and_names_the_best(tmp_path: Path):
 
 
 def test_reproduce_from_the_command_line_says_yes_and_exits_0(tmp_path: Path):
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     _train_notebook(root)
     first = json.loads(_cli("run", "train.ipynb", "-p", "n_steps=2", "--json", cwd=root).stdout)
     done = _cli("reproduce", first["run_id"], cwd=root, timeout=240)
@@ -253,7 +247,7 @@ def test_the_example_notebooks_train_then_evaluate_the_champion(tmp_path: Path):
 
     from mlops_nb.jobs.runner import run_notebook
 
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     for name in ("train.ipynb", "evaluate.ipynb"):
         shutil.copy(Path(__file__).resolve().parents[1] / "notebooks" / name, root / name)
     trained = run_notebook(root / "train.ipynb", {"n_estimators": 10, "epochs": 3})

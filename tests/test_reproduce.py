@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_notebook
+from conftest import make_notebook, new_project
 
 from mlops_nb.config import resolve_config
 from mlops_nb.exceptions import NotFoundError, UsageError
@@ -15,13 +15,6 @@ from mlops_nb.jobs.runner import run_notebook
 from mlops_nb.store import get_client
 
 pytestmark = pytest.mark.slow
-
-
-def _project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    (root / ".mlops").mkdir(parents=True)
-    (root / "pyproject.toml").write_text("[project]\nname = 'p'\n")
-    return root
 
 
 def _notebook(root: Path, body: str) -> Path:
@@ -43,7 +36,7 @@ def _job(root: Path, body: str, params: dict | None = None):
 
 
 def test_a_deterministic_run_reproduces_with_its_recorded_params(tmp_path: Path):
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     # Reads a project file relative to the notebook: the snapshot must run from its folder.
     (root / "analysis" / "factor.txt").parent.mkdir(parents=True, exist_ok=True)
     (root / "analysis" / "factor.txt").write_text("0.25")
@@ -71,7 +64,7 @@ def test_a_deterministic_run_reproduces_with_its_recorded_params(tmp_path: Path)
 
 
 def test_a_random_metric_does_not_reproduce(tmp_path: Path):
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     config, client, job = _job(root, "import random\nscore = random.random()\n%mlops log score")
 
     result = reproduce(job.run_id, config=config, rtol=1e-9)
@@ -83,7 +76,7 @@ def test_a_random_metric_does_not_reproduce(tmp_path: Path):
 
 
 def test_a_model_reference_reproduces_its_source_run_and_tags_the_version(tmp_path: Path):
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     body = (
         "from sklearn.linear_model import LogisticRegression\n"
         "m = LogisticRegression().fit([[0, 1], [1, 0]], [0, 1])\n"
@@ -106,7 +99,7 @@ def test_a_model_reference_reproduces_its_source_run_and_tags_the_version(tmp_pa
 
 
 def test_unknown_targets_and_a_run_without_snapshot_are_clear_errors(tmp_path: Path):
-    root = _project(tmp_path)
+    root = new_project(tmp_path)
     config = resolve_config(root, environ={})
     client = get_client(config)
     with pytest.raises(NotFoundError, match="no run 'deadbeef"):

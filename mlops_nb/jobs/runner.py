@@ -62,6 +62,15 @@ class JobInterrupted(MlopsError):
     """The job was stopped (Ctrl-C or SIGTERM): its run ends KILLED."""
 
 
+def _notebook_kernel(path: Path) -> str:
+    """The kernel the notebook names in its metadata (papermill's default), else python3."""
+    try:
+        name = json.loads(path.read_text(encoding="utf-8"))["metadata"]["kernelspec"]["name"]
+        return name if isinstance(name, str) and name else "python3"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "python3"
+
+
 def _positive(value: float | None, what: str) -> float | None:
     if value is None:
         return None
@@ -169,6 +178,7 @@ def run_notebook(
     if not workdir.is_dir():
         raise UsageError(f"--cwd {cwd} is not a folder")
 
+    kernel = kernel or _notebook_kernel(path)
     started = time.monotonic()
     own_pool = pool is None
     if own_pool:
@@ -223,8 +233,9 @@ def run_notebook(
         status, error, failed = _execute(path, out, checked, pooled.km, kernel, cell_timeout, timeout, progress, stop)
     except KeyboardInterrupt:
         status, error = KILLED, "interrupted (Ctrl-C)"
-    except MlopsError as exc:  # no kernel could be started
-        status, error = FAILED, str(exc)
+    except Exception as exc:  # no kernel could start, or the runner failed: never leave the run RUNNING
+        text = str(exc).strip().splitlines()
+        status, error = FAILED, (text[0] if isinstance(exc, MlopsError) and text else f"{type(exc).__name__}: {text[0] if text else ''}")
     finally:
         # The kernel shuts down (gracefully: its tracker writes buffered metrics into
         # the run at exit) while this thread stores the executed notebook.

@@ -100,7 +100,10 @@ def sweep(
     client.set_tag(parent.run_id, "mlops_nb.kind", "sweep")
     client.set_tag(parent.run_id, "mlops_nb.sweep.size", str(len(grid)))
     tracker.log_params({"sweep.grid": json.dumps({**dict(values or {}), **dict(texts or {})})[:6000]})
-    pool = KernelPool(kernel_name=kernel or "python3", size=min(workers, len(grid)), cwd=str(path.parent))
+    from .runner import _notebook_kernel
+
+    kernel = kernel or _notebook_kernel(path)
+    pool = KernelPool(kernel_name=kernel, size=min(workers, len(grid)), cwd=str(path.parent))
     jobs: list[JobResult] = []
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlops-nb-sweep") as executor:
