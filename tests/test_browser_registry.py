@@ -80,10 +80,15 @@ CONTRAST_JS = """
 """
 
 
-def _open_panel(page, lab) -> None:
+def _show_panel(page, lab) -> None:
+    """Open JupyterLab and click the registry panel's tab in the left sidebar."""
     page.goto(lab.url("/lab"))
     page.wait_for_selector(PANEL_TAB, timeout=60_000)
     page.click(PANEL_TAB)
+
+
+def _open_panel(page, lab) -> None:
+    _show_panel(page, lab)
     page.wait_for_selector(f"{PANEL} .jp-mlops-model", timeout=30_000)
 
 
@@ -214,9 +219,7 @@ def test_panel_empty_state_auto_refresh_and_missing_server_extension(tmp_path: P
     user_settings.mkdir(parents=True)
     (user_settings / "registry.jupyterlab-settings").write_text(json.dumps({"autoRefreshSeconds": 1}))
     with jupyterlab(root, tmp_path) as lab, browser_page(tmp_path, "registry-empty") as page:
-        page.goto(lab.url("/lab"))
-        page.wait_for_selector(PANEL_TAB, timeout=60_000)
-        page.click(PANEL_TAB)
+        _show_panel(page, lab)
         empty = page.locator(f"{PANEL} .jp-mlops-empty")
         empty.wait_for(timeout=30_000)
         assert "No registered models yet" in empty.inner_text()
@@ -234,9 +237,7 @@ def test_panel_empty_state_auto_refresh_and_missing_server_extension(tmp_path: P
         json.dumps({"ServerApp": {"jpserver_extensions": {"mlops_nb": False}}})
     )
     with jupyterlab(root, tmp_path / "second") as lab, browser_page(tmp_path / "second", "registry-missing") as page:
-        page.goto(lab.url("/lab"))
-        page.wait_for_selector(PANEL_TAB, timeout=60_000)
-        page.click(PANEL_TAB)
+        _show_panel(page, lab)
         alert = page.locator(f"{PANEL} [role=alert]")
         alert.wait_for(timeout=30_000)
         assert "not available" in alert.inner_text()
@@ -248,9 +249,7 @@ def test_panel_store_unreachable(tmp_path: Path):
     root.mkdir()
     (root / "pyproject.toml").write_text('[tool.mlops-nb]\ntracking_uri = "http://127.0.0.1:9"\n')
     with jupyterlab(root, tmp_path) as lab, browser_page(tmp_path, "registry-unreachable") as page:
-        page.goto(lab.url("/lab"))
-        page.wait_for_selector(PANEL_TAB, timeout=60_000)
-        page.click(PANEL_TAB)
+        _show_panel(page, lab)
         alert = page.locator(f"{PANEL} [role=alert]")
         alert.wait_for(timeout=60_000)
         assert "cannot be reached" in alert.inner_text()

@@ -177,16 +177,7 @@ export class RegistryModel extends VDomModel {
     }
     entry.loading = true;
     this.stateChanged.emit();
-    try {
-      const page = await fetchVersions(name, this.versionsPageSize, entry.nextPageToken);
-      entry.versions = entry.versions.concat(page.versions);
-      entry.nextPageToken = page.next_page_token;
-      entry.error = null;
-    } catch (error) {
-      entry.error = asError(error);
-    }
-    entry.loading = false;
-    this.stateChanged.emit();
+    await this._fetchVersions(name, entry, this.versionsPageSize, entry.nextPageToken);
   }
 
   dispose(): void {
@@ -239,13 +230,21 @@ export class RegistryModel extends VDomModel {
     }
     // Reload as many versions as are shown, so a refresh does not fold a long list.
     const size = Math.min(1000, Math.max(this.versionsPageSize, keepShown ? entry.versions.length : 0));
+    await this._fetchVersions(name, entry, size, null);
+  }
+
+  /**
+   * Fetch a page of versions into `entry`: the first page replaces what is shown, a
+   * later one (`token`) is appended. Aliases come with the models list, so a page of
+   * versions is one registry query.
+   */
+  private async _fetchVersions(name: string, entry: IExpanded, size: number, token: string | null): Promise<void> {
     try {
-      // Aliases come with the models list; a page of versions is one registry query.
-      const page = await fetchVersions(name, size, null);
+      const page = await fetchVersions(name, size, token);
       if (this._expanded.get(name) !== entry) {
-        return;
+        return; // collapsed meanwhile
       }
-      entry.versions = page.versions;
+      entry.versions = token ? entry.versions.concat(page.versions) : page.versions;
       entry.nextPageToken = page.next_page_token;
       entry.error = null;
     } catch (error) {

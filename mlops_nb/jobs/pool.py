@@ -38,6 +38,8 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import KernelManager
 
 from mlops_nb.exceptions import MlopsError, UsageError
+# The environment variable naming a pooled kernel's job file; the kernel reads it there.
+from mlops_nb.tracking import JOB_FILE_ENV
 
 if TYPE_CHECKING:
     from papermill.engines import NBClientEngine
@@ -46,9 +48,6 @@ if TYPE_CHECKING:
     PooledEngine: type[NBClientEngine]
 
 __all__ = ["JOB_FILE_ENV", "KernelPool", "KernelPoolError", "PooledEngine", "PooledKernel"]
-
-#: The environment variable naming a pooled kernel's job file.
-JOB_FILE_ENV = "MLOPS_NB_JOB_FILE"
 
 # A Unix socket path longer than this does not fit in sockaddr_un (104 bytes on macOS,
 # 108 on Linux, with a "-N" suffix added per channel).

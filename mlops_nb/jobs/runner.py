@@ -23,7 +23,7 @@ from ..provenance import NotebookLocation
 if TYPE_CHECKING:
     from .pool import KernelPool
 
-__all__ = ["JobResult", "run_notebook", "FINISHED", "FAILED", "KILLED"]
+__all__ = ["JobResult", "check_job", "notebook_path", "run_notebook", "FINISHED", "FAILED", "KILLED"]
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 TAG = "mlops_nb."
@@ -52,14 +52,6 @@ class JobResult:
         data = asdict(self)
         data["ok"] = self.ok
         return data
-
-
-class JobTimeout(MlopsError):
-    """The whole job ran longer than its ``timeout``."""
-
-
-class JobInterrupted(MlopsError):
-    """The job was stopped (Ctrl-C or SIGTERM): its run ends KILLED."""
 
 
 def _notebook_kernel(path: Path) -> str:
@@ -128,6 +120,37 @@ def _html(executed: Path) -> str | None:
         return None
 
 
+def notebook_path(notebook: str | Path) -> Path:
+    """The absolute path of an existing notebook, or a :class:`UsageError` saying what is wrong."""
+    path = Path(notebook)
+    if path.suffix != ".ipynb":
+        raise UsageError(f"{notebook} is not a notebook (.ipynb): give the path of a notebook")
+    if not path.is_file():
+        raise UsageError(f"notebook {notebook} not found: check the path (relative to {Path.cwd()})")
+    return path.resolve()
+
+
+def check_job(
+    notebook: str | Path,
+    params: Mapping[str, Any] | None = None,
+    texts: Mapping[str, str] | None = None,
+    timeout: Any = None,
+    cell_timeout: Any = None,
+) -> tuple[Path, dict[str, Any], float | None, float | None]:
+    """Everything about a job that can be checked before a kernel starts: the notebook,
+    its parameters (converted by their declared types) and the timeouts.
+
+    Returns the notebook's absolute path, the converted parameters and the timeouts.
+    """
+    from .params import check_params, declared_parameters
+
+    path = notebook_path(notebook)
+    timeout = _positive(timeout, "--timeout")
+    cell_timeout = _positive(cell_timeout, "--cell-timeout")
+    checked = check_params(declared_parameters(path), dict(params or {}), texts=dict(texts or {}), notebook=path.name)
+    return path, checked, timeout, cell_timeout
+
+
 def run_notebook(
     notebook: str | Path,
     params: Mapping[str, Any] | None = None,
@@ -163,17 +186,7 @@ def run_notebook(
     StoreError
         When the store cannot be reached (no run is created).
     """
-    from .params import check_params, declared_parameters
-
-    path = Path(notebook)
-    if path.suffix != ".ipynb":
-        raise UsageError(f"{notebook} is not a notebook (.ipynb): give the path of a notebook")
-    if not path.is_file():
-        raise UsageError(f"notebook {notebook} not found: check the path (relative to {Path.cwd()})")
-    path = path.resolve()
-    timeout = _positive(timeout, "--timeout")
-    cell_timeout = _positive(cell_timeout, "--cell-timeout")
-    checked = check_params(declared_parameters(path), dict(params or {}), texts=dict(texts or {}), notebook=path.name)
+    path, checked, timeout, cell_timeout = check_job(notebook, params, texts, timeout, cell_timeout)
     workdir = Path(cwd).resolve() if cwd else path.parent
     if not workdir.is_dir():
         raise UsageError(f"--cwd {cwd} is not a folder")

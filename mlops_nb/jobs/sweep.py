@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from ..config import ProjectConfig, resolve_config
 from ..exceptions import UsageError
 from ..provenance import NotebookLocation
-from .runner import FAILED, FINISHED, JobResult, run_notebook
+from .runner import FAILED, FINISHED, JobResult, notebook_path, run_notebook
 
 __all__ = ["SweepResult", "sweep"]
 
@@ -82,10 +82,7 @@ def sweep(
     from .params import declared_parameters, expand_grid
     from .pool import KernelPool
 
-    path = Path(notebook)
-    if not path.is_file():
-        raise UsageError(f"notebook {notebook} not found: check the path (relative to {Path.cwd()})")
-    path = path.resolve()
+    path = notebook_path(notebook)
     if not isinstance(workers, int) or not 1 <= workers <= 64:
         raise UsageError(f"--workers must be a whole number from 1 to 64, not {workers!r}")
     grid = expand_grid(declared_parameters(path), dict(texts or {}), dict(values or {}), notebook=path.name)

@@ -11,7 +11,6 @@ import argparse
 import ast
 import re
 import shlex
-from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
@@ -19,7 +18,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 import mlops_nb
 
-from ..exceptions import MlopsError, UsageError
+from ..exceptions import MlopsError
 from ..registry import PromotionRefusedError
 from ..provenance import locate_notebook
 from ..tracking import FAILED, FINISHED, KILLED, Tracker
@@ -304,16 +303,12 @@ class MlopsMagics(Magics):
         print(f"mlops-nb: loaded {name} {via}v{mv.version} into {var} ({type(model).__name__})")
 
     def _cmd_run(self, args: argparse.Namespace) -> Any:
-        from ..jobs.params import check_params, declared_parameters, parse_assignments
-        from ..jobs.runner import run_notebook, _positive
+        from ..jobs.params import parse_assignments
+        from ..jobs.runner import check_job, run_notebook
 
         texts = parse_assignments(args.param)
-        path = Path(args.notebook)
-        if not path.is_file():
-            raise UsageError(f"notebook {args.notebook} not found: check the path (relative to {Path.cwd()})")
         # Checked here, so a mistake is this cell's one-line error, not a failed job.
-        check_params(declared_parameters(path), {}, texts=texts, notebook=path.name)
-        timeout, cell_timeout = _positive(args.timeout, "--timeout"), _positive(args.cell_timeout, "--cell-timeout")
+        path, _, timeout, cell_timeout = check_job(args.notebook, texts=texts, timeout=args.timeout, cell_timeout=args.cell_timeout)
 
         def start(stop: Any) -> Any:
             return run_notebook(
