@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--timeout", metavar="SECONDS", help="the re-run's time limit")
     repro.add_argument("--kernel", metavar="NAME", help="the kernel (default: the original run's)")
     repro.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    agent = sub.add_parser("agent", help="the project's job agent: keeps MLflow loaded and a kernel warm for `run`")
+    agent.add_argument("action", choices=["start", "stop", "status"])
+    agent.add_argument("--json", action="store_true", help="print the agent's state as JSON")
     return parser
 
 
@@ -129,40 +132,54 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import signal
+    from dataclasses import fields
+    from pathlib import Path
 
+    from .config import resolve_config
+    from .jobs import agent
     from .jobs.params import load_params_file, parse_assignments
-    from .jobs.runner import run_notebook
+    from .jobs.runner import JobResult, notebook_path
 
     texts = parse_assignments(args.param)
     values = load_params_file(args.params_file) if args.params_file else {}
     clash = sorted(set(texts) & set(values))
     if clash:
         raise UsageError(f"{', '.join(clash)} given both with -p and in {args.params_file}: give each once")
-    config = None
-    if args.project:
-        from .config import resolve_config
-
-        config = resolve_config(args.project)
+    path = notebook_path(args.notebook)
+    config = resolve_config(args.project if args.project else path.parent)
+    mode = agent.agent_mode()
+    progress = not args.json and sys.stderr.isatty()
 
     def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # the runner shuts the kernel down and ends the run KILLED
+        raise KeyboardInterrupt  # the job's kernel is shut down and its run ends KILLED
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        result = run_notebook(
-            args.notebook,
-            values,
-            texts=texts,
-            experiment=args.experiment,
-            timeout=args.timeout,
-            cell_timeout=args.cell_timeout,
-            kernel=args.kernel,
-            output=args.output,
-            progress=not args.json and sys.stderr.isatty(),
-            config=config,
-        )
+        done = None
+        if mode != "off" and _json_safe(values):
+            job = {
+                "notebook": str(path), "params": values, "texts": texts, "experiment": args.experiment,
+                "timeout": args.timeout, "cell_timeout": args.cell_timeout, "kernel": args.kernel,
+                "output": str(Path(args.output).resolve()) if args.output else None,
+            }
+            done = agent.run_via_agent(config, job, sys.stderr if progress else None, sys.stderr)
+        if done is not None:
+            result = JobResult(**{f.name: done[f.name] for f in fields(JobResult)})
+        else:
+            from .jobs.runner import run_notebook
+
+            result = run_notebook(
+                path, values, texts=texts, experiment=args.experiment, timeout=args.timeout,
+                cell_timeout=args.cell_timeout, kernel=args.kernel, output=args.output,
+                progress=progress, config=config,
+            )
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if done is None and mode == "auto" and not _in_ci():
+        try:
+            agent.spawn_agent(config.project_root)  # the next job skips the imports and the kernel start
+        except (OSError, MlopsError):
+            pass
     if args.junit:
         from .jobs.junit import write_junit
 
@@ -177,6 +194,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if result.output:
             print(f"executed notebook: {result.output}")
     return 0 if result.ok else 1
+
+
+def _json_safe(values: dict) -> bool:
+    try:
+        json.dumps(values)
+    except (TypeError, ValueError):
+        return False  # a YAML date, say: the job runs in this process
+    return True
+
+
+def _in_ci() -> bool:
+    import os
+
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .config import resolve_config
+    from .jobs import agent
+
+    root = resolve_config(args.project).project_root
+    if args.action == "start":
+        info = agent.start_agent(root)
+        message = f"job agent {info.pid} running for {root}; it stops after {info.idle_timeout_s:g} s without a job"
+    elif args.action == "stop":
+        info = agent.stop_agent(root)
+        message = f"job agent {info.pid} stopped" if info else f"no job agent runs for {root}"
+    else:
+        info = agent.agent_status(root)
+        message = (
+            f"job agent {info.pid} running for {root}: {info.jobs_running} job(s) running, {info.jobs_done} done"
+            if info else f"no job agent runs for {root}"
+        )
+    if args.json:
+        print(json.dumps({"project_root": str(root), "agent": asdict(info) if info else None}))
+    else:
+        print(f"mlops-nb: {message}")
+    return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -236,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "n", 1) < 1:
             raise UsageError(f"-n must be at least 1, not {args.n}")
-        return {"runs": _cmd_runs, "status": _cmd_status, "run": _cmd_run, "sweep": _cmd_sweep, "reproduce": _cmd_reproduce}[args.command](args)
+        return {"runs": _cmd_runs, "status": _cmd_status, "run": _cmd_run, "sweep": _cmd_sweep, "reproduce": _cmd_reproduce,
+                "agent": _cmd_agent}[args.command](args)
     except (UsageError, NotFoundError) as exc:
         print(f"mlops-nb: error: {exc}", file=sys.stderr)
         return 2

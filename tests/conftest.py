@@ -4,12 +4,17 @@ temporary folder, and a real IPython shell with the extension loaded."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+# `mlops-nb run` would start a job agent for the next job; only the agent's own tests
+# (test_agent.py) turn it on, each with a private runtime folder.
+os.environ["MLOPS_NB_AGENT"] = "off"
 
 REPO = Path(__file__).resolve().parents[1]
 

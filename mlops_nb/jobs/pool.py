@@ -164,6 +164,9 @@ class KernelPool:
         Variables set in every kernel, over ``os.environ`` as it is when each kernel
         starts: a kernel started ahead does not see later changes to ``os.environ``.
         Give a job its own values through :attr:`PooledKernel.job_file`.
+    inherit_environ:
+        ``False`` starts kernels with ``env`` alone instead of over ``os.environ`` (the
+        job agent gives kernels the environment of the command that sent the job).
     startup_timeout:
         Seconds a kernel may take to start and answer ``kernel_info``.
 
@@ -178,6 +181,7 @@ class KernelPool:
         cwd: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
         startup_timeout: float = 60,
+        inherit_environ: bool = True,
     ) -> None:
         if size < 0:
             raise UsageError(f"kernel pool size must be 0 or more, not {size}")
@@ -196,6 +200,7 @@ class KernelPool:
         # --cwd is a chdir), and kernels started ahead must not follow it.
         self.cwd = folder
         self.env = dict(env or {})
+        self.inherit_environ = inherit_environ
         self.startup_timeout = startup_timeout
         # ipykernel's default history database is shared by every kernel and locks
         # under parallel kernels; nbclient gives the kernels it starts this one too.
@@ -379,7 +384,7 @@ class KernelPool:
             options.update(transport="ipc", ip=os.path.join(self._dir, name))
         km = _PooledKernelManager(**options)
         job_file = os.path.join(self._dir, name + "-job.json")
-        env = {**os.environ, **self.env, JOB_FILE_ENV: job_file}
+        env = {**(os.environ if self.inherit_environ else {}), **self.env, JOB_FILE_ENV: job_file}
         km.start_kernel(cwd=self.cwd, env=env, extra_arguments=list(self._extra_arguments))
         kc = BlockingKernelClient(parent=km, connection_file=km.connection_file, **km.get_connection_info(session=True))
         try:

@@ -103,18 +103,26 @@ _exporter: Any = None
 _exporter_lock = threading.Lock()
 
 
-def _html(executed: Path) -> str | None:
-    """The executed notebook as HTML (nbconvert's lab template). One exporter serves
-    every job of the process: building one compiles its templates (~70 ms)."""
+def _html_exporter() -> Any:
+    """The process's one HTML exporter (nbconvert's lab template): building one
+    compiles its templates (~70 ms), so every job of the process shares it."""
     global _exporter
+    with _exporter_lock:
+        if _exporter is None:
+            from nbconvert import HTMLExporter
+
+            _exporter = HTMLExporter(template_name="lab")
+        return _exporter
+
+
+def _html(executed: Path) -> str | None:
+    """The executed notebook as HTML, or ``None`` when it cannot be rendered."""
     try:
         import nbformat
-        from nbconvert import HTMLExporter
 
+        exporter = _html_exporter()
         with _exporter_lock:
-            if _exporter is None:
-                _exporter = HTMLExporter(template_name="lab")
-            body, _ = _exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+            body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
         return body
     except Exception:
         return None
@@ -164,18 +172,21 @@ def run_notebook(
     output: str | Path | None = None,
     cwd: str | Path | None = None,
     pool: "KernelPool | None" = None,
-    progress: bool = False,
+    progress: bool | dict[str, Any] = False,
     parent_run_id: str | None = None,
     config: ProjectConfig | None = None,
     stop: threading.Event | None = None,
     report: Callable[[str], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> JobResult:
     """Run ``notebook`` headless through papermill as one MLflow run.
 
     ``params`` are Python values and ``texts`` raw ``NAME=VALUE`` strings (from a command
     line); both are checked against the notebook's ``parameters`` cell before any kernel
     starts. ``timeout`` bounds the whole job, ``cell_timeout`` each cell. ``stop``, when
-    set, stops the job (its run ends KILLED). A failing notebook is a result with
+    set, stops the job (its run ends KILLED). ``progress`` is papermill's
+    ``progress_bar`` (a bool, or keyword arguments for its tqdm bar). ``on_start`` is
+    called with the run's id once the run exists. A failing notebook is a result with
     ``status == "FAILED"``, not an exception.
 
     Raises
@@ -223,6 +234,8 @@ def run_notebook(
         client.set_tag(run_id, key, value)
     if checked:
         tracker.log_params({k: json.dumps(v) if not isinstance(v, str) else v for k, v in checked.items()})
+    if on_start is not None:
+        on_start(run_id)
 
     out = Path(output).resolve() if output else cfg.project_root / ".mlops" / "jobs" / run_id / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -298,7 +311,7 @@ def _execute(
     kernel: str | None,
     cell_timeout: float | None,
     timeout: float | None,
-    progress: bool,
+    progress: bool | dict[str, Any],
     stop: threading.Event | None,
 ) -> tuple[str, str | None, dict[str, Any] | None]:
     """Execute in a worker thread so the whole-job timeout and ``stop`` can end it by
