@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--timeout", metavar="SECONDS", help="the re-run's time limit")
     repro.add_argument("--kernel", metavar="NAME", help="the kernel (default: the original run's)")
     repro.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    # Pipelines and schedules keep their options beside their commands.
+    from . import cli_pipeline, cli_schedule
+
+    cli_pipeline.add_parsers(sub)
+    cli_schedule.add_parsers(sub)
     agent = sub.add_parser("agent", help="the project's job agent: keeps MLflow loaded and a kernel warm for `run`")
     agent.add_argument("action", choices=["start", "stop", "status"])
     agent.add_argument("--json", action="store_true", help="print the agent's state as JSON")
@@ -293,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "n", 1) < 1:
             raise UsageError(f"-n must be at least 1, not {args.n}")
+        if getattr(args, "func", None) is not None:
+            return args.func(args)
         return {"runs": _cmd_runs, "status": _cmd_status, "run": _cmd_run, "sweep": _cmd_sweep, "reproduce": _cmd_reproduce,
                 "agent": _cmd_agent}[args.command](args)
     except (UsageError, NotFoundError) as exc:

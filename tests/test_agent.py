@@ -112,7 +112,7 @@ def test_jobs_through_the_agent_store_what_a_run_in_the_command_stores(tmp_path:
     assert failing.returncode == 1
     result = json.loads(failing.stdout)
     assert result["status"] == "FAILED" and result["failed_cell"]["index"] == 4
-    assert "ValueError" in result["error"]
+    assert "ValueError" in result["error"] and result["retryable"] is False  # a cell's error is not retried
     assert len(_runs(root)[1]) == 3
 
     stopped = _cli("agent", "stop", cwd=root, env=agent_env)

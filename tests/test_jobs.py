@@ -128,6 +128,7 @@ def test_whole_job_timeout_kills_the_kernel_and_keeps_the_partial_notebook(tmp_p
     assert done.returncode == 1
     result = json.loads(done.stdout)
     assert result["status"] == "FAILED" and "timed out after 20 s" in result["error"]
+    assert result["retryable"] is True  # a scheduler may try it again
     _, (run,) = _runs(root)
     assert run.info.status == "FAILED"
     assert Path(result["output"]).exists()
@@ -141,6 +142,7 @@ def test_a_kernel_killed_mid_job_fails_the_job_and_leaves_nothing_running(tmp_pa
     result = json.loads(done.stdout)
     assert result["status"] == "FAILED"
     assert "dead" in result["error"].lower() or "died" in result["error"].lower(), result["error"]
+    assert result["retryable"] is True
     _, runs = _runs(root)
     assert [r.info.status for r in runs] == ["FAILED"]
     assert Path(result["output"]).exists()

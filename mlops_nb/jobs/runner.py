@@ -48,9 +48,18 @@ class JobResult:
     def ok(self) -> bool:
         return self.status == FINISHED
 
+    @property
+    def retryable(self) -> bool:
+        """Whether running the job again may succeed: it failed without a cell raising
+        an error (its kernel died, it timed out, no kernel could start)."""
+        if self.status != FAILED:
+            return False
+        return self.failed_cell is None or "timed out" in (self.error or "")
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ok"] = self.ok
+        data["retryable"] = self.retryable
         return data
 
 
