@@ -50,6 +50,7 @@ CONFIG_KEYS = {
     "artifact_location": "folder or URI for artifacts of new experiments",
     "experiment": "the default experiment name (otherwise the notebook's name)",
     "capture": "true/false: snapshot notebook code, cell sources and git diffs with runs",
+    "scheduler_db": "the SQLAlchemy URL of the schedule database (relative sqlite paths are relative to pyproject.toml)",
 }
 
 

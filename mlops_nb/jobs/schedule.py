@@ -1,0 +1,784 @@
+"""Schedules and their job history, kept in a SQL database.
+
+A schedule runs a notebook (``.ipynb``) or a pipeline (``.yaml``) of the project on a cron
+expression in a time zone. Schedules and every job a scheduler started (or a user ran
+now) live in one SQL database through SQLAlchemy Core: SQLite beside the MLflow store by
+default, any SQLAlchemy URL (PostgreSQL included) otherwise, so several schedulers and
+the Jupyter server can share it. The statements are portable: no dialect-specific SQL
+except SQLite's locking pragmas.
+
+Why the database is also the lock: a scheduler claims an occurrence by moving the
+schedule's ``next_run`` with a compare-and-set ``UPDATE`` and inserting the job in the
+same transaction, and ``jobs`` has a unique key on (schedule, occurrence, attempt). Two
+schedulers on one database therefore cannot both fire an occurrence, whatever their
+clocks or timing (see :mod:`mlops_nb.jobs.scheduler`).
+
+All times are aware UTC datetimes in Python and naive UTC in the database (portable
+across SQLite and PostgreSQL). This module imports nothing from Jupyter or MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ..config import STORE_DIRNAME, ProjectConfig
+from ..exceptions import MlopsError, NotFoundError, StoreError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy.engine import Connection, Engine
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "JOB_STATES",
+    "JobRecord",
+    "Schedule",
+    "ScheduleStore",
+    "next_occurrence",
+    "occurrences",
+    "run_now",
+    "scheduler_url",
+]
+
+UTC = timezone.utc
+#: The states a job record can be in.
+JOB_STATES = ("running", "succeeded", "failed", "interrupted", "skipped", "retrying")
+#: Missed-occurrence policies.
+MISSED_POLICIES = ("skip", "once")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# cron's @-shorthands; cronsim takes only the five fields.
+_SHORTHANDS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+MAX_RETRIES = 10
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- where the database is
+
+
+def scheduler_url(config: ProjectConfig, environ: Mapping[str, str] | None = None) -> str:
+    """The SQLAlchemy URL of the project's schedule database.
+
+    ``MLOPS_NB_SCHEDULER_DB`` wins, then ``scheduler_db`` in ``[tool.mlops-nb]`` of the
+    project's ``pyproject.toml`` (a relative ``sqlite:///`` path is relative to that
+    file), else ``sqlite:///<project root>/.mlops/scheduler.db``, beside the MLflow store.
+    """
+    env = os.environ if environ is None else environ
+    url = env.get("MLOPS_NB_SCHEDULER_DB", "").strip()
+    if url:
+        return _absolute_sqlite(url, Path.cwd())
+    pyproject = config.project_root / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            with pyproject.open("rb") as fh:
+                table = tomllib.load(fh).get("tool", {}).get("mlops-nb", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            table = {}  # resolve_config already reported an unreadable file
+        value = table.get("scheduler_db") if isinstance(table, dict) else None
+        if isinstance(value, str) and value.strip():
+            return _absolute_sqlite(value.strip(), pyproject.parent)
+    return f"sqlite:///{config.project_root / STORE_DIRNAME / 'scheduler.db'}"
+
+
+def _absolute_sqlite(url: str, base: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url[len(prefix) :].startswith("/") and url[len(prefix) :] not in ("", ":memory:"):
+        return prefix + str((base / url[len(prefix) :]).resolve())
+    return url
+
+
+# ---------------------------------------------------------------- cron
+
+
+def _zone(name: str) -> Any:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        if not name or name != name.strip():
+            raise ValueError(name)
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise UsageError(
+            f"unknown time zone {name!r}: give an IANA name such as UTC, Europe/Berlin or America/New_York"
+        ) from None
+
+
+def _cron(expr: str, start: datetime) -> Any:
+    from cronsim import CronSim, CronSimError
+
+    fields = _SHORTHANDS.get(expr.strip().lower(), expr)
+    try:
+        return CronSim(fields, start)
+    except CronSimError as exc:
+        raise UsageError(
+            f"invalid cron expression {expr!r} ({exc}): give five fields, minute hour day month weekday,"
+            ' such as "0 2 * * *" (02:00 every day)'
+        ) from None
+
+
+def next_occurrence(cron: str, tz: str, after: datetime) -> datetime:
+    """The first time strictly after ``after`` that ``cron`` names in zone ``tz`` (aware UTC).
+
+    Daylight-saving gaps and repeats follow cron's convention (cronsim's): a time that
+    does not exist that day fires at the first minute after the gap, a repeated one once.
+    """
+    start = after.astimezone(_zone(tz))
+    return next(_cron(cron, start)).astimezone(UTC)
+
+
+def occurrences(cron: str, tz: str, start: datetime, end: datetime, limit: int = 10_000) -> list[datetime]:
+    """The occurrences in ``[start, end]`` (aware UTC), at most ``limit`` of the latest kept.
+
+    ``start`` itself counts when it is an occurrence (it is the schedule's ``next_run``).
+    """
+    out: list[datetime] = []
+    it = _cron(cron, (start - timedelta(microseconds=1)).astimezone(_zone(tz)))
+    for when in it:
+        when = when.astimezone(UTC)
+        if when > end:
+            break
+        out.append(when)
+        if len(out) > limit:
+            out.pop(0)
+    return out
+
+
+# ---------------------------------------------------------------- records
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass
+class Schedule:
+    """One schedule: what runs, when, and how failures are handled.
+
+    ``target`` is relative to the project root; ``params`` are the ``-p`` texts, converted
+    by the notebook's parameters cell when the job runs. ``next_run`` is ``None`` while
+    the schedule is paused.
+    """
+
+    name: str
+    cron: str
+    timezone: str
+    target: str
+    kind: str
+    params: dict[str, str] = field(default_factory=dict)
+    paused: bool = False
+    missed: str = "skip"
+    retries: int = 2
+    timeout_s: float | None = None
+    webhook: str | None = None
+    notify_success: bool = False
+    created: datetime = field(default_factory=_now)
+    next_run: datetime | None = None
+    last_state: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field (datetimes in ISO 8601, UTC)."""
+        return {
+            "name": self.name,
+            "cron": self.cron,
+            "timezone": self.timezone,
+            "target": self.target,
+            "kind": self.kind,
+            "params": dict(self.params),
+            "paused": self.paused,
+            "missed": self.missed,
+            "retries": self.retries,
+            "timeout_s": self.timeout_s,
+            "webhook": self.webhook,
+            "notify_success": self.notify_success,
+            "created": _iso(self.created),
+            "next_run": _iso(self.next_run),
+            "last_state": self.last_state,
+        }
+
+
+@dataclass
+class JobRecord:
+    """One attempt at one occurrence of a schedule (or a manual run of it).
+
+    ``state`` is one of :data:`JOB_STATES`: a ``retrying`` record waits for its backoff
+    and is started like a due occurrence; an ``interrupted`` one was running when its
+    scheduler stopped or died.
+    """
+
+    id: int
+    schedule: str
+    occurrence: datetime
+    trigger: str
+    attempt: int
+    state: str
+    started: datetime | None = None
+    finished: datetime | None = None
+    run_id: str | None = None
+    output: str | None = None
+    error: str | None = None
+    owner: str | None = None
+    not_before: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether this attempt has ended (it will not change any more)."""
+        return self.state in ("succeeded", "failed", "interrupted", "skipped")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field (datetimes in ISO 8601, UTC)."""
+        return {
+            "id": self.id,
+            "schedule": self.schedule,
+            "occurrence": _iso(self.occurrence),
+            "trigger": self.trigger,
+            "attempt": self.attempt,
+            "state": self.state,
+            "started": _iso(self.started),
+            "finished": _iso(self.finished),
+            "run_id": self.run_id,
+            "output": self.output,
+            "error": self.error,
+            "owner": self.owner,
+            "not_before": _iso(self.not_before),
+        }
+
+
+# ---------------------------------------------------------------- the database
+
+
+def _tables() -> tuple[Any, Any, Any]:
+    import sqlalchemy as sa
+
+    meta = sa.MetaData()
+    schedules = sa.Table(
+        "mlops_nb_schedules",
+        meta,
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("cron", sa.String(200), nullable=False),
+        sa.Column("timezone", sa.String(64), nullable=False),
+        sa.Column("target", sa.Text, nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("params", sa.Text, nullable=False),  # JSON object of texts
+        sa.Column("paused", sa.Boolean, nullable=False),
+        sa.Column("missed", sa.String(8), nullable=False),
+        sa.Column("retries", sa.Integer, nullable=False),
+        sa.Column("timeout_s", sa.Float, nullable=True),
+        sa.Column("webhook", sa.Text, nullable=True),
+        sa.Column("notify_success", sa.Boolean, nullable=False),
+        sa.Column("created", sa.DateTime, nullable=False),
+        # Indexed: the idle tick is one range query on it.
+        sa.Column("next_run", sa.DateTime, nullable=True, index=True),
+        sa.Column("last_state", sa.String(16), nullable=True),
+    )
+    jobs = sa.Table(
+        "mlops_nb_jobs",
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("schedule", sa.String(64), nullable=False, index=True),
+        sa.Column("occurrence", sa.DateTime, nullable=False),
+        sa.Column("trigger", sa.String(16), nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False, index=True),
+        sa.Column("started", sa.DateTime, nullable=True),
+        sa.Column("finished", sa.DateTime, nullable=True),
+        sa.Column("run_id", sa.String(64), nullable=True, index=True),
+        sa.Column("output", sa.Text, nullable=True),
+        sa.Column("error", sa.Text, nullable=True),
+        # Who runs it, and until when that claim holds unless renewed.
+        sa.Column("owner", sa.String(200), nullable=True),
+        sa.Column("lease_until", sa.DateTime, nullable=True),
+        # A retry waits for its backoff.
+        sa.Column("not_before", sa.DateTime, nullable=True),
+        # The guard against double firing: one record per attempt of an occurrence.
+        sa.UniqueConstraint("schedule", "occurrence", "attempt", name="uq_mlops_nb_jobs_occurrence"),
+    )
+    return meta, schedules, jobs
+
+
+def _db(value: datetime | None) -> datetime | None:
+    """Aware -> naive UTC, the portable form in the database."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given where an aware one is needed")
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class ScheduleStore:
+    """Schedules and job records in one SQL database.
+
+    Parameters
+    ----------
+    url:
+        Any SQLAlchemy URL (``sqlite:///...``, ``postgresql://...``). The tables are
+        created when missing.
+    project_root:
+        The folder targets are relative to (default: the current folder).
+    clock:
+        Returns the current time as an aware datetime; tests give one to move time.
+
+    Raises
+    ------
+    StoreError
+        When the database cannot be opened or its tables created.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        project_root: str | os.PathLike[str] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        import sqlalchemy as sa
+        from sqlalchemy import event
+
+        self.url = url
+        self.project_root = Path(project_root or os.getcwd()).resolve()
+        self.clock: Callable[[], datetime] = clock or _now
+        self._meta, self.schedules, self.jobs = _tables()
+        sqlite = url.startswith("sqlite")
+        try:
+            if sqlite:
+                db = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
+                if db and db != ":memory:":
+                    Path(db).parent.mkdir(parents=True, exist_ok=True)
+                self.engine: Engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+                self._sqlite_locking(event)
+            else:
+                self.engine = sa.create_engine(url, pool_pre_ping=True)
+            self._meta.create_all(self.engine)
+        except MlopsError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot open the schedule database {url}: {_one_line(exc)}") from None
+
+    def _sqlite_locking(self, event: Any) -> None:
+        """SQLite: WAL (readers never wait for the writer), and write transactions that
+        take the write lock when they begin, so two schedulers never deadlock upgrading
+        a read lock (SQLite would fail one at once instead of waiting)."""
+
+        @event.listens_for(self.engine, "connect")
+        def _connect(dbapi_conn: Any, record: Any) -> None:
+            dbapi_conn.isolation_level = None  # SQLAlchemy's BEGIN below, not pysqlite's
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(self.engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("mlops_nb_write", False) else "BEGIN")
+
+    @classmethod
+    def for_project(cls, config: ProjectConfig) -> "ScheduleStore":
+        """The store of the project's schedule database (:func:`scheduler_url`)."""
+        return cls(scheduler_url(config), project_root=config.project_root)
+
+    # ------------------------------------------------------------ transactions
+
+    def _write(self) -> Any:
+        """A write transaction (``with store._write() as conn:``)."""
+        return _Tx(self.engine, write=True)
+
+    def _read(self) -> Any:
+        return _Tx(self.engine, write=False)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ rows
+
+    def _schedule(self, row: Any) -> Schedule:
+        m = row._mapping
+        return Schedule(
+            name=m["name"],
+            cron=m["cron"],
+            timezone=m["timezone"],
+            target=m["target"],
+            kind=m["kind"],
+            params=json.loads(m["params"] or "{}"),
+            paused=bool(m["paused"]),
+            missed=m["missed"],
+            retries=int(m["retries"]),
+            timeout_s=m["timeout_s"],
+            webhook=m["webhook"],
+            notify_success=bool(m["notify_success"]),
+            created=_aware(m["created"]),  # type: ignore[arg-type]
+            next_run=_aware(m["next_run"]),
+            last_state=m["last_state"],
+        )
+
+    @staticmethod
+    def _job(row: Any) -> JobRecord:
+        m = row._mapping
+        return JobRecord(
+            id=int(m["id"]),
+            schedule=m["schedule"],
+            occurrence=_aware(m["occurrence"]),  # type: ignore[arg-type]
+            trigger=m["trigger"],
+            attempt=int(m["attempt"]),
+            state=m["state"],
+            started=_aware(m["started"]),
+            finished=_aware(m["finished"]),
+            run_id=m["run_id"],
+            output=m["output"],
+            error=m["error"],
+            owner=m["owner"],
+            not_before=_aware(m["not_before"]),
+        )
+
+    # ------------------------------------------------------------ checking input
+
+    def resolve_target(self, target: str | os.PathLike[str]) -> tuple[str, str, Path]:
+        """``(path relative to the project root, kind, absolute path)`` of a schedule's
+        target, or a :class:`UsageError` saying what is wrong with it."""
+        path = Path(target)
+        absolute = (path if path.is_absolute() else self.project_root / path).resolve()
+        suffix = absolute.suffix.lower()
+        if suffix == ".ipynb":
+            kind = "notebook"
+        elif suffix in (".yaml", ".yml"):
+            kind = "pipeline"
+        else:
+            raise UsageError(f"{target} is neither a notebook (.ipynb) nor a pipeline (.yaml): give one of those")
+        if not absolute.is_file():
+            raise UsageError(f"{kind} {target} not found: give a path inside the project {self.project_root}")
+        try:
+            relative = absolute.relative_to(self.project_root)
+        except ValueError:
+            raise UsageError(
+                f"{target} is outside the project {self.project_root}: schedules run the project's own files"
+            ) from None
+        return relative.as_posix(), kind, absolute
+
+    @staticmethod
+    def check_params(kind: str, path: Path, params: Mapping[str, str]) -> dict[str, str]:
+        """Check ``-p`` texts against the target (a notebook's parameters cell, a
+        pipeline's declared parameters); return them as texts (converted at run time)."""
+        texts = {str(k): str(v) for k, v in params.items()}
+        if kind == "notebook":
+            from .params import check_params, declared_parameters
+
+            if texts:
+                check_params(declared_parameters(path), {}, texts=texts, notebook=path.name)
+        else:
+            try:
+                from .pipeline import load_pipeline
+            except ImportError:
+                raise MlopsError("pipelines are not available in this installation of mlops-nb; schedule a notebook") from None
+            load_pipeline(path, texts)
+        return texts
+
+    @staticmethod
+    def check_name(name: str) -> str:
+        """A schedule name: a short slug (lower-case letters, digits, ``-`` and ``_``)."""
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise UsageError(
+                f"schedule name {name!r} is not a short slug: use up to 63 lower-case letters, digits, - and _,"
+                " starting with a letter or digit"
+            )
+        return name
+
+    @staticmethod
+    def check_webhook(url: str | None) -> str | None:
+        """An ``http(s)://host/...`` URL, or ``None``."""
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"webhook {url!r} is not an http:// or https:// URL with a host")
+        return url
+
+    # ------------------------------------------------------------ schedules
+
+    def add(
+        self,
+        name: str,
+        cron: str,
+        target: str | os.PathLike[str],
+        *,
+        timezone: str = "UTC",
+        params: Mapping[str, str] | None = None,
+        missed: str = "skip",
+        retries: int = 2,
+        timeout_s: float | None = None,
+        webhook: str | None = None,
+        notify_success: bool = False,
+    ) -> Schedule:
+        """Add a schedule; everything is checked before anything is stored.
+
+        ``target`` is a notebook or pipeline file, relative to the project root (or
+        absolute, inside it). ``params`` are ``NAME: text`` pairs, checked against the
+        target's parameters now and converted by their declared types when a job runs.
+
+        Raises
+        ------
+        UsageError
+            A bad name, cron expression, time zone, target, parameter, policy, retry
+            count, timeout or webhook URL, or a name already scheduled: nothing stored.
+        """
+        self.check_name(name)
+        cron = (cron or "").strip()
+        _zone(timezone)
+        now = self.clock()
+        next_run = next_occurrence(cron, timezone, now)
+        relative, kind, absolute = self.resolve_target(target)
+        if missed not in MISSED_POLICIES:
+            raise UsageError(f"--missed must be skip or once, not {missed!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+            raise UsageError(f"--retries must be a whole number from 0 to {MAX_RETRIES}, not {retries!r}")
+        if timeout_s is not None:
+            try:
+                timeout_s = float(timeout_s)
+            except (TypeError, ValueError):
+                raise UsageError(f"--timeout must be a number of seconds, not {timeout_s!r}") from None
+            if not timeout_s > 0:
+                raise UsageError(f"--timeout must be more than 0 seconds, not {timeout_s!r}")
+        self.check_webhook(webhook)
+        texts = self.check_params(kind, absolute, params or {})
+        schedule = Schedule(
+            name=name, cron=cron, timezone=timezone, target=relative, kind=kind, params=texts,
+            paused=False, missed=missed, retries=retries, timeout_s=timeout_s, webhook=webhook,
+            notify_success=bool(notify_success), created=now, next_run=next_run, last_state=None,
+        )
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    self.schedules.insert().values(
+                        name=name, cron=cron, timezone=timezone, target=relative, kind=kind,
+                        params=json.dumps(texts), paused=False, missed=missed, retries=retries,
+                        timeout_s=timeout_s, webhook=webhook, notify_success=bool(notify_success),
+                        created=_db(now), next_run=_db(next_run), last_state=None,
+                    )
+                )
+        except IntegrityError:
+            raise UsageError(f"a schedule named {name!r} exists already: remove it first or choose another name") from None
+        return schedule
+
+    def list(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        with self._read() as conn:
+            rows = conn.execute(self.schedules.select().order_by(self.schedules.c.name)).fetchall()
+        return [self._schedule(r) for r in rows]
+
+    def get(self, name: str) -> Schedule:
+        """The schedule ``name``; :class:`NotFoundError` when there is none."""
+        with self._read() as conn:
+            row = conn.execute(self.schedules.select().where(self.schedules.c.name == name)).first()
+        if row is None:
+            raise NotFoundError(f"no schedule named {name!r}: {self._known()}")
+        return self._schedule(row)
+
+    def _known(self) -> str:
+        with self._read() as conn:
+            names = [r[0] for r in conn.execute(self.schedules.select().with_only_columns(self.schedules.c.name).order_by(self.schedules.c.name).limit(11))]
+        if not names:
+            return "there are none (add one with mlops-nb schedule add)"
+        return "schedules: " + ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+
+    def pause(self, name: str) -> Schedule:
+        """Stop firing ``name`` (its ``next_run`` becomes ``None``); running jobs go on."""
+        with self._write() as conn:
+            done = conn.execute(
+                self.schedules.update().where(self.schedules.c.name == name).values(paused=True, next_run=None)
+            )
+        if done.rowcount != 1:
+            raise NotFoundError(f"no schedule named {name!r}: {self._known()}")
+        return self.get(name)
+
+    def resume(self, name: str) -> Schedule:
+        """Fire ``name`` again from its next occurrence after now (what passed while it
+        was paused is not caught up: pausing means not running)."""
+        schedule = self.get(name)
+        if not schedule.paused:
+            return schedule
+        next_run = next_occurrence(schedule.cron, schedule.timezone, self.clock())
+        with self._write() as conn:
+            conn.execute(
+                self.schedules.update()
+                .where(self.schedules.c.name == name, self.schedules.c.paused.is_(True))
+                .values(paused=False, next_run=_db(next_run))
+            )
+        return self.get(name)
+
+    def remove(self, name: str) -> None:
+        """Remove ``name`` and its job history (a running job finishes; its run stays in MLflow)."""
+        with self._write() as conn:
+            done = conn.execute(self.schedules.delete().where(self.schedules.c.name == name))
+            if done.rowcount == 1:
+                conn.execute(self.jobs.delete().where(self.jobs.c.schedule == name))
+        if done.rowcount != 1:
+            raise NotFoundError(f"no schedule named {name!r}: {self._known()}")
+
+    # ------------------------------------------------------------ jobs
+
+    def history(self, name: str, limit: int = 50) -> list[JobRecord]:
+        """The newest ``limit`` job records of schedule ``name``, newest first."""
+        self.get(name)
+        j = self.jobs
+        with self._read() as conn:
+            rows = conn.execute(j.select().where(j.c.schedule == name).order_by(j.c.id.desc()).limit(limit)).fetchall()
+        return [self._job(r) for r in rows]
+
+    def recent_jobs(self, limit: int = 50) -> list[JobRecord]:
+        """The newest ``limit`` job records of all schedules, newest first."""
+        j = self.jobs
+        with self._read() as conn:
+            rows = conn.execute(j.select().order_by(j.c.id.desc()).limit(limit)).fetchall()
+        return [self._job(r) for r in rows]
+
+    def job(self, job_id: int) -> JobRecord:
+        """The job record ``job_id``; :class:`NotFoundError` when there is none."""
+        with self._read() as conn:
+            row = conn.execute(self.jobs.select().where(self.jobs.c.id == int(job_id))).first()
+        if row is None:
+            raise NotFoundError(f"no scheduled job with id {job_id}")
+        return self._job(row)
+
+    def jobs_by_run(self, run_ids: list[str]) -> dict[str, JobRecord]:
+        """The job record of each MLflow run id that one names (for a jobs list)."""
+        if not run_ids:
+            return {}
+        j = self.jobs
+        with self._read() as conn:
+            rows = conn.execute(j.select().where(j.c.run_id.in_(list(run_ids)))).fetchall()
+        return {r._mapping["run_id"]: self._job(r) for r in rows}
+
+    def insert_job(
+        self,
+        conn: "Connection",
+        schedule: str,
+        occurrence: datetime,
+        *,
+        trigger: str,
+        attempt: int,
+        state: str,
+        owner: str | None = None,
+        lease_until: datetime | None = None,
+        not_before: datetime | None = None,
+        error: str | None = None,
+    ) -> int:
+        """Insert a job record inside ``conn``'s transaction; return its id. The unique
+        key makes a second insert of the same attempt of an occurrence fail
+        (``IntegrityError``): that is how double firing is refused."""
+        now = self.clock()
+        running = state == "running"
+        result = conn.execute(
+            self.jobs.insert().values(
+                schedule=schedule, occurrence=_db(occurrence), trigger=trigger, attempt=attempt, state=state,
+                started=_db(now) if running else None,
+                finished=_db(now) if state in ("skipped", "failed") else None,
+                owner=owner, lease_until=_db(lease_until), not_before=_db(not_before), error=error,
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+    def update_job(self, job_id: int, **values: Any) -> None:
+        """Set columns of a job record (datetimes aware)."""
+        values = {k: (_db(v) if isinstance(v, datetime) else v) for k, v in values.items()}
+        with self._write() as conn:
+            conn.execute(self.jobs.update().where(self.jobs.c.id == job_id).values(**values))
+
+
+class _Tx:
+    """A connection with a transaction that commits on success and rolls back on error;
+    database errors become one-line :class:`StoreError` (integrity errors pass through:
+    callers turn them into a refusal)."""
+
+    def __init__(self, engine: "Engine", write: bool) -> None:
+        self.engine = engine
+        self.write = write
+
+    def __enter__(self) -> "Connection":
+        try:
+            self.conn = self.engine.connect()
+            if self.write:
+                self.conn.info["mlops_nb_write"] = True
+            self.tx = self.conn.begin()
+        except Exception as exc:
+            raise StoreError(f"cannot reach the schedule database: {_one_line(exc)}") from None
+        return self.conn
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+        try:
+            if kind is None:
+                self.tx.commit()
+            else:
+                self.tx.rollback()
+        finally:
+            self.conn.info.pop("mlops_nb_write", None)
+            self.conn.close()
+        if exc is not None and isinstance(exc, SQLAlchemyError) and not isinstance(exc, IntegrityError):
+            raise StoreError(f"the schedule database failed: {_one_line(exc)}") from None
+        return False
+
+
+def run_now(
+    store: ScheduleStore,
+    config: ProjectConfig,
+    name: str,
+    *,
+    wait: bool,
+    retry_backoff_s: float = 30.0,
+    report: Callable[[str], None] | None = None,
+) -> JobRecord:
+    """Run schedule ``name`` now, through the scheduler's own execution path.
+
+    A ``manual`` job record is created at once and run in this process: it never waits
+    for a scheduler to pick it up. ``wait=True`` returns the finished record (after any
+    retries the schedule allows); ``wait=False`` runs it in a background thread and
+    returns the ``running`` record at once (for the Jupyter server).
+
+    Raises
+    ------
+    NotFoundError
+        When there is no such schedule.
+    """
+    from .scheduler import Runner
+
+    runner = Runner(store, config, retry_backoff_s=retry_backoff_s, report=report)
+    record = runner.start_manual(name)
+    if wait:
+        return runner.run_to_end(record)
+    thread = threading.Thread(target=runner.run_to_end, args=(record,), name=f"mlops-nb-run-now-{name}", daemon=True)
+    thread.start()
+    return record
+
