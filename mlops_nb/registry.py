@@ -870,25 +870,29 @@ def _file_inside(root: Path, candidate: Path) -> str | None:
     return target.relative_to(base).as_posix()
 
 
-def _snapshot(client: "MlflowClient", run_id: str, recorded: str | None) -> tuple[str, str] | None:
-    """(file name, text) of the notebook snapshot the run saved under ``code/``, or ``None``."""
+def _snapshot(
+    client: "MlflowClient", run_id: str, recorded: str | None, folder: str = "code", suffix: str = ".ipynb"
+) -> tuple[str, str] | None:
+    """(file name, text) of the ``*<suffix>`` file the run saved under ``<folder>/`` (the
+    one named like ``recorded`` if there is one), or ``None``: the notebook snapshot by
+    default; a job's executed notebook (``job/``) too."""
     try:
-        names = [Path(f.path).name for f in client.list_artifacts(run_id, "code") if not f.is_dir]
+        names = [Path(f.path).name for f in client.list_artifacts(run_id, folder) if not f.is_dir]
     except Exception as exc:
         if _missing(exc):
             return None  # the run is gone
         raise StoreError(f"cannot list the artifacts of run {run_id}: {_first_line(exc)}") from None
-    notebooks = sorted(n for n in names if n.endswith(".ipynb"))
+    notebooks = sorted(n for n in names if n.endswith(suffix))
     if not notebooks:
         return None
-    wanted = Path(recorded).name if recorded else None
+    wanted = Path(recorded).stem + suffix if recorded else None
     chosen = wanted if wanted in notebooks else notebooks[0]
     with tempfile.TemporaryDirectory(prefix="mlops-nb-snapshot-") as tmp:
         try:
-            local = client.download_artifacts(run_id, f"code/{chosen}", tmp)
+            local = client.download_artifacts(run_id, f"{folder}/{chosen}", tmp)
             return chosen, Path(local).read_text(encoding="utf-8")
         except Exception as exc:
-            raise StoreError(f"cannot read the notebook snapshot code/{chosen} of run {run_id}: {_first_line(exc)}") from None
+            raise StoreError(f"cannot read the file {folder}/{chosen} of run {run_id}: {_first_line(exc)}") from None
 
 
 def version_notebook(
