@@ -1,9 +1,268 @@
-"""The ``mlops-nb schedule`` commands (filled in by the schedule feature)."""
+"""The ``mlops-nb schedule`` commands and ``mlops-nb scheduler``.
+
+``schedule add|list|pause|resume|remove|run-now|history`` edit and read the project's
+schedule database; ``scheduler`` runs due jobs until SIGTERM or Ctrl-C. Each handler
+returns the exit code: 0 done, 1 a job failed, 2 bad usage (raised as UsageError and
+mapped by :func:`mlops_nb.cli.main`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import ProjectConfig
+    from .jobs.schedule import JobRecord, Schedule, ScheduleStore
+
+__all__ = ["add_parsers"]
 
 
 def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add this feature's sub-commands; each sets ``func`` (args -> exit code)."""
+    """Add ``schedule ...`` and ``scheduler``; each sets ``func`` (args -> exit code)."""
+    schedule = sub.add_parser("schedule", help="run a notebook or pipeline on a cron schedule")
+    verbs = schedule.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+
+    add = verbs.add_parser("add", help="add a schedule (everything is checked first)")
+    add.add_argument("name", metavar="NAME", help="a short slug: lower-case letters, digits, - and _")
+    add.add_argument("target", metavar="NOTEBOOK|PIPELINE", help="a notebook (.ipynb) or pipeline (.yaml) of the project")
+    add.add_argument("--cron", required=True, metavar="EXPR", help='five cron fields, e.g. "0 2 * * *" (or @daily, @hourly)')
+    add.add_argument("--timezone", default="UTC", metavar="TZ", help="the IANA time zone of the cron expression (default: UTC)")
+    add.add_argument("-p", dest="param", action="append", default=[], metavar="NAME=VALUE",
+                     help="a parameter, checked against the target now (repeatable)")
+    add.add_argument("--missed", choices=["skip", "once"], default="skip",
+                     help="occurrences missed while no scheduler ran: skip them, or run once (default: skip)")
+    add.add_argument("--retries", type=int, default=2, metavar="N",
+                     help="retries of a failure that may pass: kernel died, timeout, scheduler stopped (default: 2)")
+    add.add_argument("--timeout", metavar="SECONDS", help="the whole job's time limit")
+    add.add_argument("--webhook", metavar="URL", help="POST the outcome here (JSON) when a job fails")
+    add.add_argument("--notify-success", action="store_true", help="call the webhook on success too")
+    add.add_argument("--json", action="store_true", help="print the schedule as JSON")
+    add.set_defaults(func=_cmd_add)
+
+    lst = verbs.add_parser("list", help="list the schedules with their next run")
+    lst.add_argument("--json", action="store_true", help="print the schedules as JSON")
+    lst.set_defaults(func=_cmd_list)
+
+    for verb, what in (("pause", "stop firing a schedule"), ("resume", "fire a paused schedule again from its next occurrence")):
+        p = verbs.add_parser(verb, help=what)
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("--json", action="store_true", help="print the schedule as JSON")
+        p.set_defaults(func=_cmd_pause if verb == "pause" else _cmd_resume)
+
+    rm = verbs.add_parser("remove", help="remove a schedule and its job history (its MLflow runs stay)")
+    rm.add_argument("name", metavar="NAME")
+    rm.set_defaults(func=_cmd_remove)
+
+    now = verbs.add_parser("run-now", help="run a schedule's job now, in this process, and wait for it")
+    now.add_argument("name", metavar="NAME")
+    now.add_argument("--json", action="store_true", help="print the job record as JSON")
+    now.set_defaults(func=_cmd_run_now)
+
+    hist = verbs.add_parser("history", help="a schedule's jobs, newest first")
+    hist.add_argument("name", metavar="NAME")
+    hist.add_argument("-n", type=int, default=20, help="how many jobs (default: 20)")
+    hist.add_argument("--json", action="store_true", help="print the job records as JSON")
+    hist.set_defaults(func=_cmd_history)
+
+    run = sub.add_parser("scheduler", help="run due scheduled jobs until SIGTERM or Ctrl-C")
+    run.add_argument("--max-running", type=int, default=2, metavar="N", help="jobs at once (default: 2)")
+    run.add_argument("--tick", type=float, default=0.5, metavar="SECONDS", help="seconds between checks (default: 0.5)")
+    run.add_argument("--lease", type=float, default=60.0, metavar="SECONDS",
+                     help="how long a dead scheduler's job on another host stays claimed (default: 60)")
+    run.add_argument("--retry-backoff", type=float, default=30.0, metavar="SECONDS",
+                     help="wait before a first retry, doubling after (default: 30)")
+    run.add_argument("--name", help="a label for this scheduler in job records")
+    run.set_defaults(func=_cmd_scheduler)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _open(args: argparse.Namespace) -> tuple["ProjectConfig", "ScheduleStore"]:
+    from .config import resolve_config
+    from .jobs.schedule import ScheduleStore
+
+    config = resolve_config(args.project)
+    return config, ScheduleStore.for_project(config)
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else "-"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _schedule_line(s: "Schedule") -> str:
+    state = "paused" if s.paused else f"next run {_when(s.next_run)}"
+    return f"mlops-nb: schedule {s.name}: {s.kind} {s.target} at {s.cron!r} ({s.timezone}); {state}"
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    from .jobs.params import parse_assignments
+
+    texts = parse_assignments(args.param)
+    config, store = _open(args)
+    # The target is typed relative to where the user stands; the store keeps it
+    # relative to the project root.
+    target = Path(args.target)
+    schedule = store.add(
+        args.name, args.cron, target if target.is_absolute() else Path.cwd() / target,
+        timezone=args.timezone, params=texts, missed=args.missed, retries=args.retries,
+        timeout_s=args.timeout, webhook=args.webhook, notify_success=args.notify_success,
+    )
+    if args.json:
+        _print(schedule.to_dict())
+    else:
+        print(_schedule_line(schedule))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    _, store = _open(args)
+    schedules = store.list()
+    if args.json:
+        _print({"schedules": [s.to_dict() for s in schedules]})
+        return 0
+    if not schedules:
+        print("mlops-nb: no schedules (add one with mlops-nb schedule add NAME --cron EXPR NOTEBOOK)")
+        return 0
+    rows = [
+        [s.name, s.cron, s.timezone, s.target, "paused" if s.paused else _when(s.next_run), s.last_state or "-"]
+        for s in schedules
+    ]
+    print(_table(["NAME", "CRON", "TIME ZONE", "TARGET", "NEXT RUN", "LAST"], rows))
+    return 0
+
+
+def _cmd_pause(args: argparse.Namespace) -> int:
+    _, store = _open(args)
+    schedule = store.pause(args.name)
+    _print(schedule.to_dict()) if args.json else print(_schedule_line(schedule))
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    _, store = _open(args)
+    schedule = store.resume(args.name)
+    _print(schedule.to_dict()) if args.json else print(_schedule_line(schedule))
+    return 0
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    _, store = _open(args)
+    store.remove(args.name)
+    print(f"mlops-nb: schedule {args.name} removed")
+    return 0
+
+
+def _job_line(r: "JobRecord") -> str:
+    took = f" in {(r.finished - r.started).total_seconds():.1f} s" if r.started and r.finished else ""
+    run = f", run {r.run_id}" if r.run_id else ""
+    return f"mlops-nb: job {r.id} of {r.schedule} (attempt {r.attempt}) {r.state}{took}{run}"
+
+
+def _cmd_run_now(args: argparse.Namespace) -> int:
+    import signal
+
+    from .jobs.schedule import run_now
+
+    config, store = _open(args)
+    quiet = args.json
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # the job's kernel is shut down and its run ends KILLED
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        record = run_now(store, config, args.name, wait=True,
+                         report=None if quiet else (lambda line: print(f"mlops-nb: {line}", file=sys.stderr)))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.json:
+        _print(record.to_dict())
+    else:
+        print(_job_line(record))
+        if record.error:
+            print(f"mlops-nb: {record.error}", file=sys.stderr)
+        if record.output:
+            print(f"executed notebook: {record.output}")
+    return 0 if record.state == "succeeded" else 1
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from .exceptions import UsageError
+
+    if args.n < 1:
+        raise UsageError(f"-n must be at least 1, not {args.n}")
+    _, store = _open(args)
+    records = store.history(args.name, limit=args.n)
+    if args.json:
+        _print({"schedule": args.name, "jobs": [r.to_dict() for r in records]})
+        return 0
+    if not records:
+        print(f"mlops-nb: schedule {args.name} has run no jobs yet")
+        return 0
+    rows = [
+        [str(r.id), _when(r.occurrence), r.trigger, str(r.attempt), r.state,
+         f"{(r.finished - r.started).total_seconds():.1f} s" if r.started and r.finished else "-",
+         r.run_id or "-", (r.error or "")[:80]]
+        for r in records
+    ]
+    print(_table(["JOB", "OCCURRENCE", "TRIGGER", "ATTEMPT", "STATE", "TOOK", "RUN", "ERROR"], rows))
+    return 0
+
+
+def _cmd_scheduler(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .exceptions import UsageError
+    from .jobs.scheduler import Scheduler
+
+    if args.max_running < 1:
+        raise UsageError(f"--max-running must be at least 1, not {args.max_running}")
+    for option, value in (("--tick", args.tick), ("--lease", args.lease)):
+        if not value > 0:
+            raise UsageError(f"{option} must be more than 0 seconds, not {value}")
+    if args.retry_backoff < 0:
+        raise UsageError(f"--retry-backoff must be 0 or more seconds, not {args.retry_backoff}")
+    config, store = _open(args)
+
+    def say(line: str) -> None:
+        print(f"mlops-nb scheduler: {line}", file=sys.stderr, flush=True)
+
+    scheduler = Scheduler(
+        store, config, max_running=args.max_running, tick_s=args.tick, name=args.name,
+        lease_s=args.lease, retry_backoff_s=args.retry_backoff, report=say,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()  # running jobs are stopped, marked interrupted and retried by the next scheduler
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    say(f"{scheduler.owner} running {len(store.list())} schedule(s) from {store.url} (up to {args.max_running} at once)")
+    try:
+        scheduler.run_forever(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    say("stopped")
+    return 0

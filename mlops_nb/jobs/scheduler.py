@@ -1,0 +1,765 @@
+"""The scheduler: fires due occurrences of schedules, exactly once, and survives restarts.
+
+How an occurrence fires exactly once, with any number of schedulers on one database: a
+scheduler moves the schedule's ``next_run`` past the occurrence with a compare-and-set
+``UPDATE ... WHERE next_run = <the value it read>`` and inserts the job record in the
+same transaction; ``jobs`` has a unique key on (schedule, occurrence, attempt). Only one
+transaction can win both. Retries are records in state ``retrying`` that a scheduler
+claims with ``UPDATE ... WHERE state = 'retrying'``, which again only one can win.
+
+How a crash is survived: jobs run in threads of the scheduler process (their kernels
+are child processes that exit with it), so a killed scheduler cannot leave a job running
+that a restarted one would start again. Each running job holds a lease in its record
+(owner and expiry, renewed while it runs). A scheduler that finds a ``running`` record
+whose lease expired, or whose owner process on this host no longer exists, marks it
+``interrupted``, ends its MLflow run ``FAILED`` and queues a retry by the schedule's
+policy.
+
+Missed occurrences (due before this scheduler started, while none ran) follow the
+schedule's ``missed`` policy: ``skip`` records one ``skipped`` entry and waits for the
+next occurrence, ``once`` runs once for all of them.
+
+This module imports nothing from Jupyter; MLflow and papermill load on the first job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..config import ProjectConfig
+from ..exceptions import MlopsError, NotFoundError, StoreError
+from .schedule import (
+    JobRecord,
+    Schedule,
+    ScheduleStore,
+    _db,
+    next_occurrence,
+    occurrences,
+)
+
+__all__ = ["Runner", "Scheduler"]
+
+log = logging.getLogger("mlops_nb.scheduler")
+TAG = "mlops_nb."
+
+
+def _owner(name: str | None) -> str:
+    """``name@host:pid:token``: unique per process and instance; host and pid let a
+    scheduler on the same host see at once that an owner's process is gone."""
+    return f"{name or 'scheduler'}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_dead(owner: str | None) -> bool:
+    """Whether ``owner`` names a process of this host that no longer exists."""
+    if not owner or "@" not in owner:
+        return False
+    try:
+        host, pid_text, _token = owner.rsplit("@", 1)[1].rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False  # another host's process, or ours: only its lease can tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists, owned by another user
+    return False
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class _Lease:
+    """Renews a running job's lease until stopped, so only a dead owner's lease expires."""
+
+    def __init__(self, store: ScheduleStore, job_id: int, owner: str, lease_s: float) -> None:
+        self.store, self.job_id, self.owner, self.lease_s = store, job_id, owner, lease_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"mlops-nb-lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> "_Lease":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+    def _renew(self) -> None:
+        j = self.store.jobs
+        while not self._done.wait(self.lease_s / 3):
+            try:
+                with self.store._write() as conn:
+                    conn.execute(
+                        j.update()
+                        .where(j.c.id == self.job_id, j.c.owner == self.owner, j.c.state == "running")
+                        .values(lease_until=_db(self.store.clock() + timedelta(seconds=self.lease_s)))
+                    )
+            except StoreError as exc:  # the database is away for a moment: try again
+                log.warning("could not renew the lease of job %s: %s", self.job_id, exc)
+
+
+class _Outcome:
+    """How one attempt ended."""
+
+    def __init__(self, state: str, *, run_id: str | None = None, output: str | None = None,
+                 error: str | None = None, retryable: bool = False, status: str | None = None,
+                 run_ids: list[str] | None = None) -> None:
+        self.state, self.run_id, self.output, self.error = state, run_id, output, error
+        self.retryable, self.status = retryable, status
+        self.run_ids = run_ids or ([run_id] if run_id else [])
+
+
+class Runner:
+    """Runs job records: the one execution path of scheduled jobs, their retries and
+    manual runs (:func:`~mlops_nb.jobs.schedule.run_now`).
+
+    Parameters
+    ----------
+    store, config:
+        The schedule database and the project (targets and MLflow store).
+    owner:
+        The lease owner written into records this runner runs.
+    lease_s:
+        How long a claim on a running job holds unless renewed (renewed every third).
+    retry_backoff_s:
+        The wait before the first retry; it doubles with each further attempt.
+    report:
+        Called with one line per event (job started, ended, webhook failed).
+    """
+
+    def __init__(
+        self,
+        store: ScheduleStore,
+        config: ProjectConfig,
+        *,
+        owner: str | None = None,
+        lease_s: float = 60.0,
+        retry_backoff_s: float = 30.0,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.owner = owner or _owner("run-now")
+        self.lease_s = float(lease_s)
+        self.retry_backoff_s = float(retry_backoff_s)
+        self._report = report
+        #: Set by :meth:`stop_jobs`: the jobs this runner runs end ``interrupted``.
+        self.stopping = threading.Event()
+        self._stops: set[threading.Event] = set()
+        self._lock = threading.Lock()
+
+    def stop_jobs(self) -> None:
+        """Stop every job this runner runs; their records end ``interrupted`` and retry."""
+        self.stopping.set()
+        with self._lock:
+            for stop in self._stops:
+                stop.set()
+
+    def report(self, line: str) -> None:
+        log.info(line)
+        if self._report is not None:
+            try:
+                self._report(line)
+            except Exception:
+                pass
+
+    # ------------------------------------------------------------ claiming
+
+    def lease_until(self) -> datetime:
+        return self.store.clock() + timedelta(seconds=self.lease_s)
+
+    def start_manual(self, name: str) -> JobRecord:
+        """Record a manual job of schedule ``name``, claimed by this runner (``running``)."""
+        self.store.get(name)
+        now = self.store.clock()
+        with self.store._write() as conn:
+            job_id = self.store.insert_job(
+                conn, name, now, trigger="manual", attempt=1, state="running",
+                owner=self.owner, lease_until=self.lease_until(),
+            )
+        return self.store.job(job_id)
+
+    def claim_retry(self, record: JobRecord) -> JobRecord | None:
+        """Take a ``retrying`` record to run it; ``None`` when another runner took it."""
+        j = self.store.jobs
+        now = self.store.clock()
+        with self.store._write() as conn:
+            done = conn.execute(
+                j.update()
+                .where(j.c.id == record.id, j.c.state == "retrying")
+                .values(state="running", started=_db(now), owner=self.owner, lease_until=_db(self.lease_until()))
+            )
+        return self.store.job(record.id) if done.rowcount == 1 else None
+
+    # ------------------------------------------------------------ running
+
+    def run_to_end(self, record: JobRecord) -> JobRecord:
+        """Run a claimed record, then its retries as they fall due (unless another runner
+        takes them first); return the last attempt's record."""
+        while True:
+            final, retry = self.execute(record)
+            if retry is None:
+                return final
+            wait = (retry.not_before or self.store.clock()) - self.store.clock()
+            if self.stopping.wait(max(0.0, wait.total_seconds())):
+                return final  # a scheduler will take the retry
+            claimed = self.claim_retry(retry)
+            if claimed is None:
+                return self.store.job(retry.id)
+            record = claimed
+
+    def execute(self, record: JobRecord) -> tuple[JobRecord, JobRecord | None]:
+        """Run one claimed attempt to its end: store the outcome, queue a retry when the
+        failure may pass and the schedule allows one, notify the webhook.
+
+        Returns the finished record and the queued retry (or ``None``). Never raises for
+        a failing job: every failure ends in the record.
+        """
+        try:
+            schedule: Schedule | None = self.store.get(record.schedule)
+        except NotFoundError:
+            schedule = None
+        if schedule is None:
+            outcome = _Outcome("failed", error=f"schedule {record.schedule!r} was removed before its job ran")
+        else:
+            self.report(f"job {record.id}: {schedule.name} attempt {record.attempt} started ({schedule.target})")
+            with _Lease(self.store, record.id, self.owner, self.lease_s):
+                outcome = self._run_target(schedule, record)
+        return self.finish(record, schedule, outcome)
+
+    def _run_target(self, schedule: Schedule, record: JobRecord) -> _Outcome:
+        stop = threading.Event()
+        # A scheduler stopping stops its jobs; their records end interrupted and retry.
+        with self._lock:
+            self._stops.add(stop)
+        if self.stopping.is_set():
+            stop.set()
+        path = self.store.project_root / schedule.target
+        try:
+            if schedule.kind == "pipeline":
+                outcome = self._run_pipeline(schedule, record, path, stop)
+            else:
+                outcome = self._run_notebook(schedule, record, path, stop)
+        except MlopsError as exc:
+            # The target or its parameters went bad since `add`, or MLflow's store is
+            # unreachable (that may pass).
+            outcome = _Outcome("failed", error=_one_line(exc), retryable=isinstance(exc, StoreError))
+        except Exception as exc:  # never let a job take the scheduler down
+            outcome = _Outcome("failed", error=f"{type(exc).__name__}: {_one_line(exc)}")
+        finally:
+            with self._lock:
+                self._stops.discard(stop)
+        if self.stopping.is_set() and outcome.state != "succeeded":
+            outcome.state, outcome.retryable = "interrupted", True
+            outcome.error = "the scheduler stopped during the job" + (f" ({outcome.error})" if outcome.error else "")
+        return outcome
+
+    def _tag(self, run_id: str, schedule: Schedule, record: JobRecord) -> None:
+        """Tag the job's run with its schedule, so MLflow alone can tell a scheduled run."""
+        from ..store import get_client
+
+        client = get_client(self.config)
+        for key, value in {
+            "schedule": schedule.name, "schedule.job": str(record.id),
+            "schedule.trigger": record.trigger, "schedule.attempt": str(record.attempt),
+        }.items():
+            client.set_tag(run_id, TAG + key, value)
+
+    def _run_notebook(self, schedule: Schedule, record: JobRecord, path: Any, stop: threading.Event) -> _Outcome:
+        from .runner import run_notebook
+
+        def on_start(run_id: str) -> None:
+            # Recorded at once: if this process dies, the next scheduler ends this run.
+            self.store.update_job(record.id, run_id=run_id)
+            try:
+                self._tag(run_id, schedule, record)
+            except Exception:
+                pass
+
+        result = run_notebook(
+            path, texts=schedule.params, timeout=schedule.timeout_s, config=self.config,
+            stop=stop, report=self.report, on_start=on_start,
+        )
+        return _Outcome(
+            "succeeded" if result.ok else "failed", run_id=result.run_id, output=result.output,
+            error=result.error, retryable=result.retryable, status=result.status,
+        )
+
+    def _run_pipeline(self, schedule: Schedule, record: JobRecord, path: Any, stop: threading.Event) -> _Outcome:
+        from .pipeline import run_pipeline
+
+        timed_out = threading.Event()
+        timer = None
+        if schedule.timeout_s:
+            def expire() -> None:
+                timed_out.set()
+                stop.set()
+
+            timer = threading.Timer(schedule.timeout_s, expire)
+            timer.daemon = True
+            timer.start()
+        try:
+            result = run_pipeline(path, params=schedule.params, config=self.config, stop=stop, report=self.report)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        run_ids = [result.run_id] + [s.run_id for s in result.steps if getattr(s, "run_id", None)]
+        if result.run_id:
+            try:
+                self._tag(result.run_id, schedule, record)
+            except Exception:
+                pass
+        if timed_out.is_set() and not result.ok:
+            return _Outcome("failed", run_id=result.run_id, error=f"timed out after {schedule.timeout_s:g} s (--timeout)",
+                            retryable=True, status=result.status, run_ids=run_ids)
+        return _Outcome(
+            "succeeded" if result.ok else "failed", run_id=result.run_id, error=result.error,
+            retryable=bool(result.retryable), status=result.status, run_ids=run_ids,
+        )
+
+    # ------------------------------------------------------------ ending
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before retry number ``attempt`` (1 for the first retry): doubling."""
+        return self.retry_backoff_s * (2 ** max(0, attempt - 1))
+
+    def finish(self, record: JobRecord, schedule: Schedule | None, outcome: _Outcome) -> tuple[JobRecord, JobRecord | None]:
+        """Store an attempt's outcome, queue its retry, notify. Only the lease holder
+        finishes a record: one that a recovering scheduler marked interrupted meanwhile
+        (this process lost its lease) keeps that state and that scheduler's retry."""
+        j = self.store.jobs
+        now = self.store.clock()
+        with self.store._write() as conn:
+            done = conn.execute(
+                j.update()
+                .where(j.c.id == record.id, j.c.owner == self.owner, j.c.state == "running")
+                .values(state=outcome.state, finished=_db(now), run_id=outcome.run_id or record.run_id,
+                        output=outcome.output, error=outcome.error, lease_until=None)
+            )
+        final = self.store.job(record.id)
+        if done.rowcount != 1:
+            return final, None
+        self.report(
+            f"job {record.id}: {record.schedule} attempt {record.attempt} {outcome.state}"
+            + (f": {outcome.error}" if outcome.error else "")
+        )
+        retry = self.queue_retry(final, schedule, outcome.retryable)
+        self.after(final, schedule, retry, outcome.run_ids)
+        return final, retry
+
+    def queue_retry(self, final: JobRecord, schedule: Schedule | None, retryable: bool) -> JobRecord | None:
+        """Insert the next attempt as ``retrying`` when the failure may pass and the
+        schedule allows another attempt; ``None`` otherwise."""
+        from sqlalchemy.exc import IntegrityError
+
+        if schedule is None or not retryable or final.attempt > schedule.retries:
+            return None
+        when = self.store.clock() + timedelta(seconds=self.backoff(final.attempt))
+        try:
+            with self.store._write() as conn:
+                job_id = self.store.insert_job(
+                    conn, final.schedule, final.occurrence, trigger=final.trigger, attempt=final.attempt + 1,
+                    state="retrying", not_before=when,
+                )
+        except IntegrityError:
+            return None  # queued already
+        self.report(f"job {job_id}: {final.schedule} attempt {final.attempt + 1} retries at {when:%H:%M:%S} UTC")
+        return self.store.job(job_id)
+
+    def after(self, final: JobRecord, schedule: Schedule | None, retry: JobRecord | None, run_ids: list[str]) -> None:
+        """The schedule's last state, and its webhook on the job's final outcome."""
+        if schedule is None:
+            return
+        s = self.store.schedules
+        try:
+            with self.store._write() as conn:
+                conn.execute(s.update().where(s.c.name == schedule.name).values(last_state=retry.state if retry else final.state))
+        except StoreError as exc:
+            log.warning("could not record the last state of %s: %s", schedule.name, exc)
+        if retry is not None or not schedule.webhook:
+            return
+        if final.state == "succeeded" and not schedule.notify_success:
+            return
+        send_webhook(self.config, schedule, final, run_ids, report=self.report)
+
+
+class Scheduler:
+    """Fires due occurrences of the schedules in one database, in threads of this process.
+
+    Parameters
+    ----------
+    store, config:
+        The schedule database and the project.
+    max_running:
+        Jobs this scheduler runs at once; further due jobs wait (they are not missed).
+    tick_s:
+        Seconds between passes over the due schedules.
+    name:
+        A label for this scheduler in job records' ``owner`` (default ``scheduler``).
+    lease_s:
+        How long a running job's claim holds unless renewed; a dead scheduler's jobs are
+        found when it expires (at once when it ran on this host).
+    retry_backoff_s:
+        The wait before a first retry, doubling for each further one.
+    grace_s:
+        An occurrence due this long before the scheduler started still counts as on
+        time; earlier ones were missed and follow the schedule's policy.
+    report:
+        Called with one line per event.
+    """
+
+    def __init__(
+        self,
+        store: ScheduleStore,
+        config: ProjectConfig,
+        *,
+        max_running: int = 2,
+        tick_s: float = 0.5,
+        name: str | None = None,
+        lease_s: float = 60.0,
+        retry_backoff_s: float = 30.0,
+        grace_s: float = 60.0,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        if max_running < 1:
+            raise MlopsError(f"max_running must be at least 1, not {max_running}")
+        self.store = store
+        self.config = config
+        self.max_running = int(max_running)
+        self.tick_s = float(tick_s)
+        self.grace_s = float(grace_s)
+        self.owner = _owner(name)
+        self.runner = Runner(store, config, owner=self.owner, lease_s=lease_s,
+                             retry_backoff_s=retry_backoff_s, report=report)
+        self.started_at = store.clock()
+        self._running: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_recovery = 0.0
+
+    # ------------------------------------------------------------ one pass
+
+    @property
+    def running(self) -> int:
+        """Jobs running in this scheduler now."""
+        with self._lock:
+            for job_id in [k for k, t in self._running.items() if not t.is_alive()]:
+                del self._running[job_id]
+            return len(self._running)
+
+    def tick(self) -> list[JobRecord]:
+        """One pass: recover dead schedulers' jobs (every few seconds), then claim due
+        retries and due occurrences up to ``max_running`` and start them. Returns the
+        records started (and the ``skipped`` ones recorded)."""
+        if time.monotonic() >= self._next_recovery:
+            self.recover()
+            self._next_recovery = time.monotonic() + min(5.0, self.runner.lease_s / 3)
+        now = self.store.clock()
+        out: list[JobRecord] = []
+        free = self.max_running - self.running
+        if free > 0:
+            out += self._start_retries(now, free)
+        out += self._fire_due(now)
+        return out
+
+    def _start_retries(self, now: datetime, free: int) -> list[JobRecord]:
+        j = self.store.jobs
+        with self.store._read() as conn:
+            rows = conn.execute(
+                j.select().where(j.c.state == "retrying", j.c.not_before <= _db(now)).order_by(j.c.not_before).limit(free)
+            ).fetchall()
+        started = []
+        for row in rows:
+            claimed = self.runner.claim_retry(self.store._job(row))
+            if claimed is not None:
+                self._spawn(claimed)
+                started.append(claimed)
+        return started
+
+    def _fire_due(self, now: datetime) -> list[JobRecord]:
+        s = self.store.schedules
+        with self.store._read() as conn:
+            rows = conn.execute(
+                s.select().where(s.c.paused.is_(False), s.c.next_run <= _db(now)).order_by(s.c.next_run).limit(100)
+            ).fetchall()
+        out = []
+        for row in rows:
+            record = self._claim(self.store._schedule(row), now)
+            if record is not None:
+                out.append(record)
+        return out
+
+    def _claim(self, schedule: Schedule, now: datetime) -> JobRecord | None:
+        """Claim the due occurrence of ``schedule`` (or record it skipped) with one
+        compare-and-set transaction; ``None`` when another scheduler won or no slot is free."""
+        from sqlalchemy.exc import IntegrityError
+
+        assert schedule.next_run is not None
+        due = occurrences(schedule.cron, schedule.timezone, schedule.next_run, now) or [schedule.next_run]
+        on_time_from = self.started_at - timedelta(seconds=self.grace_s)
+        missed = [o for o in due if o < on_time_from]
+        fire = due[-1] if (len(missed) < len(due) or schedule.missed == "once") else None
+        if fire is not None and self.running >= self.max_running:
+            return None  # it waits for a free slot; on time, so it is not missed
+        after = next_occurrence(schedule.cron, schedule.timezone, now)
+        s = self.store.schedules
+        try:
+            with self.store._write() as conn:
+                moved = conn.execute(
+                    s.update()
+                    .where(s.c.name == schedule.name, s.c.next_run == _db(schedule.next_run), s.c.paused.is_(False))
+                    .values(next_run=_db(after), last_state="running" if fire else "skipped")
+                )
+                if moved.rowcount != 1:
+                    return None  # another scheduler fired it (or it was paused meanwhile)
+                if fire is None:
+                    span = f"{missed[0]:%Y-%m-%d %H:%M}" + (f" to {missed[-1]:%Y-%m-%d %H:%M}" if len(missed) > 1 else "")
+                    job_id = self.store.insert_job(
+                        conn, schedule.name, missed[-1], trigger="schedule", attempt=1, state="skipped",
+                        error=f"missed {len(missed)} occurrence(s) ({span} UTC) while no scheduler ran; skipped (--missed skip)",
+                    )
+                else:
+                    job_id = self.store.insert_job(
+                        conn, schedule.name, fire, trigger="schedule", attempt=1, state="running",
+                        owner=self.owner, lease_until=self.runner.lease_until(),
+                    )
+        except IntegrityError:
+            return None  # this occurrence has a record already: it fired once
+        record = self.store.job(job_id)
+        if fire is None:
+            self.runner.report(f"job {job_id}: {schedule.name} {record.error}")
+        else:
+            self._spawn(record)
+        return record
+
+    def _spawn(self, record: JobRecord) -> None:
+        thread = threading.Thread(target=self._run, args=(record,), name=f"mlops-nb-job-{record.id}", daemon=True)
+        with self._lock:
+            self._running[record.id] = thread
+        thread.start()
+
+    def _run(self, record: JobRecord) -> None:
+        try:
+            self.runner.execute(record)
+        except Exception as exc:  # the database went away: the lease expires and another scheduler recovers it
+            log.error("job %s could not be finished: %s", record.id, exc)
+
+    # ------------------------------------------------------------ recovery
+
+    def recover(self) -> list[JobRecord]:
+        """Mark jobs whose scheduler died ``interrupted`` (lease expired, or the owner's
+        process on this host is gone), end their MLflow runs ``FAILED`` and queue retries
+        by their schedules' policy. Returns the records marked."""
+        j = self.store.jobs
+        now = self.store.clock()
+        with self.store._read() as conn:
+            rows = conn.execute(j.select().where(j.c.state == "running", j.c.owner != self.owner)).fetchall()
+        marked = []
+        for row in rows:
+            record = self.store._job(row)
+            lease = row._mapping["lease_until"]
+            expired = lease is None or lease < _db(now)
+            if not (expired or _owner_dead(record.owner)):
+                continue
+            why = "its scheduler stopped during the job" + (" (lease expired)" if expired else " (process gone)")
+            with self.store._write() as conn:
+                done = conn.execute(
+                    j.update()
+                    .where(j.c.id == record.id, j.c.state == "running", j.c.owner == record.owner)
+                    .values(state="interrupted", finished=_db(now), error=why, lease_until=None)
+                )
+            if done.rowcount != 1:
+                continue  # it finished, or another scheduler recovered it first
+            final = self.store.job(record.id)
+            self.runner.report(f"job {record.id}: {record.schedule} attempt {record.attempt} interrupted: {why}")
+            if final.run_id:
+                self._end_run(final.run_id, why)
+            try:
+                schedule: Schedule | None = self.store.get(record.schedule)
+            except NotFoundError:
+                schedule = None
+            retry = self.runner.queue_retry(final, schedule, retryable=True)
+            self.runner.after(final, schedule, retry, [final.run_id] if final.run_id else [])
+            marked.append(final)
+        return marked
+
+    def _end_run(self, run_id: str, why: str) -> None:
+        """End a dead job's MLflow run FAILED, so no run stays RUNNING forever."""
+        try:
+            from ..store import get_client
+
+            client = get_client(self.config)
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_tag(run_id, TAG + "error", why)
+                client.set_terminated(run_id, "FAILED")
+        except Exception as exc:
+            self.runner.report(f"warning: could not end run {run_id} of an interrupted job: {_one_line(exc)}")
+
+    # ------------------------------------------------------------ running
+
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        """Tick until ``stop`` is set (or :meth:`stop` is called), then stop the running
+        jobs (their records end ``interrupted`` and are retried by policy) and return."""
+        stop = stop or self._stop
+        self.started_at = self.store.clock()
+        try:
+            while not (stop.is_set() or self._stop.is_set()):
+                try:
+                    self.tick()
+                except StoreError as exc:  # the database is away for a moment: keep trying
+                    self.runner.report(f"warning: {exc}")
+                stop.wait(self.tick_s)
+        finally:
+            self._shutdown(30.0)
+
+    def _shutdown(self, wait: float) -> None:
+        self.runner.stop_jobs()
+        deadline = time.monotonic() + wait
+        with self._lock:
+            threads = list(self._running.values())
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def start(self) -> None:
+        """Run :meth:`run_forever` in a background thread (inside a Jupyter server)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run_forever, name="mlops-nb-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, wait: float = 30) -> None:
+        """Stop ticking and stop the running jobs; wait up to ``wait`` seconds for them."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(wait)
+        else:
+            self._shutdown(wait)
+
+
+
+# ---------------------------------------------------------------- notifications
+
+
+def _versions_of(client: Any, run_ids: list[str]) -> list[Any]:
+    """The model versions registered from any of ``run_ids``."""
+    out = []
+    for run_id in dict.fromkeys(r for r in run_ids if r):
+        try:
+            out += list(client.search_model_versions(f"run_id = '{run_id}'"))
+        except Exception:
+            continue
+    return out
+
+
+def _version_metrics(client: Any, mv: Any) -> dict[str, float]:
+    from ..registry import _tagged_metrics
+
+    tagged = _tagged_metrics(dict(mv.tags or {}))
+    if tagged is not None:
+        return tagged
+    try:
+        return {k: float(v) for k, v in client.get_run(mv.run_id).data.metrics.items()}
+    except Exception:
+        return {}
+
+
+def model_changes(config: ProjectConfig, run_ids: list[str], alias: str = "champion") -> list[dict[str, Any]]:
+    """For each model version the job's runs registered: each metric it shares with the
+    current holder of ``alias`` (model, version, metric, value, holder version and value,
+    change = value - holder value). A model without a holder gives one row with holder
+    fields ``None``; a version that holds the alias itself compares with itself."""
+    from ..store import get_client
+
+    client = get_client(config)
+    rows: list[dict[str, Any]] = []
+    for mv in _versions_of(client, run_ids):
+        try:
+            holder = client.get_registered_model(mv.name).aliases.get(alias)
+        except Exception:
+            holder = None
+        mine = _version_metrics(client, mv)
+        base = {"model": mv.name, "version": str(mv.version), "alias": alias, "holder_version": str(holder) if holder else None}
+        theirs: dict[str, float] = {}
+        if holder is not None:
+            try:
+                theirs = _version_metrics(client, client.get_model_version(mv.name, str(holder)))
+            except Exception:
+                theirs = {}
+        shared = [k for k in sorted(mine) if k in theirs and not k.startswith("system/")]
+        if not shared:
+            rows.append({**base, "metric": None, "value": None, "holder_value": None, "change": None})
+        for key in shared:
+            value, other = mine[key], theirs[key]
+            change = value - other if math.isfinite(value) and math.isfinite(other) else None
+            rows.append({**base, "metric": key, "value": value, "holder_value": other, "change": change})
+    return rows
+
+
+def webhook_payload(config: ProjectConfig, schedule: Schedule, record: JobRecord, run_ids: list[str]) -> dict[str, Any]:
+    """The JSON a schedule's webhook receives about a job's final outcome."""
+    status = None
+    if record.run_id:
+        try:
+            from ..store import get_client
+
+            status = get_client(config).get_run(record.run_id).info.status
+        except Exception:
+            status = None
+    try:
+        models = model_changes(config, run_ids)
+    except Exception as exc:
+        log.warning("could not compare the job's models with their champions: %s", exc)
+        models = []
+    return {
+        "event": "job." + record.state,
+        "schedule": schedule.to_dict(),
+        "job": record.to_dict(),
+        "run_id": record.run_id,
+        "status": status,
+        "error": record.error,
+        "models": models,
+    }
+
+
+def send_webhook(config: ProjectConfig, schedule: Schedule, record: JobRecord, run_ids: list[str],
+                 *, report: Callable[[str], None] | None = None, timeout: float = 10.0) -> bool:
+    """POST the job's outcome to the schedule's webhook; a failure is reported, never
+    raised (a notification never fails a job). Returns whether it was delivered."""
+    import urllib.error
+    import urllib.request
+
+    if not schedule.webhook:
+        return False
+    body = json.dumps(webhook_payload(config, schedule, record, run_ids), default=str).encode()
+    request = urllib.request.Request(
+        schedule.webhook, data=body, method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "mlops-nb-scheduler"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - http(s) checked at add
+            resp.read(1024)
+        return True
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        line = f"warning: webhook {schedule.webhook} of {schedule.name} failed: {getattr(exc, 'reason', exc)}"
+        log.warning(line)
+        if report is not None:
+            report(line)
+        return False
