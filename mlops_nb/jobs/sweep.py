@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any, Mapping
 from ..config import ProjectConfig, resolve_config
 from ..exceptions import UsageError
 from ..provenance import NotebookLocation
-from .runner import FAILED, FINISHED, JobResult, notebook_path, run_notebook
+from .runner import FAILED, FINISHED, KILLED, JobResult, notebook_path, run_notebook
 
 __all__ = ["SweepResult", "sweep"]
 
@@ -72,12 +73,18 @@ def sweep(
     cell_timeout: float | None = None,
     kernel: str | None = None,
     config: ProjectConfig | None = None,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
 ) -> SweepResult:
     """Run the grid of ``texts`` (``{"n": "10,50,100"}``) and ``values`` (lists) as child
     runs of one parent run, ``workers`` at a time, on kernels started ahead of need.
 
     Jobs are sorted by ``metric`` (best first) when given. Every combination is checked
-    before anything starts.
+    before anything starts. ``parent_run_id`` nests the sweep's own run under another
+    (a pipeline's), ``tags`` are set on the sweep's run as it starts, and ``stop``, when
+    set, stops the running jobs (their runs end KILLED).
     """
     from .params import declared_parameters, expand_grid
     from .pool import KernelPool
@@ -92,9 +99,11 @@ def sweep(
     cfg = config or resolve_config(path.parent)
     tracker = Tracker(notebook=NotebookLocation(path, "mlops-nb sweep"), config=cfg, fluent=False)
     started = time.monotonic()
-    parent = tracker.start_notebook_run(experiment, f"sweep {path.stem}", autolog=False)
+    parent = tracker.start_notebook_run(experiment, run_name or f"sweep {path.stem}", autolog=False)
     client = tracker.client
     client.set_tag(parent.run_id, "mlops_nb.kind", "sweep")
+    for key, value in {**({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}), **dict(tags or {})}.items():
+        client.set_tag(parent.run_id, key, value)
     client.set_tag(parent.run_id, "mlops_nb.sweep.size", str(len(grid)))
     tracker.log_params({"sweep.grid": json.dumps({**dict(values or {}), **dict(texts or {})})[:6000]})
     from .runner import _notebook_kernel
@@ -117,6 +126,7 @@ def sweep(
                     pool=pool,
                     parent_run_id=parent.run_id,
                     config=cfg,
+                    stop=stop,
                 )
                 for combo in grid
             ]
@@ -129,7 +139,7 @@ def sweep(
     if metric:
         sign = 1 if lower_is_better else -1
         jobs.sort(key=lambda j: (not (j.ok and _finite(j.metrics.get(metric))), sign * j.metrics.get(metric, 0.0) if _finite(j.metrics.get(metric)) else 0.0))
-    status = FINISHED if all(j.ok for j in jobs) else FAILED
+    status = FINISHED if all(j.ok for j in jobs) else KILLED if any(j.status == KILLED for j in jobs) else FAILED
     result = SweepResult(str(path), parent.run_id, parent.experiment_name, status, time.monotonic() - started, metric, lower_is_better, jobs)
     best = result.best
     if best is not None:
