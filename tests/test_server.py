@@ -238,20 +238,20 @@ async def test_every_endpoint_refuses_unauthenticated_requests(jp_serverapp, htt
 
     from mlops_nb.server.handlers import HANDLERS
 
-    sample = {"name": "cancer", "version": "1", "alias": "champion"}
+    sample = {"name": "cancer", "version": "1", "alias": "champion", "schedule": "nightly", "run_id": "0" * 32}
     checked = 0
     for pattern, handler in HANDLERS:
         path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: sample[m.group(1)], pattern)
-        for verb in ("get", "put", "post", "delete"):
+        for verb in ("get", "put", "post", "patch", "delete"):
             if not any(verb in k.__dict__ for k in handler.__mro__ if k.__module__ == handler.__module__):
                 continue
-            body = "{}" if verb in ("put", "post") else None
+            body = "{}" if verb in ("put", "post", "patch") else None
             resp = await http_server_client.fetch(
                 jp_serverapp.base_url + path.lstrip("/"), method=verb.upper(), body=body, raise_error=False
             )
             assert resp.code == 403, f"{verb.upper()} {path} answered {resp.code} without a token"
             checked += 1
-    assert checked == 9
+    assert checked == 14  # the registry's 9 and the schedules' and jobs' 5
     # Nothing moved.
     assert str(seeded.get_model_version_by_alias("cancer", "champion").version) == "1"
 
@@ -267,6 +267,6 @@ def test_openapi_file_describes_exactly_the_routes_served():
     served = {}
     for pattern, handler in HANDLERS:
         path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)
-        served[path] = {v for v in ("get", "put", "post", "delete") if v in handler.__dict__ or any(v in b.__dict__ for b in handler.__mro__[1:-1] if b.__module__ == handler.__module__)}
-    described = {path: {v for v in item if v in ("get", "put", "post", "delete")} for path, item in spec["paths"].items()}
+        served[path] = {v for v in ("get", "put", "post", "patch", "delete") if v in handler.__dict__ or any(v in b.__dict__ for b in handler.__mro__[1:-1] if b.__module__ == handler.__module__)}
+    described = {path: {v for v in item if v in ("get", "put", "post", "patch", "delete")} for path, item in spec["paths"].items()}
     assert described == served

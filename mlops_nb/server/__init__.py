@@ -1,13 +1,18 @@
-"""The Jupyter server extension: a REST API over the registry core, under /mlops-nb/api/.
+"""The Jupyter server extension: a REST API over the registry, schedules and job history,
+under /mlops-nb/api/, and (when configured) the scheduler itself.
 
-Every handler requires Jupyter's authentication, runs blocking MLflow calls off the
-event loop, uses one ``MlflowClient`` per tracking URI (never MLflow's global state) and
-maps errors in one place (``handlers.BaseHandler``).
+Every handler requires Jupyter's authentication, runs blocking calls off the event
+loop, uses one ``MlflowClient`` per tracking URI (never MLflow's global state) and maps
+errors in one place (``handlers.BaseHandler``).
 """
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool
 
 from .handlers import HANDLERS
 
@@ -19,10 +24,60 @@ class MlopsNbApp(ExtensionApp):
 
     name = "mlops_nb"
 
+    scheduler = Bool(
+        False,
+        config=True,
+        help=(
+            "Run due scheduled jobs inside this Jupyter server (the same scheduler as "
+            "`mlops-nb scheduler`, on the project's schedule database), so JupyterLab users "
+            "need no separate process. Other schedulers on the same database never fire the "
+            "same occurrence. Stopped when the server stops."
+        ),
+    )
+
     def initialize_settings(self) -> None:
         # The store is the project's that holds the server's root folder; the config is
         # resolved on first use, so a bad pyproject.toml is a 4xx, not a failed start.
-        self.settings["mlops_nb_state"] = {"root": str(self.serverapp.root_dir), "config": None}
+        self.settings["mlops_nb_state"] = {
+            "root": str(self.serverapp.root_dir),
+            "config": None,
+            "schedules": None,
+            "scheduler": {"in_server": False, "error": None},
+        }
+        self._scheduler: Any = None
+        if self.scheduler:
+            self._start_scheduler()
 
     def initialize_handlers(self) -> None:
         self.handlers.extend((pattern, handler) for pattern, handler in HANDLERS)
+
+    def _start_scheduler(self) -> None:
+        """Start the scheduler on its own thread. A project that cannot be read is logged
+        and shown on ``GET /schedules``: the server (and the registry) still start."""
+        from ..config import resolve_config
+        from ..jobs.schedule import ScheduleStore
+        from ..jobs.scheduler import Scheduler
+
+        state = self.settings["mlops_nb_state"]
+        try:
+            config = resolve_config(state["root"])
+            store = ScheduleStore.for_project(config)
+            scheduler = Scheduler(store, config, name=f"jupyter-server:{self.serverapp.port}")
+            scheduler.start()
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.log.error("mlops-nb: the scheduler did not start: %s", message)
+            state["scheduler"] = {"in_server": False, "error": f"the scheduler did not start: {message}"}
+            return
+        state["config"], state["schedules"] = config, store
+        state["scheduler"] = {"in_server": True, "error": None}
+        self._scheduler = scheduler
+        self.log.info("mlops-nb: running scheduled jobs of %s in this server", config.project_root)
+
+    async def stop_extension(self) -> None:
+        """Stop the scheduler (running jobs end as the scheduler's stop says) off the loop."""
+        scheduler, self._scheduler = getattr(self, "_scheduler", None), None
+        if scheduler is None:
+            return
+        self.settings["mlops_nb_state"]["scheduler"] = {"in_server": False, "error": None}
+        await asyncio.get_running_loop().run_in_executor(None, scheduler.stop)

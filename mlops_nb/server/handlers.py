@@ -1,7 +1,9 @@
-"""REST handlers: parse the request, call the registry core off the event loop, serialise.
+"""REST handlers: parse the request, call the core (registry, schedules, job history)
+off the event loop, serialise.
 
-Errors are mapped once, in :class:`BaseHandler`: 400 bad input, 404 unknown model or
-version, 409 refused promotion, 503 store unreachable; never a 500 for a user's mistake.
+Errors are mapped once, in :class:`BaseHandler`: 400 bad input, 404 unknown model,
+version, schedule or run, 409 refused promotion, 503 store unreachable; never a 500 for
+a user's mistake.
 """
 
 from __future__ import annotations
@@ -57,11 +59,43 @@ class BaseHandler(APIHandler):
 
         return get_client(self.project)
 
+    def schedules(self) -> Any:
+        """The project's schedule store (one per server: it holds a connection pool)."""
+        from ..jobs.schedule import ScheduleStore
+
+        state = self.settings["mlops_nb_state"]
+        if state.get("schedules") is None:
+            try:
+                state["schedules"] = ScheduleStore.for_project(self.project)
+            except MlopsError:
+                raise
+            except Exception as exc:
+                from ..exceptions import StoreUnreachableError
+
+                raise StoreUnreachableError(f"cannot open the schedule database: {exc}") from None
+        return state["schedules"]
+
+    def schedules_or_none(self) -> Any:
+        """The schedule store, or ``None`` when it cannot be opened: job runs are MLflow's,
+        so a broken schedule database hides only the scheduler's side of a job list (its
+        error shows on ``/schedules``)."""
+        try:
+            return self.schedules()
+        except MlopsError:
+            return None
+
     async def respond(self, fn: Callable[..., Any], *args: Any, status: int = 200) -> None:
         """Run ``fn(client, *args)`` off the event loop and answer with its JSON result."""
+        await self._answer(partial(self._call, fn, *args), status)
+
+    async def respond_schedules(self, fn: Callable[..., Any], *args: Any, status: int = 200) -> None:
+        """Run ``fn(store, *args)`` off the event loop: schedules need no MLflow store."""
+        await self._answer(lambda: fn(self.schedules(), *args), status)
+
+    async def _answer(self, call: Callable[[], Any], status: int) -> None:
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(None, partial(self._call, fn, *args))
+            result = await loop.run_in_executor(None, call)
         except MlopsError as exc:
             code = next((c for kind, c in _STATUS if isinstance(exc, kind)), 400)
             self.set_status(code)
@@ -229,6 +263,39 @@ def _compare(client: Any, name: str, a: str, b: str) -> dict[str, Any]:
     return compare_versions(client, name, a, b)
 
 
+def _schedules(store: Any, in_server: dict[str, Any]) -> dict[str, Any]:
+    return {"schedules": [s.to_dict() for s in store.list()], "scheduler": in_server}
+
+
+def _set_paused(store: Any, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    paused = body.get("paused")
+    if not isinstance(paused, bool):
+        raise UsageError(f'give "paused": true or false, not {paused!r}')
+    return (store.pause(name) if paused else store.resume(name)).to_dict()
+
+
+def _run_now(store: Any, config: ProjectConfig, name: str) -> dict[str, Any]:
+    from ..jobs.schedule import run_now
+
+    return run_now(store, config, name, wait=False).to_dict()
+
+
+def _jobs(client: Any, store: Any, limit: int) -> dict[str, Any]:
+    from ..jobs.history import recent_job_runs
+
+    return {"jobs": recent_job_runs(client, store, limit)}
+
+
+def _job_notebook(client: Any, store: Any, run_id: str, server_root: str, allow_hidden: bool) -> dict[str, Any]:
+    from ..jobs.history import job_notebook
+
+    found = job_notebook(client, run_id, server_root, store, allow_hidden=allow_hidden)
+    if found.workspace_path is not None:
+        return {"source": "workspace", "path": found.workspace_path}
+    html = found.html if found.html is not None else _notebook_html(found.notebook_text or "", found.name, run_id)
+    return {"source": "snapshot", "name": found.name, "run_id": run_id, "recorded_path": found.output, "html": html}
+
+
 class ModelsHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
@@ -291,7 +358,43 @@ class CompareHandler(BaseHandler):
         await self.respond(_compare, unquote(name), a, b)
 
 
+class SchedulesHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        in_server = self.settings["mlops_nb_state"]["scheduler"]
+        await self.respond_schedules(_schedules, dict(in_server))
+
+
+class ScheduleHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def patch(self, schedule: str) -> None:
+        await self.respond_schedules(_set_paused, unquote(schedule), self.body())
+
+
+class ScheduleRunsHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def post(self, schedule: str) -> None:
+        # The job runs in a thread of this server; the record comes back at once.
+        await self.respond_schedules(lambda store: _run_now(store, self.project, unquote(schedule)), status=202)
+
+
+class JobsHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        limit = self.int_arg("limit", 50)
+        await self.respond(lambda client: _jobs(client, self.schedules_or_none(), limit))
+
+
+class JobNotebookHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        root = self.settings["mlops_nb_state"]["root"]
+        allow_hidden = bool(getattr(self.contents_manager, "allow_hidden", False))
+        await self.respond(lambda client: _job_notebook(client, self.schedules_or_none(), run_id, root, allow_hidden))
+
+
 _NAME = r"(?P<name>[^/]+)"
+_SCHEDULE = r"(?P<schedule>[^/]+)"
 HANDLERS: list[tuple[str, type[BaseHandler]]] = [
     (r"/mlops-nb/api/models", ModelsHandler),
     (rf"/mlops-nb/api/models/{_NAME}", ModelHandler),
@@ -301,4 +404,9 @@ HANDLERS: list[tuple[str, type[BaseHandler]]] = [
     (rf"/mlops-nb/api/models/{_NAME}/aliases/(?P<alias>[^/]+)", AliasHandler),
     (rf"/mlops-nb/api/models/{_NAME}/promotions", PromotionHandler),
     (rf"/mlops-nb/api/models/{_NAME}/compare", CompareHandler),
+    (r"/mlops-nb/api/schedules", SchedulesHandler),
+    (rf"/mlops-nb/api/schedules/{_SCHEDULE}", ScheduleHandler),
+    (rf"/mlops-nb/api/schedules/{_SCHEDULE}/runs", ScheduleRunsHandler),
+    (r"/mlops-nb/api/jobs", JobsHandler),
+    (r"/mlops-nb/api/jobs/(?P<run_id>[^/]+)/notebook", JobNotebookHandler),
 ]
