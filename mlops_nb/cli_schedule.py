@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -119,11 +120,13 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
     texts = parse_assignments(args.param)
     config, store = _open(args)
-    # The target is typed relative to where the user stands; the store keeps it
-    # relative to the project root.
-    target = Path(args.target)
+    # The target is typed relative to where the user stands; the store takes it
+    # relative to the project root (and names it so in its messages).
+    target = Path(os.path.abspath(args.target))
+    if target.is_relative_to(config.project_root):
+        target = target.relative_to(config.project_root)
     schedule = store.add(
-        args.name, args.cron, target if target.is_absolute() else Path.cwd() / target,
+        args.name, args.cron, target,
         timezone=args.timezone, params=texts, missed=args.missed, retries=args.retries,
         timeout_s=args.timeout, webhook=args.webhook, notify_success=args.notify_success,
     )
