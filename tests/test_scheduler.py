@@ -475,3 +475,66 @@ def test_a_scheduler_killed_during_a_job_is_restarted_the_job_is_marked_and_retr
     schedule = store.get("restart")
     assert schedule.next_run > datetime.now(UTC) + timedelta(days=1) and schedule.last_state == "succeeded"
     assert "interrupted" in log.read_text()
+
+
+# ---------------------------------------------------------------- pipelines, timeouts, a clean stop
+
+
+def test_a_pipeline_is_checked_when_scheduled_and_runs_as_one_job(proj: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    (proj / "flow.yaml").write_text(
+        "params:\n  n: 2\nsteps:\n"
+        "  first:\n    notebook: quick.ipynb\n    params: {n: '${params.n}'}\n"
+        "  second:\n    notebook: quick.ipynb\n    params: {label: '${steps.first.run_id}'}\n"
+    )
+    (proj / "broken.yaml").write_text("steps:\n  only:\n    notebook: quick.ipynb\n    params: {label: '${steps.nope.run_id}'}\n")
+    monkeypatch.setenv("MLOPS_NB_SCHEDULER_DB", f"sqlite:///{tmp_path / 'scheduler.db'}")
+    monkeypatch.chdir(proj)
+    code, _, err = mnb(proj, "schedule", "add", "flow", "--cron", "0 1 * * *", "broken.yaml", capsys=capsys)
+    assert code == 2 and "nope" in err and err.count("\n") == 1
+    code, _, err = mnb(proj, "schedule", "add", "flow", "--cron", "0 1 * * *", "flow.yaml", "-p", "n=many", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert json.loads(mnb(proj, "schedule", "list", "--json", capsys=capsys)[1])["schedules"] == []
+
+    code, out, err = mnb(proj, "schedule", "add", "flow", "--cron", "0 1 * * *", "flow.yaml", "-p", "n=3", "--json", capsys=capsys)
+    assert code == 0, err
+    assert json.loads(out)["kind"] == "pipeline" and json.loads(out)["params"] == {"n": "3"}
+    code, out, err = mnb(proj, "schedule", "run-now", "flow", "--json", capsys=capsys)
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["state"] == "succeeded" and record["trigger"] == "manual"
+    from mlops_nb.store import get_client
+
+    client = get_client(resolve_config(proj))
+    run = client.get_run(record["run_id"])  # the pipeline's run
+    assert run.info.status == "FINISHED" and run.data.tags["mlops_nb.schedule"] == "flow"
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(children) == 2
+
+
+def test_a_job_over_its_timeout_fails_and_is_retried(proj: Path, tmp_path: Path) -> None:
+    store = store_for(proj, tmp_path)
+    store.add("slowpoke", "0 7 * * *", "sleepy.ipynb", params={"seconds": "60"}, timeout_s=1, retries=1)
+    final = run_now(store, resolve_config(proj), "slowpoke", wait=True, retry_backoff_s=0.1)
+    history = sorted(store.history("slowpoke"), key=lambda r: r.attempt)
+    assert [(r.attempt, r.state) for r in history] == [(1, "failed"), (2, "failed")]
+    assert all("timed out after 1 s" in r.error for r in history) and final.id == history[1].id
+    assert store.get("slowpoke").last_state == "failed"
+
+
+def test_stopping_a_scheduler_interrupts_its_job_and_queues_the_retry(proj: Path, tmp_path: Path) -> None:
+    clock = Clock()
+    store = store_for(proj, tmp_path, clock)
+    added = store.add("stopped", "0 8 * * *", "sleepy.ipynb", params={"seconds": "30"}, retries=1)
+    clock.to(added.next_run)
+    scheduler = Scheduler(store, resolve_config(proj), tick_s=0.1, retry_backoff_s=600)
+    scheduler.start()  # as inside the Jupyter server
+    wait_for(lambda: [r for r in store.history("stopped") if r.run_id], 60)
+    scheduler.stop(wait=30)
+    history = sorted(store.history("stopped"), key=lambda r: r.attempt)
+    assert [(r.attempt, r.state) for r in history] == [(1, "interrupted"), (2, "retrying")]
+    assert "the scheduler stopped during the job" in history[0].error
+    assert history[1].not_before > clock() + timedelta(seconds=500)  # the next scheduler retries it
+    from mlops_nb.store import get_client
+
+    assert get_client(resolve_config(proj)).get_run(history[0].run_id).info.status == "KILLED"
+    assert store.get("stopped").last_state == "retrying"
