@@ -759,7 +759,5 @@ def send_webhook(config: ProjectConfig, schedule: Schedule, record: JobRecord, r
         return True
     except (urllib.error.URLError, OSError, ValueError) as exc:
         line = f"warning: webhook {schedule.webhook} of {schedule.name} failed: {getattr(exc, 'reason', exc)}"
-        log.warning(line)
-        if report is not None:
-            report(line)
+        (report or log.warning)(line)
         return False
