@@ -352,7 +352,7 @@ def load_pipeline(path: str | Path, params: Mapping[str, str] | None = None) -> 
         if not isinstance(step_params, dict) or any(not isinstance(k, str) for k in step_params):
             raise _fail(path, f"{where}: params must be a mapping of parameter names to values")
         found = [
-            _parse_ref(path, f"{where}, parameter {pname!r},", inner, text, pipeline_params, names)
+            _parse_ref(path, f"{where}, parameter {pname!r}", inner, text, pipeline_params, names)
             for pname, value in step_params.items()
             for text, inner in _references(value)
         ]
@@ -360,10 +360,14 @@ def load_pipeline(path: str | Path, params: Mapping[str, str] | None = None) -> 
         graph[step_name] = set(needs) | {r.step for r in found if r.step is not None}
 
     try:
-        order = list(TopologicalSorter(graph).static_order())
+        TopologicalSorter(graph).prepare()
     except CycleError as exc:
         cycle = exc.args[1]
         raise _fail(path, f"steps {' -> '.join(cycle)} form a cycle; a step cannot depend on itself, even through others") from None
+    # The file's order wherever dependencies allow it: tables list steps as written.
+    order: list[str] = []
+    while len(order) < len(names):
+        order.append(next(n for n in names if n not in order and graph[n] <= set(order)))
 
     steps: dict[str, Step] = {}
     for step_name in order:
