@@ -23,10 +23,14 @@ $(STAMP): pyproject.toml $(LABEXT_SOURCES)
 
 install: $(STAMP)
 
-# Train headless as a job on the embedded store (the champion is promoted only if it is
-# better), evaluate the champion on held-out data, then list the runs.
+# The example pipeline (notebooks/pipeline.yaml) on the embedded store, twice: a training
+# sweep, its best candidate registered as @challenger and evaluated, @champion moved only if
+# it is better; the second run reuses every step ("cached"). Then evaluate the champion and
+# list the runs.
 demo: $(STAMP)
-	$(BIN)/mlops-nb run notebooks/train.ipynb --output $(DEMO_OUT)/train.ipynb
+	$(BIN)/mlops-nb pipeline run notebooks/pipeline.yaml
+	@echo; echo "== the same pipeline again: nothing changed, so every step is reused"
+	$(BIN)/mlops-nb pipeline run notebooks/pipeline.yaml
 	$(BIN)/mlops-nb run notebooks/evaluate.ipynb -p model=models:/tumour-classifier@champion \
 		--output $(DEMO_OUT)/evaluate.ipynb
 	$(BIN)/mlops-nb runs -n 10
