@@ -197,7 +197,7 @@ def test_panel_search_alias_moves_promotion_guard_and_source_notebook(tmp_path: 
 
         # An out-of-band change shows after the toolbar's refresh (auto-refresh is 30 s here).
         client.create_registered_model("cancer-late")
-        page.locator(f"{PANEL} .jp-Toolbar [title='Refresh the registry']").click()
+        page.locator(f"{PANEL} .jp-Toolbar [title='Refresh the registry and jobs']").click()
         page.wait_for_selector(f"{PANEL} [data-model='cancer-late']", timeout=10_000)
         for theme, light in (("JupyterLab Light", "true"), ("JupyterLab Dark", "false")):
             page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
@@ -238,7 +238,7 @@ def test_panel_empty_state_auto_refresh_and_missing_server_extension(tmp_path: P
     )
     with jupyterlab(root, tmp_path / "second") as lab, browser_page(tmp_path / "second", "registry-missing") as page:
         _show_panel(page, lab)
-        alert = page.locator(f"{PANEL} [role=alert]")
+        alert = page.locator(f"{PANEL} .jp-mlops-registry [role=alert]")
         alert.wait_for(timeout=30_000)
         assert "not available" in alert.inner_text()
         assert "jupyter server extension list" in alert.inner_text()
@@ -250,7 +250,7 @@ def test_panel_store_unreachable(tmp_path: Path):
     (root / "pyproject.toml").write_text('[tool.mlops-nb]\ntracking_uri = "http://127.0.0.1:9"\n')
     with jupyterlab(root, tmp_path) as lab, browser_page(tmp_path, "registry-unreachable") as page:
         _show_panel(page, lab)
-        alert = page.locator(f"{PANEL} [role=alert]")
+        alert = page.locator(f"{PANEL} .jp-mlops-registry [role=alert]")
         alert.wait_for(timeout=60_000)
         assert "cannot be reached" in alert.inner_text()
         assert "127.0.0.1:9" in alert.inner_text()

@@ -1,6 +1,7 @@
 /**
- * What a user can do to a model version from the panel: set, move or remove an alias
+ * What a user can do from the panel: to a model version, set, move or remove an alias
  * (always confirmed), promote through the guard, copy a load snippet, open the source
+ * notebook; to a schedule, run it now, pause or resume it, open a job's executed
  * notebook. Each ends by asking the model to refresh, so what is shown is what is stored.
  */
 import { Clipboard, Dialog, InputDialog, MainAreaWidget, Notification, showDialog } from '@jupyterlab/apputils';
@@ -9,7 +10,7 @@ import { IFrame, notebookIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import * as api from './api';
-import { RegistryModel, asError } from './model';
+import { JobsModel, RegistryModel, asError } from './model';
 
 /** An alias the panel offers first, the convention of `%mlops promote`. */
 export const COMMON_ALIASES = ['champion', 'challenger'];
@@ -221,6 +222,35 @@ class SnapshotView extends IFrame {
   }
 }
 
+/**
+ * Show a notebook the server located: open the file when it is in the workspace, else
+ * its rendering in a sandboxed tab. `caption` says what the rendering is.
+ */
+function showNotebook(
+  docManager: IDocumentManager,
+  addToMainArea: (widget: MainAreaWidget) => void,
+  source: api.INotebookSource,
+  label: string,
+  caption: string
+): void {
+  if (source.source === 'workspace') {
+    docManager.openOrReveal(source.path);
+    return;
+  }
+  const content = new SnapshotView(source);
+  const widget = new MainAreaWidget({ content });
+  widget.id = `mlops-nb-snapshot-${source.run_id}`;
+  widget.title.label = label;
+  widget.title.icon = notebookIcon;
+  widget.title.closable = true;
+  widget.title.caption = caption;
+  const note = document.createElement('div');
+  note.className = 'jp-mlops-snapshot-note';
+  note.textContent = caption;
+  widget.toolbar.addItem('note', new Widget({ node: note }));
+  addToMainArea(widget);
+}
+
 /** Open the notebook that trained a version: the file when it is under the server root, else the run's snapshot. */
 export async function openSourceNotebook(
   docManager: IDocumentManager,
@@ -235,22 +265,59 @@ export async function openSourceNotebook(
     reportFailure(`No source notebook for ${name} v${version}`, error);
     return;
   }
-  if (source.source === 'workspace') {
-    docManager.openOrReveal(source.path);
+  const caption =
+    source.source === 'snapshot'
+      ? `The notebook as it ran for ${name} v${version} (run ${source.run_id})` +
+        (source.recorded_path ? `; ${source.recorded_path} is not under this server's root or was moved` : '')
+      : '';
+  showNotebook(docManager, addToMainArea, source, source.source === 'snapshot' ? `${source.name} (snapshot)` : '', caption);
+}
+
+/** Open a job's executed notebook: the file when it is in the workspace, else its HTML from the run. */
+export async function openJobNotebook(
+  docManager: IDocumentManager,
+  addToMainArea: (widget: MainAreaWidget) => void,
+  job: api.IJobRow
+): Promise<void> {
+  if (!job.run_id) {
     return;
   }
-  const content = new SnapshotView(source);
-  const widget = new MainAreaWidget({ content });
-  widget.id = `mlops-nb-snapshot-${source.run_id}`;
-  widget.title.label = `${source.name} (snapshot)`;
-  widget.title.icon = notebookIcon;
-  widget.title.closable = true;
-  widget.title.caption =
-    `The notebook as it ran for ${name} v${version} (run ${source.run_id})` +
-    (source.recorded_path ? `; ${source.recorded_path} is not under this server's root or was moved` : '');
-  const note = document.createElement('div');
-  note.className = 'jp-mlops-snapshot-note';
-  note.textContent = widget.title.caption;
-  widget.toolbar.addItem('note', new Widget({ node: note }));
-  addToMainArea(widget);
+  let source: api.INotebookSource;
+  try {
+    source = await api.fetchJobNotebook(job.run_id);
+  } catch (error) {
+    reportFailure(`No executed notebook for run ${job.run_id}`, error);
+    return;
+  }
+  const caption =
+    source.source === 'snapshot'
+      ? `${source.name} as job run ${source.run_id} executed it (${job.status.toLowerCase()}), read-only` +
+        (source.recorded_path ? `; ${source.recorded_path} is outside this server's workspace` : '')
+      : '';
+  showNotebook(docManager, addToMainArea, source, source.source === 'snapshot' ? `${source.name} (job run)` : '', caption);
+}
+
+/** Run a schedule now; say that it started (or why not). */
+export async function runNowFlow(model: JobsModel, name: string): Promise<void> {
+  try {
+    const record = await model.runNow(name);
+    Notification.success(`Started ${name} now (job ${record.id}); it shows under Recent job runs.`, { autoClose: 4000 });
+  } catch (error) {
+    reportFailure(`Could not run ${name}`, error);
+  }
+}
+
+/** Pause or resume a schedule; say what changed (or why not). */
+export async function setPausedFlow(model: JobsModel, name: string, paused: boolean): Promise<void> {
+  try {
+    const schedule = await model.setPaused(name, paused);
+    Notification.success(
+      paused
+        ? `Paused ${name}: it will not fire until resumed.`
+        : `Resumed ${name}: next run ${schedule.next_run ? new Date(schedule.next_run).toLocaleString() : 'unknown'}.`,
+      { autoClose: 4000 }
+    );
+  } catch (error) {
+    reportFailure(`Could not ${paused ? 'pause' : 'resume'} ${name}`, error);
+  }
 }

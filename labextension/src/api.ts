@@ -228,3 +228,98 @@ export function promote(
     body: JSON.stringify(body)
   });
 }
+
+// ---------------------------------------------------------------- schedules and jobs
+
+export interface ISchedule {
+  name: string;
+  cron: string;
+  timezone: string;
+  /** Notebook or pipeline file, relative to the project root. */
+  target: string;
+  kind: 'notebook' | 'pipeline';
+  params: { [key: string]: string };
+  paused: boolean;
+  missed: string;
+  retries: number;
+  timeout_s: number | null;
+  webhook: string | null;
+  notify_success: boolean;
+  created: string;
+  /** UTC; null while paused. */
+  next_run: string | null;
+  last_state: string | null;
+}
+
+export interface ISchedulerInfo {
+  /** Whether this Jupyter server runs due jobs itself (`c.MlopsNbApp.scheduler = True`). */
+  in_server: boolean;
+  /** Why the in-server scheduler did not start, when it was asked to. */
+  error?: string | null;
+}
+
+export interface ISchedules {
+  schedules: ISchedule[];
+  scheduler: ISchedulerInfo;
+}
+
+export interface IJobRecord {
+  id: number;
+  schedule: string;
+  occurrence: string;
+  trigger: 'schedule' | 'manual';
+  attempt: number;
+  state: string;
+  started: string | null;
+  finished: string | null;
+  run_id: string | null;
+  output: string | null;
+  error: string | null;
+}
+
+/** Who started a job run. */
+export type JobOrigin = 'schedule' | 'manual' | 'pipeline' | 'sweep' | 'run';
+
+export interface IJobRow {
+  run_id: string | null;
+  name: string;
+  experiment: string | null;
+  notebook: string;
+  /** MLflow's (RUNNING, FINISHED, FAILED, KILLED) or, before a run exists, the scheduler's. */
+  status: string;
+  start: string | null;
+  end: string | null;
+  duration_s: number | null;
+  origin: JobOrigin;
+  schedule: string | null;
+  trigger: 'schedule' | 'manual' | null;
+  attempt: number | null;
+  job_id: number | null;
+  state: string | null;
+  parent_run_id: string | null;
+  error: string | null;
+}
+
+export function fetchSchedules(): Promise<ISchedules> {
+  return requestAPI<ISchedules>('schedules');
+}
+
+export function setPaused(name: string, paused: boolean): Promise<ISchedule> {
+  return requestAPI<ISchedule>(`schedules/${enc(name)}`, {
+    method: 'PATCH',
+    body: JSON.stringify({ paused })
+  });
+}
+
+/** Start the schedule's target now, in the server; resolves with the job's record at once. */
+export function runNow(name: string): Promise<IJobRecord> {
+  return requestAPI<IJobRecord>(`schedules/${enc(name)}/runs`, { method: 'POST', body: '{}' });
+}
+
+export function fetchJobs(limit: number): Promise<{ jobs: IJobRow[] }> {
+  return requestAPI<{ jobs: IJobRow[] }>(`jobs?limit=${limit}`);
+}
+
+export function fetchJobNotebook(runId: string): Promise<INotebookSource> {
+  return requestAPI<INotebookSource>(`jobs/${enc(runId)}/notebook`);
+}

@@ -16,11 +16,13 @@ import {
   copyIcon,
   fastForwardIcon,
   infoIcon,
-  notebookIcon
+  notebookIcon,
+  runIcon,
+  stopIcon
 } from '@jupyterlab/ui-components';
 
-import { IVersionDetail, IVersionRow, RegistryError, fetchVersion } from './api';
-import { RegistryModel } from './model';
+import { IJobRow, ISchedule, IVersionDetail, IVersionRow, RegistryError, fetchVersion } from './api';
+import { JobsModel, RegistryModel } from './model';
 
 /** What the views ask the plugin to do (dialogs, opening tabs). */
 export interface IActions {
@@ -84,12 +86,13 @@ function AliasBadge(props: { alias: string; onRemove?: () => void }): JSX.Elemen
   );
 }
 
-function ErrorState(props: { error: RegistryError; onRetry: () => void }): JSX.Element {
+function ErrorState(props: { error: RegistryError; onRetry: () => void; what?: 'registry' | 'jobs' }): JSX.Element {
+  const jobs = props.what === 'jobs';
   const title =
     props.error.kind === 'missing-extension'
-      ? 'The registry API is not available'
+      ? `The ${jobs ? 'jobs' : 'registry'} API is not available`
       : props.error.kind === 'unreachable'
-        ? 'The model store cannot be reached'
+        ? `The ${jobs ? 'job' : 'model'} store cannot be reached`
         : 'Something went wrong';
   return (
     <div className="jp-mlops-error" role="alert">
@@ -457,4 +460,225 @@ export class VersionDetailView extends ReactWidget {
 
   private _detail: IVersionDetail | null = null;
   private _error: RegistryError | null = null;
+}
+
+// ---------------------------------------------------------------- jobs
+
+/** What the Jobs section asks the plugin to do (feedback, opening tabs). */
+export interface IJobActions {
+  runNow(name: string): void;
+  setPaused(name: string, paused: boolean): void;
+  openJobNotebook(job: IJobRow): void;
+}
+
+const UNITS: [Intl.RelativeTimeFormatUnit, number][] = [
+  ['day', 86_400],
+  ['hour', 3_600],
+  ['minute', 60],
+  ['second', 1]
+];
+
+/** "in 5 minutes", "2 hours ago": how far `iso` is from `now`, in the browser's language. */
+export function relativeTime(iso: string | null, now: number = Date.now()): string {
+  const t = iso ? new Date(iso).getTime() : NaN;
+  if (isNaN(t)) {
+    return '';
+  }
+  const seconds = Math.round((t - now) / 1000);
+  const [unit, size] = UNITS.find(([, size]) => Math.abs(seconds) >= size) ?? UNITS[UNITS.length - 1];
+  return new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' }).format(Math.round(seconds / size), unit);
+}
+
+export function formatDuration(seconds: number | null): string {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) {
+    return '';
+  }
+  if (seconds < 60) {
+    return `${seconds.toFixed(seconds < 10 ? 1 : 0)} s`;
+  }
+  const m = Math.floor(seconds / 60);
+  if (m < 60) {
+    return `${m} min ${Math.round(seconds % 60)} s`;
+  }
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+/** Who started a job, in a few words: its schedule, "run now", "pipeline", "sweep" or "manual". */
+export function originLabel(job: IJobRow): string {
+  const attempt = job.attempt && job.attempt > 1 ? ` · attempt ${job.attempt}` : '';
+  switch (job.origin) {
+    case 'schedule':
+      return `${job.schedule}${attempt}`;
+    case 'manual':
+      return `${job.schedule} · run now${attempt}`;
+    case 'pipeline':
+    case 'sweep':
+      return job.origin;
+    default:
+      return 'manual';
+  }
+}
+
+function StatusBadge(props: { status: string; title?: string }): JSX.Element {
+  return (
+    <span className="jp-mlops-status" data-status={props.status.toUpperCase()} title={props.title}>
+      {props.status.toLowerCase()}
+    </span>
+  );
+}
+
+function SchedulerNote(props: { model: JobsModel }): JSX.Element | null {
+  const info = props.model.scheduler;
+  if (!info) {
+    return null;
+  }
+  if (info.error) {
+    return (
+      <div className="jp-mlops-scheduler-note jp-mlops-scheduler-error" role="alert">
+        {info.error}
+      </div>
+    );
+  }
+  return info.in_server ? (
+    <div className="jp-mlops-scheduler-note">Due jobs run in this Jupyter server.</div>
+  ) : (
+    <div className="jp-mlops-scheduler-note jp-mlops-muted">
+      This server does not run due jobs: start <code>mlops-nb scheduler</code>, or set{' '}
+      <code>c.MlopsNbApp.scheduler = True</code> and restart JupyterLab.
+    </div>
+  );
+}
+
+function ScheduleItem(props: { schedule: ISchedule; model: JobsModel; actions: IJobActions }): JSX.Element {
+  const { schedule: s, model, actions } = props;
+  const busy = model.busy(s.name);
+  const next = s.next_run;
+  return (
+    <li className="jp-mlops-schedule" data-schedule={s.name} data-paused={String(s.paused)}>
+      <div className="jp-mlops-schedule-head">
+        <span className="jp-mlops-schedule-name">{s.name}</span>
+        {s.paused && <span className="jp-mlops-badge jp-mlops-badge-small">paused</span>}
+        {s.last_state && <StatusBadge status={s.last_state} title="the last job's state" />}
+      </div>
+      <div className="jp-mlops-schedule-when">
+        <code title="cron expression">{s.cron}</code> <span title="time zone">{s.timezone}</span> ·{' '}
+        <span title={`${s.kind} run by this schedule`}>{s.target}</span>
+      </div>
+      <div className="jp-mlops-next">
+        {s.paused || !next ? (
+          'next run: none while paused'
+        ) : (
+          <>
+            next run: <span title={next}>{formatTime(next)}</span>{' '}
+            <span className="jp-mlops-muted">({relativeTime(next)})</span>
+          </>
+        )}
+      </div>
+      <div className="jp-mlops-schedule-actions">
+        <ToolbarButtonComponent
+          icon={runIcon}
+          label={busy === 'run' ? 'Starting…' : 'Run now'}
+          tooltip={`Run ${s.target} now, in this server`}
+          enabled={!busy}
+          onClick={() => actions.runNow(s.name)}
+        />
+        <ToolbarButtonComponent
+          icon={s.paused ? runIcon : stopIcon}
+          label={busy === 'pause' ? 'Pausing…' : busy === 'resume' ? 'Resuming…' : s.paused ? 'Resume' : 'Pause'}
+          tooltip={s.paused ? `Fire ${s.name} again from its next occurrence` : `Stop firing ${s.name}`}
+          enabled={!busy}
+          onClick={() => actions.setPaused(s.name, !s.paused)}
+        />
+      </div>
+    </li>
+  );
+}
+
+function JobItem(props: { job: IJobRow; actions: IJobActions }): JSX.Element {
+  const { job, actions } = props;
+  const label = job.notebook || job.name || job.schedule || 'job';
+  const canOpen = !!job.run_id;
+  return (
+    <li className="jp-mlops-job" data-run-id={job.run_id ?? ''} data-status={job.status}>
+      <div className="jp-mlops-job-head">
+        <StatusBadge status={job.status} title={job.state ? `scheduler: ${job.state}` : undefined} />
+        {canOpen ? (
+          <button
+            className="jp-mlops-link jp-mlops-job-name"
+            title={`Open the executed notebook of run ${job.run_id}`}
+            onClick={() => actions.openJobNotebook(job)}
+          >
+            {label}
+          </button>
+        ) : (
+          <span className="jp-mlops-job-name">{label}</span>
+        )}
+        <span className="jp-mlops-time" title={job.start ?? ''}>
+          {formatTime(job.start)}
+        </span>
+      </div>
+      <div className="jp-mlops-job-meta">
+        <span className="jp-mlops-origin">{originLabel(job)}</span>
+        {job.duration_s !== null && <span>{formatDuration(job.duration_s)}</span>}
+      </div>
+      {job.error && (
+        <div className="jp-mlops-job-error" title={job.error}>
+          {job.error}
+        </div>
+      )}
+    </li>
+  );
+}
+
+/** The side panel's Jobs section: schedules (run now, pause, resume) and recent job runs. */
+export class JobsView extends VDomRenderer<JobsModel> {
+  constructor(model: JobsModel, private readonly actions: IJobActions) {
+    super(model);
+    this.addClass('jp-mlops-jobs');
+  }
+
+  protected render(): JSX.Element {
+    const model = this.model;
+    const retry = () => void model.refresh();
+    return (
+      <>
+        {model.loading && <div className="jp-mlops-loading">Loading schedules and jobs…</div>}
+        <SchedulerNote model={model} />
+        <h3 className="jp-mlops-subhead">Schedules</h3>
+        {model.schedulesError ? (
+          <ErrorState error={model.schedulesError} onRetry={retry} what="jobs" />
+        ) : (
+          !model.loading &&
+          model.schedules.length === 0 && (
+            <div className="jp-mlops-schedules-empty">
+              <p>No schedules yet. Add one in a terminal:</p>
+              <pre>mlops-nb schedule add nightly --cron "0 2 * * *" --timezone Europe/Paris notebooks/train.ipynb</pre>
+              <p>It appears here with its next run; Run now starts it at once.</p>
+            </div>
+          )
+        )}
+        <ul className="jp-mlops-schedules">
+          {model.schedules.map(s => (
+            <ScheduleItem key={s.name} schedule={s} model={model} actions={this.actions} />
+          ))}
+        </ul>
+        <h3 className="jp-mlops-subhead">Recent job runs</h3>
+        {model.jobsError ? (
+          <ErrorState error={model.jobsError} onRetry={retry} what="jobs" />
+        ) : (
+          !model.loading &&
+          model.jobs.length === 0 && (
+            <div className="jp-mlops-jobs-empty">
+              No job runs yet: Run now on a schedule, or <code>mlops-nb run NOTEBOOK</code> in a terminal.
+            </div>
+          )
+        )}
+        <ul className="jp-mlops-job-list">
+          {model.jobs.map(j => (
+            <JobItem key={j.run_id ?? `job-${j.job_id}`} job={j} actions={this.actions} />
+          ))}
+        </ul>
+      </>
+    );
+  }
 }

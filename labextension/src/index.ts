@@ -1,6 +1,6 @@
 /**
  * mlops-nb's JupyterLab extension: a left side panel to browse and manage the model
- * registry of the project (through the server extension's REST API).
+ * registry of the project, and its scheduled jobs (through the server extension's REST API).
  */
 import {
   ILayoutRestorer,
@@ -17,15 +17,18 @@ import { Widget } from '@lumino/widgets';
 import registrySvg from '../style/icons/registry.svg';
 import {
   copyLoadSnippet,
+  openJobNotebook,
   openSourceNotebook,
   promoteFlow,
   removeAliasFlow,
   reportFailure,
-  setAliasFlow
+  runNowFlow,
+  setAliasFlow,
+  setPausedFlow
 } from './actions';
 import { fetchModel } from './api';
-import { IActions, RegistryView, VersionDetailView } from './components';
-import { RegistryModel } from './model';
+import { IActions, IJobActions, JobsView, RegistryView, VersionDetailView } from './components';
+import { JobsModel, RegistryModel } from './model';
 
 export const registryIcon = new LabIcon({ name: 'mlops-nb:registry', svgstr: registrySvg });
 
@@ -41,7 +44,7 @@ class RegistryPanel extends SidePanel {
     this.id = 'mlops-nb-registry';
     this.addClass('jp-mlops-panel');
     this.title.icon = registryIcon;
-    this.title.caption = 'Model registry (mlops-nb)';
+    this.title.caption = 'Model registry and jobs (mlops-nb)';
     const heading = document.createElement('h2');
     heading.textContent = 'Model registry';
     this.header.addWidget(new Widget({ node: heading }));
@@ -72,6 +75,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     settingRegistry: ISettingRegistry | null
   ) => {
     const model = new RegistryModel();
+    const jobs = new JobsModel();
+    // One refresh button and one auto-refresh for the whole panel.
+    model.follow(jobs);
     if (settingRegistry) {
       const apply = (settings: ISettingRegistry.ISettings) =>
         model.configure({
@@ -146,16 +152,26 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     };
 
+    const jobActions: IJobActions = {
+      runNow: name => void runNowFlow(jobs, name),
+      setPaused: (name, paused) => void setPausedFlow(jobs, name, paused),
+      openJobNotebook: job => void openJobNotebook(docManager, addToMainArea, job)
+    };
+
     const panel = new RegistryPanel(model);
     const view = new RegistryView(model, actions);
     view.title.label = 'Registered models';
     panel.addWidget(view);
+    const jobsView = new JobsView(jobs, jobActions);
+    jobsView.id = 'mlops-nb-jobs';
+    jobsView.title.label = 'Jobs';
+    panel.addWidget(jobsView);
     panel.toolbar.addItem(
       'refresh',
       new ToolbarButton({
         icon: refreshIcon,
-        tooltip: 'Refresh the registry',
-        onClick: () => void model.refresh()
+        tooltip: 'Refresh the registry and jobs',
+        onClick: () => void model.refreshAll()
       })
     );
     app.shell.add(panel, 'left', { rank: 600 });
@@ -170,8 +186,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => app.shell.activateById(panel.id)
     });
     app.commands.addCommand(CommandIDs.refresh, {
-      label: 'Refresh Model Registry',
-      execute: () => model.refresh()
+      label: 'Refresh Model Registry and Jobs',
+      execute: () => model.refreshAll()
     });
     if (palette) {
       palette.addItem({ command: CommandIDs.open, category: 'Model Registry' });

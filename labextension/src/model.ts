@@ -6,11 +6,19 @@ import { VDomModel } from '@jupyterlab/ui-components';
 import { Poll } from '@lumino/polling';
 
 import {
+  IJobRecord,
+  IJobRow,
   IModelRow,
+  ISchedule,
+  ISchedulerInfo,
   IVersionRow,
   RegistryError,
+  fetchJobs,
   fetchModels,
-  fetchVersions
+  fetchSchedules,
+  fetchVersions,
+  runNow,
+  setPaused
 } from './api';
 
 export interface IExpanded {
@@ -23,6 +31,12 @@ export interface IExpanded {
 /** How often a visible panel refreshes itself, in milliseconds. */
 export const AUTO_REFRESH_MS = 30_000;
 
+/** Another section of the panel that refreshes with the registry (same button, same poll). */
+export interface IRefreshable {
+  refresh(options?: { quiet?: boolean }): Promise<void>;
+  setVisible(visible: boolean): void;
+}
+
 export class RegistryModel extends VDomModel {
   readonly versionsPageSize: number;
 
@@ -33,7 +47,7 @@ export class RegistryModel extends VDomModel {
     // backing off while the server or store is failing.
     this._poll = new Poll({
       auto: false,
-      factory: () => this.refresh({ quiet: true }),
+      factory: () => this.refreshAll({ quiet: true }),
       frequency: { interval: AUTO_REFRESH_MS, backoff: true, max: 5 * AUTO_REFRESH_MS },
       name: 'mlops-nb:registry',
       standby: () => (this._visible && this._autoRefresh ? 'when-hidden' : true)
@@ -104,9 +118,27 @@ export class RegistryModel extends VDomModel {
       : [];
   }
 
+  /** Refresh `other` whenever the registry refreshes (toolbar button, auto-refresh, first show). */
+  follow(other: IRefreshable): void {
+    this._followers.push(other);
+  }
+
+  /** Refresh the registry and every section following it; quietly, a failure is thrown (the poll backs off). */
+  async refreshAll(options: { quiet?: boolean } = {}): Promise<void> {
+    const results = await Promise.allSettled([
+      this.refresh(options),
+      ...this._followers.map(f => f.refresh(options))
+    ]);
+    const failed = results.find(r => r.status === 'rejected') as PromiseRejectedResult | undefined;
+    if (failed && options.quiet) {
+      throw failed.reason;
+    }
+  }
+
   /** Start or pause auto-refresh with the panel's visibility. */
   setVisible(visible: boolean): void {
     this._visible = visible;
+    this._followers.forEach(f => f.setVisible(visible));
     if (!visible) {
       return;
     }
@@ -114,6 +146,7 @@ export class RegistryModel extends VDomModel {
       this._started = true;
       if (!this._autoRefresh) {
         void this.search(this._query);
+        this._followers.forEach(f => void f.refresh().catch(() => undefined));
         return;
       }
       this._loading = true;
@@ -268,6 +301,144 @@ export class RegistryModel extends VDomModel {
   private _pageSize = 25;
   private _started = false;
   private _poll: Poll;
+  private _followers: IRefreshable[] = [];
+}
+
+/** Job statuses that will still change: the list follows them closely. */
+const ACTIVE_STATUSES = new Set(['RUNNING', 'STARTING', 'RETRYING', 'SCHEDULED']);
+
+/** How often the jobs list is re-read while a job it shows is running, in milliseconds. */
+export const ACTIVE_JOBS_REFRESH_MS = 2_000;
+
+/**
+ * The Jobs section's state: the schedules (and whether this server runs them), the
+ * recent job runs, what is being done to a schedule, and what went wrong.
+ */
+export class JobsModel extends VDomModel implements IRefreshable {
+  readonly jobsLimit: number;
+
+  constructor(options: { jobsLimit?: number } = {}) {
+    super();
+    this.jobsLimit = options.jobsLimit ?? 30;
+    // While a job runs, follow it closely (status, duration) without waiting for the
+    // panel's auto-refresh; idle otherwise.
+    this._follow = new Poll({
+      auto: true,
+      factory: () => this.refresh({ quiet: true }),
+      frequency: { interval: ACTIVE_JOBS_REFRESH_MS, backoff: true, max: AUTO_REFRESH_MS },
+      name: 'mlops-nb:active-jobs',
+      standby: () => (this._visible && this.hasActiveJobs ? 'when-hidden' : true)
+    });
+  }
+
+  get schedules(): ISchedule[] {
+    return this._schedules;
+  }
+  get scheduler(): ISchedulerInfo | null {
+    return this._scheduler;
+  }
+  get jobs(): IJobRow[] {
+    return this._jobs;
+  }
+  /** Nothing has been loaded yet. */
+  get loading(): boolean {
+    return this._loading;
+  }
+  get schedulesError(): RegistryError | null {
+    return this._schedulesError;
+  }
+  get jobsError(): RegistryError | null {
+    return this._jobsError;
+  }
+  get hasActiveJobs(): boolean {
+    return this._jobs.some(j => ACTIVE_STATUSES.has(j.status));
+  }
+  /** What is being done to a schedule right now, to disable its buttons meanwhile. */
+  busy(name: string): 'run' | 'pause' | 'resume' | undefined {
+    return this._busy.get(name);
+  }
+
+  setVisible(visible: boolean): void {
+    this._visible = visible;
+  }
+
+  /** Reload schedules and jobs; `quiet` keeps what is shown until the answers arrive. */
+  async refresh(options: { quiet?: boolean } = {}): Promise<void> {
+    const ticket = ++this._ticket;
+    if (!options.quiet && !this._loaded) {
+      this._loading = true;
+      this.stateChanged.emit();
+    }
+    const [schedules, jobs] = await Promise.allSettled([fetchSchedules(), fetchJobs(this.jobsLimit)]);
+    if (ticket !== this._ticket) {
+      return; // a newer refresh answered first
+    }
+    if (schedules.status === 'fulfilled') {
+      this._schedules = schedules.value.schedules;
+      this._scheduler = schedules.value.scheduler;
+      this._schedulesError = null;
+    } else {
+      this._schedulesError = asError(schedules.reason);
+    }
+    if (jobs.status === 'fulfilled') {
+      this._jobs = jobs.value.jobs;
+      this._jobsError = null;
+    } else {
+      this._jobsError = asError(jobs.reason);
+    }
+    this._loaded = true;
+    this._loading = false;
+    this.stateChanged.emit();
+    const error = this._schedulesError ?? this._jobsError;
+    if (error && options.quiet) {
+      throw error; // lets the polls back off
+    }
+  }
+
+  /** Run a schedule's target now (in the server); resolves with the job's record. */
+  async runNow(name: string): Promise<IJobRecord> {
+    return this._act(name, 'run', () => runNow(name));
+  }
+
+  /** Pause or resume a schedule; resolves with the schedule as stored now. */
+  async setPaused(name: string, paused: boolean): Promise<ISchedule> {
+    return this._act(name, paused ? 'pause' : 'resume', () => setPaused(name, paused));
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._follow.dispose();
+    super.dispose();
+  }
+
+  private async _act<T>(name: string, what: 'run' | 'pause' | 'resume', call: () => Promise<T>): Promise<T> {
+    this._busy.set(name, what);
+    this.stateChanged.emit();
+    try {
+      return await call();
+    } finally {
+      this._busy.delete(name);
+      // What is shown is what is stored: re-read after every action, failed or not.
+      await this.refresh({ quiet: true }).catch(() => undefined);
+      if (this.hasActiveJobs) {
+        void this._follow.refresh();
+      }
+    }
+  }
+
+  private _schedules: ISchedule[] = [];
+  private _scheduler: ISchedulerInfo | null = null;
+  private _jobs: IJobRow[] = [];
+  private _loading = false;
+  private _loaded = false;
+  private _schedulesError: RegistryError | null = null;
+  private _jobsError: RegistryError | null = null;
+  private _busy = new Map<string, 'run' | 'pause' | 'resume'>();
+  private _ticket = 0;
+  private _visible = false;
+  private _follow: Poll;
 }
 
 export function asError(error: unknown): RegistryError {
