@@ -305,7 +305,7 @@ export class RegistryModel extends VDomModel {
 }
 
 /** Job statuses that will still change: the list follows them closely. */
-const ACTIVE_STATUSES = new Set(['RUNNING', 'STARTING', 'RETRYING', 'SCHEDULED']);
+const ACTIVE_STATUSES = new Set(['RUNNING', 'STARTING', 'RETRYING']);
 
 /** How often the jobs list is re-read while a job it shows is running, in milliseconds. */
 export const ACTIVE_JOBS_REFRESH_MS = 2_000;
