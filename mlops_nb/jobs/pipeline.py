@@ -950,7 +950,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def pipeline_status(
     path: str | Path, *, params: Mapping[str, str] | None = None, config: ProjectConfig | None = None
 ) -> list[StepState]:
-    """Each step's state without running anything (nothing is written to the store).
+    """Each step's state without running anything (no run is written).
 
     A step is ``cached`` when its upstream steps are cached and a successful run with the
     step's current cache key exists; ``failed`` when not and its latest run failed;
