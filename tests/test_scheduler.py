@@ -538,3 +538,31 @@ def test_stopping_a_scheduler_interrupts_its_job_and_queues_the_retry(proj: Path
 
     assert get_client(resolve_config(proj)).get_run(history[0].run_id).info.status == "KILLED"
     assert store.get("stopped").last_state == "retrying"
+
+
+def test_recovery_ends_a_dead_pipeline_job_and_every_run_nested_under_it(proj: Path, tmp_path: Path) -> None:
+    # A pipeline job whose scheduler died: its pipeline run, a step run and a sweep job
+    # under that step were left RUNNING in the store.
+    from mlops_nb.jobs.schedule import _db
+    from mlops_nb.store import get_client
+
+    client = get_client(resolve_config(proj))
+    exp = client.create_experiment(f"dead-pipeline-{tmp_path.name}")
+    pipeline = client.create_run(exp, tags={"mlops_nb.kind": "pipeline"})
+    step = client.create_run(exp, tags={"mlflow.parentRunId": pipeline.info.run_id})
+    job = client.create_run(exp, tags={"mlflow.parentRunId": step.info.run_id})
+    finished = client.create_run(exp, tags={"mlflow.parentRunId": pipeline.info.run_id})
+    client.set_terminated(finished.info.run_id, "FINISHED")
+    (proj / "p.yaml").write_text("steps:\n  a:\n    notebook: quick.ipynb\n")
+    store = store_for(proj, tmp_path)
+    store.add("nightly-pipeline", "0 2 * * *", "p.yaml", retries=0)
+    now = datetime.now(UTC)
+    with store._write() as conn:
+        conn.execute(store.jobs.insert().values(
+            schedule="nightly-pipeline", occurrence=_db(now), trigger="schedule", attempt=1, state="running",
+            started=_db(now), run_id=pipeline.info.run_id, owner="gone@host-of-the-past:1:dead", lease_until=_db(now - timedelta(seconds=5)),
+        ))
+    (marked,) = Scheduler(store, resolve_config(proj)).recover()
+    assert store.job(marked.id).state == "interrupted"
+    status = {r: client.get_run(r).info.status for r in (pipeline.info.run_id, step.info.run_id, job.info.run_id, finished.info.run_id)}
+    assert status == {pipeline.info.run_id: "FAILED", step.info.run_id: "FAILED", job.info.run_id: "FAILED", finished.info.run_id: "FINISHED"}

@@ -597,7 +597,8 @@ function ScheduleItem(props: { schedule: ISchedule; model: JobsModel; actions: I
 function JobItem(props: { job: IJobRow; actions: IJobActions }): JSX.Element {
   const { job, actions } = props;
   const label = job.notebook || job.name || job.schedule || 'job';
-  const canOpen = !!job.run_id;
+  // A scheduled pipeline's row is its pipeline run: its steps are the jobs to open.
+  const canOpen = !!job.run_id && !/\.ya?ml$/i.test(job.notebook || '');
   return (
     <li className="jp-mlops-job" data-run-id={job.run_id ?? ''} data-status={job.status}>
       <div className="jp-mlops-job-head">

@@ -703,6 +703,7 @@ def run_pipeline(
     config: ProjectConfig | None = None,
     stop: threading.Event | None = None,
     report: Callable[[str], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> PipelineResult:
     """Run a pipeline: each step whose inputs are unchanged is reused (``cached``), the
     others run as jobs nested under one pipeline run, ``workers`` steps at a time.
@@ -711,6 +712,8 @@ def run_pipeline(
     then run too (their upstream changed). A failed step skips its dependents and the
     other steps still finish. ``stop``, when set (or on Ctrl-C), ends running jobs KILLED
     and starts nothing more. ``report`` receives one line per finished step.
+    ``on_start`` is called with the pipeline run's id once it exists (a scheduler records
+    it, so a pipeline cut short by a crash can be ended later).
 
     Raises
     ------
@@ -746,6 +749,8 @@ def run_pipeline(
     )
     if pipeline.params:
         tracker.log_params({k: v if isinstance(v, str) else json.dumps(v) for k, v in pipeline.params.items()})
+    if on_start is not None:
+        on_start(handle.run_id)
     say(f"pipeline {pipeline.name}: run {handle.run_id} in experiment {experiment!r}, {len(pipeline.steps)} steps, {workers} at a time")
 
     runner = _Runner(pipeline, cfg, client, handle.run_id, experiment, handle.experiment_id, file_tag, set(force), stop, report)

@@ -281,9 +281,7 @@ class Runner:
         }.items():
             client.set_tag(run_id, TAG + key, value)
 
-    def _run_notebook(self, schedule: Schedule, record: JobRecord, path: Any, stop: threading.Event) -> _Outcome:
-        from .runner import run_notebook
-
+    def _on_start(self, schedule: Schedule, record: JobRecord) -> Callable[[str], None]:
         def on_start(run_id: str) -> None:
             # Recorded at once: if this process dies, the next scheduler ends this run.
             self.store.update_job(record.id, run_id=run_id)
@@ -292,9 +290,14 @@ class Runner:
             except Exception:
                 pass
 
+        return on_start
+
+    def _run_notebook(self, schedule: Schedule, record: JobRecord, path: Any, stop: threading.Event) -> _Outcome:
+        from .runner import run_notebook
+
         result = run_notebook(
             path, texts=schedule.params, timeout=schedule.timeout_s, config=self.config,
-            stop=stop, report=self.report, on_start=on_start,
+            stop=stop, report=self.report, on_start=self._on_start(schedule, record),
         )
         return _Outcome(
             "succeeded" if result.ok else "failed", run_id=result.run_id, output=result.output,
@@ -315,7 +318,8 @@ class Runner:
             timer.daemon = True
             timer.start()
         try:
-            result = run_pipeline(path, params=schedule.params, config=self.config, stop=stop, report=self.report)
+            result = run_pipeline(path, params=schedule.params, config=self.config, stop=stop, report=self.report,
+                                  on_start=self._on_start(schedule, record))
         finally:
             if timer is not None:
                 timer.cancel()
@@ -606,9 +610,21 @@ class Scheduler:
             from ..store import get_client
 
             client = get_client(self.config)
-            if client.get_run(run_id).info.status == "RUNNING":
-                client.set_tag(run_id, TAG + "error", why)
-                client.set_terminated(run_id, "FAILED")
+            run = client.get_run(run_id)
+            # A pipeline's (or sweep's) runs nest under it: end those left RUNNING too.
+            pending, seen = [run], set()
+            while pending:
+                current = pending.pop()
+                if current.info.run_id in seen:
+                    continue
+                seen.add(current.info.run_id)
+                if current.info.status == "RUNNING":
+                    client.set_tag(current.info.run_id, TAG + "error", why)
+                    client.set_terminated(current.info.run_id, "FAILED")
+                pending.extend(client.search_runs(
+                    sorted({current.info.experiment_id, run.info.experiment_id}),
+                    f"tags.mlflow.parentRunId = '{current.info.run_id}'", max_results=1000,
+                ))
         except Exception as exc:
             self.runner.report(f"warning: could not end run {run_id} of an interrupted job: {_one_line(exc)}")
 
