@@ -39,7 +39,13 @@ def store(jp_root_dir: Path) -> ScheduleStore:
         jp_root_dir / "nb" / "tiny.ipynb",
         [("code", "word = 'hello'", ["parameters"]), ("code", "print('TINY-RAN', word)", [])],
     )
-    store = ScheduleStore.for_project(resolve_config(jp_root_dir, environ={}))
+    config = resolve_config(jp_root_dir, environ={})
+    # The MLflow store exists before the server's first request (its migrations take
+    # seconds on a loaded machine; requests then only read it).
+    from mlops_nb.store import ensure_store
+
+    ensure_store(config)
+    store = ScheduleStore.for_project(config)
     store.add("nightly", "0 2 * * *", "nb/tiny.ipynb", timezone="Europe/Paris", params={"word": "scheduled"})
     return store
 
