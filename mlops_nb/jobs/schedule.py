@@ -561,13 +561,9 @@ class ScheduleStore:
             raise UsageError(f"--missed must be skip or once, not {missed!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
             raise UsageError(f"--retries must be a whole number from 0 to {MAX_RETRIES}, not {retries!r}")
-        if timeout_s is not None:
-            try:
-                timeout_s = float(timeout_s)
-            except (TypeError, ValueError):
-                raise UsageError(f"--timeout must be a number of seconds, not {timeout_s!r}") from None
-            if not timeout_s > 0:
-                raise UsageError(f"--timeout must be more than 0 seconds, not {timeout_s!r}")
+        from .runner import _positive  # the jobs' own check of a time limit
+
+        timeout_s = _positive(timeout_s, "--timeout")
         self.check_webhook(webhook)
         texts = self.check_params(kind, absolute, params or {})
         schedule = Schedule(
