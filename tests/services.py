@@ -324,18 +324,22 @@ class Postgres:
         return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{database}"
 
     def _create(self, database: str) -> None:
-        import psycopg2
-        from psycopg2 import sql
-
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=PG_USER, dbname="postgres")
+        # SQLAlchemy 2.1 (so MLflow and the scheduler) opens postgresql:// URLs with
+        # psycopg 3; psycopg2 alone fails there with "No module named 'psycopg'".
         try:
-            conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-                if cur.fetchone() is None:
-                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-        finally:
-            conn.close()
+            import psycopg
+            from psycopg import sql
+        except ImportError:
+            raise RuntimeError(
+                "psycopg (3) is not installed, and SQLAlchemy 2.1 needs it for postgresql:// "
+                "URLs: pip install 'psycopg[binary]' (make test installs the test extras)"
+            ) from None
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=PG_USER, dbname="postgres", autocommit=True
+        ) as conn:  # autocommit: CREATE DATABASE cannot run in a transaction
+            row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            if row.fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 
 @contextmanager
