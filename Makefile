@@ -8,6 +8,9 @@ DEMO_OUT := .mlops/demo
 # Browser tests use Debian's Chromium (Playwright cannot download browsers here).
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The shared-store tests start a private PostgreSQL cluster from Debian's server binaries
+# (any version; the path below only names the file to make when none is installed).
+PG_INITDB ?= $(or $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb)),/usr/lib/postgresql/bin/initdb)
 
 # The JupyterLab extension is built by `pip install` (hatch-jupyter-builder runs npm).
 LABEXT_SOURCES := labextension/package.json labextension/package-lock.json labextension/tsconfig.json \
@@ -45,7 +48,11 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
 
-test: $(STAMP) $(CHROMIUM)
+$(PG_INITDB):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null
+
+test: $(STAMP) $(CHROMIUM) $(PG_INITDB)
 	MLOPS_NB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)
