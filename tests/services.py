@@ -114,6 +114,11 @@ class MlflowServer:
             "--port", str(self.port),
             "--workers", "1",
         ]  # fmt: skip
+        # MLflow 3's server also starts a job runner and several huey consumer processes
+        # (server-side GenAI jobs) when its store is a database; mlops-nb uses none of them,
+        # and on two cores they slow the start and every request (the caller may still
+        # switch them on through its own environment).
+        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
         deadline = time.monotonic() + MLFLOW_START_TIMEOUT
         while True:
             with open(self.log, "ab") as log:
@@ -125,6 +130,7 @@ class MlflowServer:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
+                    env=env,
                 )
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:
