@@ -59,6 +59,18 @@ def shared(tmp_path_factory: pytest.TempPathFactory):
         yield Shared(pg, server, artifacts)
 
 
+@pytest.fixture(autouse=True)
+def _forget_the_server():
+    """A tracker in this process calls ``mlflow.set_tracking_uri``, which also sets
+    ``MLFLOW_TRACKING_URI`` in ``os.environ``: later modules' fixtures must not inherit a
+    server that stops with this module."""
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 def _project(tmp_path: Path, shared: Shared, name: str) -> Path:
     """A project whose pyproject.toml points at the shared server, with a tiny notebook
     ``<name>.ipynb`` (parameters x and label; logs y = 2x)."""
