@@ -3,16 +3,27 @@
 A new SQLite store runs MLflow's schema migrations on first use (about 1-2 s), and
 several processes doing that at once can race. :func:`ensure_store` initialises it
 under an inter-process file lock and leaves a marker, so later processes skip the work.
+
+A tracking server can go away and come back while a kernel or a Jupyter server runs.
+Nothing here keeps a dead state: a server is re-probed (one cheap API call) a few seconds
+after it last answered or failed, so a call fails in milliseconds with one clear line
+while it is down, and works again as soon as it answers. :func:`check_store` is the
+probe behind ``%mlops status``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -22,11 +33,19 @@ from .exceptions import StoreError, StoreUnreachableError
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
-__all__ = ["ensure_store", "get_client", "get_or_create_experiment"]
+__all__ = ["StoreHealth", "check_store", "ensure_store", "get_client", "get_or_create_experiment"]
 
 _clients: dict[str, "MlflowClient"] = {}
 _ready: set[str] = set()
 _lock = threading.Lock()
+
+#: Seconds a tracking server's last answer is trusted before it is probed again.
+RECHECK_AFTER_ANSWER = 10.0
+#: Seconds a failed probe is trusted: calls meanwhile fail at once instead of each
+#: waiting for a server that did not answer (a probe can take its whole timeout).
+RECHECK_AFTER_FAILURE = 2.0
+#: (answered, when (monotonic), why not) of each tracking server's last probe.
+_probes: dict[str, tuple[bool, float, str]] = {}
 
 
 @contextmanager
@@ -98,19 +117,157 @@ def _init_sqlite(config: ProjectConfig, db: Path) -> None:
         ) from None
 
 
-def _probe_http(uri: str, timeout: float = 3.0) -> None:
-    url = uri.rstrip("/") + "/health"
+def _reason(exc: BaseException, timeout: float) -> str:
+    """A socket or URL error as a few words: "connection refused", "no answer within 3 s"."""
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return f"no answer within {timeout:g} s"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror[0].lower() + reason.strerror[1:]
+    return str(reason) or type(reason).__name__
+
+
+def _http_problem(uri: str, timeout: float) -> str:
+    """Why the tracking server at ``uri`` cannot serve the client now; "" when it can.
+
+    The probe is the cheapest call the client itself makes (one experiment), not
+    ``/health``: a server whose own database is down still says OK on ``/health``.
+    """
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    problem = ""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - http(s) only
-            resp.read(64)
-    except urllib.error.HTTPError:
-        return  # it answered: reachable, whatever it thinks of /health
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise StoreUnreachableError(
-            f"cannot reach the tracking server at {uri} ({reason}); start it or point "
-            "MLFLOW_TRACKING_URI at a running one"
-        ) from None
+            resp.read(256)
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500:  # the server (or a proxy before it) answered that it cannot serve
+            problem = f"the tracking server at {uri} answers but fails (HTTP {exc.code}{_error_detail(exc)})"
+        # Any other answer (401, 403, 404) comes from a live server: the client's own
+        # calls will say what is wrong.
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        problem = f"cannot reach the tracking server at {uri} ({_reason(exc, timeout)})"
+    _probes[uri] = (not problem, time.monotonic(), problem)
+    return problem
+
+
+def _error_detail(exc: "urllib.error.HTTPError") -> str:
+    """": <first line of MLflow's error message>" from an error answer, or ""."""
+    try:
+        import json
+
+        message = json.loads(exc.read(4096) or b"{}").get("message", "")
+    except Exception:
+        return ""
+    line = str(message).strip().splitlines()[0] if str(message).strip() else ""
+    return f": {line[:200]}" if line else ""
+
+
+def _probe_http(uri: str, timeout: float = 3.0) -> None:
+    """Raise :class:`StoreUnreachableError` unless the server answered lately or answers now."""
+    answered, when, problem = _probes.get(uri, (False, float("-inf"), ""))
+    age = time.monotonic() - when
+    if answered and age < RECHECK_AFTER_ANSWER:
+        return
+    if not (problem and age < RECHECK_AFTER_FAILURE):
+        problem = _http_problem(uri, timeout)
+    if problem:
+        raise StoreHealth(False, "", problem).error()
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    """What a quick probe of a store found, for ``%mlops status`` and ``mlops-nb status``.
+
+    Attributes
+    ----------
+    reachable:
+        ``True`` when the store answered, ``False`` when it did not, ``None`` when this
+        kind of store is not probed.
+    text:
+        One line for a status: ``reachable``, or ``UNREACHABLE`` and why, or why it
+        was not checked.
+    problem:
+        Why it did not answer, naming the store ("" when it did).
+    advice:
+        What to do about it.
+    """
+
+    reachable: bool | None
+    text: str
+    problem: str = ""
+    advice: str = "start it or point MLFLOW_TRACKING_URI at a running one"
+
+    def error(self) -> StoreUnreachableError:
+        """The error a call that needed this store raises: the problem and what to do."""
+        return StoreUnreachableError(f"{self.problem}; {self.advice}")
+
+
+def _sqlite_problem(db: Path, timeout: float) -> str:
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=timeout)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        return f"cannot open the SQLite store {db} ({_one_line(exc)})"
+    return ""
+
+
+def _tcp_problem(uri: str, timeout: float) -> str | None:
+    """Whether a database server named by ``uri`` (postgresql://, mysql://...) accepts a
+    connection; ``None`` when the URI names no host to try."""
+    ports = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        scheme = parts.scheme.split("+", 1)[0]
+        host, port = parts.hostname, parts.port or ports.get(scheme)
+    except ValueError:
+        return None
+    if not host or not port:
+        return None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"cannot reach the database server at {host}:{port} ({_reason(exc, timeout)})"
+    return ""
+
+
+def check_store(config: ProjectConfig, timeout: float = 3.0) -> StoreHealth:
+    """Probe the store now, within about ``timeout`` seconds; never raises.
+
+    A tracking server must answer a one-experiment search (so its own database is
+    checked too); a SQLite file must open (a store not created yet is fine: the first
+    run creates it); a database server named directly must accept a connection. A
+    server found answering again is used again at once by :func:`get_client`, so
+    tracking resumes without a restart.
+    """
+    uri = config.tracking_uri
+    try:
+        db = config.sqlite_path
+        if db is not None:
+            if not db.exists():
+                return StoreHealth(True, "reachable (not created yet: the first tracked run creates it)")
+            health = _health(_sqlite_problem(db, timeout), resumes=False)
+            return dataclasses.replace(health, advice="check the file is a readable SQLite database, or move it away")
+        if uri.startswith(("http://", "https://")):
+            return _health(_http_problem(uri, timeout))
+        tcp = _tcp_problem(uri, timeout)
+        if tcp is None:
+            return StoreHealth(None, "not checked (mlops-nb probes http(s), sqlite and database-server stores)")
+        return _health(tcp)
+    except Exception as exc:  # a probe must never break the status it is part of
+        return StoreHealth(None, f"not checked ({_one_line(exc)})")
+
+
+def _health(problem: str, resumes: bool = True) -> StoreHealth:
+    if not problem:
+        return StoreHealth(True, "reachable")
+    # A server that comes back is used again at once (see _probe_http); a broken file
+    # has to be fixed first.
+    tail = "; tracking resumes by itself when it answers" if resumes else ""
+    return StoreHealth(False, f"UNREACHABLE — {problem}{tail}", problem)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -122,23 +279,27 @@ def ensure_store(config: ProjectConfig) -> None:
     """Make sure the store at ``config.tracking_uri`` exists and answers.
 
     A new SQLite store is created once under an inter-process lock; an HTTP tracking
-    server is probed. Raises :class:`StoreUnreachableError` with the URI otherwise.
+    server is probed (again when its last probe is a few seconds old, so an outage is
+    noticed at once and the end of one too). Raises :class:`StoreUnreachableError` with
+    the URI otherwise.
     """
     uri = config.tracking_uri
-    if uri in _ready:
-        db = config.sqlite_path
-        if db is None or db.exists():
-            return
     db = config.sqlite_path
-    if db is not None:
-        _init_sqlite(config, db)
-    elif uri.startswith(("http://", "https://")):
+    if uri.startswith(("http://", "https://")) and db is None:
         _probe_http(uri)
         # MLflow's defaults retry a failed request for minutes, which would freeze the
         # user's cell when the server goes away mid-session. Users' own settings win.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        # MLflow prints "View run ... at: http://..." to stdout when a run against a
+        # server ends, which would break `--json` output and clutter job logs.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        return
+    if uri in _ready and (db is None or db.exists()):
+        return
+    if db is not None:
+        _init_sqlite(config, db)
     _ready.add(uri)
 
 

@@ -100,9 +100,11 @@ def runs_table(rows: Sequence[RunRow], more: bool, store: str) -> Table:
 
 
 def status_table(status: dict[str, object]) -> Table:
-    """``%mlops status`` as a two-column table."""
+    """``%mlops status`` as a two-column table; its ``connection`` row says in one line
+    whether the store answered just now."""
     labels = [
         ("store", "store"),
+        ("connection", "store_health"),
         ("why this store", "store_reason"),
         ("project root", "project_root"),
         ("notebook", "notebook"),

@@ -68,6 +68,9 @@ FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 TAG = "mlops_nb."
 _MAX_PARAM_LEN = 6000
 _MAX_BATCH = 1000
+#: Seconds between attempts to start an implicit run while the store does not answer
+#: (a down server fails the attempt in milliseconds: see mlops_nb.store).
+_IMPLICIT_RETRY_S = 30.0
 
 
 def _default_report(message: str) -> None:
@@ -466,7 +469,7 @@ class Tracker:
         self._buffer: MetricBuffer | None = None
         self._identity = process_identity()
         self._atexit_registered = False
-        self._implicit_failed = False
+        self._implicit_failed_at: float | None = None
         self._listeners: list[Callable[[str, str, float, int], None]] = []
         #: (model name, alias) -> (the version loaded here, the holder last seen).
         self.loaded: dict[tuple[str, str], tuple[str, str | None]] = {}
@@ -629,10 +632,17 @@ class Tracker:
         except MlopsError:
             raise
         except Exception as exc:
+            from .store import check_store
+
+            # A server that went down since it last answered: say so in one line, not
+            # with MLflow's retry trace.
+            health = check_store(self.config, timeout=2.0)
+            if health.reachable is False:
+                raise health.error() from None
             raise StoreError(
                 f"cannot start a run in {self.config.tracking_uri}: {_one_line(exc)}"
             ) from None
-        self._implicit_failed = False
+        self._implicit_failed_at = None
         handle = RunHandle(
             run_id=run_id,
             experiment_id=exp_id,
@@ -746,19 +756,25 @@ class Tracker:
         """The run to log to, starting a notebook run if none is active.
 
         When that run cannot start (store unreachable), the failure is reported once
-        and ``None`` returned: values are dropped rather than breaking the user's code,
-        until tracking is started explicitly again.
+        and ``None`` returned: values are dropped rather than breaking the user's code.
+        Starting is tried again every ``_IMPLICIT_RETRY_S`` seconds (at once after a
+        status that found the store reachable, or an explicit start).
         """
         handle = self.active
         if handle is not None:
             return handle
-        if self._implicit_failed:
+        failed_at = self._implicit_failed_at
+        if failed_at is not None and time.monotonic() - failed_at < _IMPLICIT_RETRY_S:
             return None
         try:
             handle = self.start_notebook_run()
         except MlopsError as exc:
-            self._implicit_failed = True
-            self.report(f"warning: {exc}; values logged from now on are not recorded")
+            self._implicit_failed_at = time.monotonic()
+            if failed_at is None:
+                self.report(
+                    f"warning: {exc}; values logged from now on are not recorded until a run can start "
+                    f"(tried again every {_IMPLICIT_RETRY_S:g} s)"
+                )
             return None
         self.report(f"started run {handle.run_id} in experiment {handle.experiment_name!r} (no %mlops track yet)")
         return handle
@@ -1124,11 +1140,22 @@ class Tracker:
         return found
 
     def status(self) -> dict[str, Any]:
-        """What is tracked, where, and what is captured."""
+        """What is tracked, where, whether the store answers right now, and what is captured.
+
+        The store is probed with a short timeout (:func:`mlops_nb.store.check_store`);
+        nothing here raises because the store is down.
+        """
+        from .store import check_store
+
         cfg = self.config
         capture = self.capture
+        health = check_store(cfg)
+        if health.reachable:
+            self._implicit_failed_at = None  # values logged from now on start a run again
         return {
             "store": cfg.tracking_uri,
+            "store_reachable": health.reachable,
+            "store_health": health.text,
             "store_reason": cfg.source,
             "project_root": str(cfg.project_root),
             "notebook": self.notebook.relative_to(cfg.project_root),

@@ -117,6 +117,7 @@ class BaseHandler(APIHandler):
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         from ..exceptions import StoreUnreachableError
+        from ..store import check_store
 
         try:
             client = self.client()
@@ -124,7 +125,18 @@ class BaseHandler(APIHandler):
             raise
         except Exception as exc:
             raise StoreUnreachableError(f"cannot open the store {self.project.tracking_uri}: {exc}") from None
-        return fn(client, *args)
+        try:
+            return fn(client, *args)
+        except Exception as exc:
+            if isinstance(exc, StoreUnreachableError) or (isinstance(exc, MlopsError) and not isinstance(exc, StoreError)):
+                raise  # it already says what is wrong
+            # A store that went away since the client last checked fails the call with
+            # MLflow's retry trace (or a 500): say that the store is down, as a 503 the
+            # panel shows as such (and retries).
+            health = check_store(self.project, timeout=2.0)
+            if health.reachable is False:
+                raise health.error() from None
+            raise
 
     def body(self) -> dict[str, Any]:
         """The JSON request body, or a 400 naming what is wrong."""
