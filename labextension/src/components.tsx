@@ -86,18 +86,31 @@ function AliasBadge(props: { alias: string; onRemove?: () => void }): JSX.Elemen
   );
 }
 
-function ErrorState(props: { error: RegistryError; onRetry: () => void; what?: 'registry' | 'jobs' }): JSX.Element {
+function ErrorState(props: {
+  error: RegistryError;
+  onRetry: () => void;
+  what?: 'registry' | 'jobs';
+  /** When the section retries by itself (an unreachable store), if it does. */
+  retryAt?: Date | null;
+}): JSX.Element {
   const jobs = props.what === 'jobs';
+  const unreachable = props.error.kind === 'unreachable';
   const title =
     props.error.kind === 'missing-extension'
       ? `The ${jobs ? 'jobs' : 'registry'} API is not available`
-      : props.error.kind === 'unreachable'
+      : unreachable
         ? `The ${jobs ? 'job' : 'model'} store cannot be reached`
         : 'Something went wrong';
   return (
     <div className="jp-mlops-error" role="alert">
       <div className="jp-mlops-error-title">{title}</div>
       <div className="jp-mlops-error-message">{props.error.message}</div>
+      {unreachable && props.retryAt && (
+        <div className="jp-mlops-error-retry">
+          Retrying by itself (next try at {props.retryAt.toLocaleTimeString()}, then less often): the{' '}
+          {jobs ? 'jobs' : 'models'} show again as soon as the store answers.
+        </div>
+      )}
       <button className="jp-mod-styled jp-mod-accept" onClick={props.onRetry}>
         Retry
       </button>
@@ -207,7 +220,9 @@ export class RegistryView extends VDomRenderer<RegistryModel> {
             onChange={event => this._onSearch((event.target as HTMLInputElement).value)}
           />
         </div>
-        {model.error && <ErrorState error={model.error} onRetry={() => void model.refresh()} />}
+        {model.error && (
+          <ErrorState error={model.error} retryAt={model.retry.due} onRetry={() => void model.refresh()} />
+        )}
         {model.loading && model.models.length === 0 && <div className="jp-mlops-loading">Loading models…</div>}
         {empty && <EmptyState query={model.query} />}
         <ul className="jp-mlops-models" aria-busy={model.loading}>
@@ -647,7 +662,7 @@ export class JobsView extends VDomRenderer<JobsModel> {
         <SchedulerNote model={model} />
         <h3 className="jp-mlops-subhead">Schedules</h3>
         {model.schedulesError ? (
-          <ErrorState error={model.schedulesError} onRetry={retry} what="jobs" />
+          <ErrorState error={model.schedulesError} retryAt={model.retry.due} onRetry={retry} what="jobs" />
         ) : (
           !model.loading &&
           model.schedules.length === 0 && (
@@ -665,7 +680,7 @@ export class JobsView extends VDomRenderer<JobsModel> {
         </ul>
         <h3 className="jp-mlops-subhead">Recent job runs</h3>
         {model.jobsError ? (
-          <ErrorState error={model.jobsError} onRetry={retry} what="jobs" />
+          <ErrorState error={model.jobsError} retryAt={model.retry.due} onRetry={retry} what="jobs" />
         ) : (
           !model.loading &&
           model.jobs.length === 0 && (

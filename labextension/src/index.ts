@@ -79,11 +79,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // One refresh button and one auto-refresh for the whole panel.
     model.follow(jobs);
     if (settingRegistry) {
-      const apply = (settings: ISettingRegistry.ISettings) =>
+      const apply = (settings: ISettingRegistry.ISettings) => {
         model.configure({
           pageSize: settings.get('pageSize').composite as number,
           autoRefreshSeconds: settings.get('autoRefreshSeconds').composite as number
         });
+        const retryMs = 1000 * (settings.get('retrySeconds').composite as number);
+        model.retry.firstDelay = retryMs;
+        jobs.retry.firstDelay = retryMs;
+      };
       settingRegistry
         .load(plugin.id)
         .then(settings => {

@@ -37,6 +37,102 @@ export interface IRefreshable {
   setVisible(visible: boolean): void;
 }
 
+/** The first automatic retry of a store that cannot be reached, in milliseconds (a setting). */
+export const RETRY_FIRST_MS = 5_000;
+/** Automatic retries double their wait up to this, in milliseconds. */
+export const RETRY_MAX_MS = 30_000;
+
+/**
+ * Retries a section's load by itself while the store (or the Jupyter server) cannot be
+ * reached: first after 5 s, then waiting twice as long each time up to 30 s, only while
+ * the panel is shown; the first answer ends it. The registry and the Jobs section each
+ * own one and tell it how every load ended.
+ */
+export class StoreRetry {
+  /**
+   * @param load reloads the section quietly; it reports its outcome through `note`
+   * @param changed tells the views that `due` changed
+   */
+  constructor(
+    private readonly _load: () => Promise<void>,
+    private readonly _changed: () => void
+  ) {}
+
+  /** When the next automatic retry is due; null when none is planned. */
+  get due(): Date | null {
+    return this._due;
+  }
+
+  /** Wait before the first retry in milliseconds (0: no automatic retries). */
+  set firstDelay(ms: number) {
+    this._first = Math.max(0, ms);
+    this._delay = this._first;
+    if (this._first === 0) {
+      this._cancel();
+    }
+  }
+
+  /** How loads ended: one that found the store unreachable plans the next retry, any other outcome ends retrying. */
+  note(...errors: (RegistryError | null)[]): void {
+    this._failing = errors.some(e => e?.kind === 'unreachable');
+    if (this._failing) {
+      this._schedule();
+    } else {
+      this._cancel();
+      this._delay = this._first;
+    }
+  }
+
+  /** Retries wait while the panel is hidden; showing it again retries soon. */
+  setVisible(visible: boolean): void {
+    this._visible = visible;
+    this._cancel();
+    if (visible && this._failing) {
+      this._delay = this._first;
+      this._schedule();
+    }
+  }
+
+  dispose(): void {
+    this._disposed = true;
+    this._cancel();
+  }
+
+  private _schedule(): void {
+    if (this._timer !== null || !this._visible || this._first === 0 || this._disposed) {
+      return; // one retry at a time: a failed refresh meanwhile does not add one
+    }
+    const wait = this._delay;
+    this._delay = Math.min(2 * wait, Math.max(RETRY_MAX_MS, this._first));
+    this._due = new Date(Date.now() + wait);
+    this._timer = window.setTimeout(() => {
+      this._timer = null;
+      this._due = null;
+      void this._load().catch(() => undefined);
+    }, wait);
+    this._changed();
+  }
+
+  private _cancel(): void {
+    if (this._timer !== null) {
+      window.clearTimeout(this._timer);
+      this._timer = null;
+    }
+    if (this._due !== null) {
+      this._due = null;
+      this._changed();
+    }
+  }
+
+  private _first = RETRY_FIRST_MS;
+  private _delay = RETRY_FIRST_MS;
+  private _due: Date | null = null;
+  private _timer: number | null = null;
+  private _visible = false;
+  private _failing = false;
+  private _disposed = false;
+}
+
 export class RegistryModel extends VDomModel {
   readonly versionsPageSize: number;
 
@@ -52,7 +148,14 @@ export class RegistryModel extends VDomModel {
       name: 'mlops-nb:registry',
       standby: () => (this._visible && this._autoRefresh ? 'when-hidden' : true)
     });
+    this.retry = new StoreRetry(
+      () => this.refresh({ quiet: true }),
+      () => this.stateChanged.emit()
+    );
   }
+
+  /** Retries the list by itself while the store cannot be reached. */
+  readonly retry: StoreRetry;
 
   /** Models a page; a change reloads from the first page. */
   get pageSize(): number {
@@ -138,6 +241,7 @@ export class RegistryModel extends VDomModel {
   /** Start or pause auto-refresh with the panel's visibility. */
   setVisible(visible: boolean): void {
     this._visible = visible;
+    this.retry.setVisible(visible);
     this._followers.forEach(f => f.setVisible(visible));
     if (!visible) {
       return;
@@ -218,6 +322,7 @@ export class RegistryModel extends VDomModel {
       return;
     }
     this._poll.dispose();
+    this.retry.dispose();
     super.dispose();
   }
 
@@ -248,6 +353,7 @@ export class RegistryModel extends VDomModel {
     } finally {
       if (ticket === this._ticket) {
         this._loading = false;
+        this.retry.note(this._error);
         this.stateChanged.emit();
       }
     }
@@ -329,7 +435,14 @@ export class JobsModel extends VDomModel implements IRefreshable {
       name: 'mlops-nb:active-jobs',
       standby: () => (this._visible && this.hasActiveJobs ? 'when-hidden' : true)
     });
+    this.retry = new StoreRetry(
+      () => this.refresh({ quiet: true }),
+      () => this.stateChanged.emit()
+    );
   }
+
+  /** Retries schedules and jobs by themselves while their stores cannot be reached. */
+  readonly retry: StoreRetry;
 
   get schedules(): ISchedule[] {
     return this._schedules;
@@ -360,6 +473,7 @@ export class JobsModel extends VDomModel implements IRefreshable {
 
   setVisible(visible: boolean): void {
     this._visible = visible;
+    this.retry.setVisible(visible);
   }
 
   /** Reload schedules and jobs; `quiet` keeps what is shown until the answers arrive. */
@@ -388,6 +502,7 @@ export class JobsModel extends VDomModel implements IRefreshable {
     }
     this._loaded = true;
     this._loading = false;
+    this.retry.note(this._schedulesError, this._jobsError);
     this.stateChanged.emit();
     const error = this._schedulesError ?? this._jobsError;
     if (error && options.quiet) {
@@ -410,6 +525,7 @@ export class JobsModel extends VDomModel implements IRefreshable {
       return;
     }
     this._follow.dispose();
+    this.retry.dispose();
     super.dispose();
   }
 
