@@ -19,6 +19,7 @@ extension loads.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,7 +52,19 @@ CONFIG_KEYS = {
     "experiment": "the default experiment name (otherwise the notebook's name)",
     "capture": "true/false: snapshot notebook code, cell sources and git diffs with runs",
     "scheduler_db": "the SQLAlchemy URL of the schedule database (relative sqlite paths are relative to pyproject.toml)",
+    "executor": "where notebook jobs run: local (the default) or dask://HOST:PORT (a Dask scheduler)",
 }
+
+_EXECUTOR = re.compile(r"^(local|dask://\[?[A-Za-z0-9_.:-]+\]?:\d{1,5})$")
+
+
+def check_executor(value: str, where: str) -> str:
+    """``value`` if it names an executor (``local`` or ``dask://HOST:PORT``), else a
+    :class:`ConfigError` naming ``where`` it came from."""
+    text = value.strip() if isinstance(value, str) else value
+    if not isinstance(text, str) or not _EXECUTOR.match(text):
+        raise ConfigError(f"{where} must be 'local' or dask://HOST:PORT (a Dask scheduler's address), not {value!r}")
+    return text
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,8 @@ class ProjectConfig:
         The configured default experiment name, if any.
     capture:
         Whether code (notebook snapshot, cell sources, git diff) is captured with runs.
+    executor:
+        Where notebook jobs run: ``local`` or ``dask://HOST:PORT``.
     """
 
     project_root: Path
@@ -80,6 +95,7 @@ class ProjectConfig:
     source: str
     experiment: str | None = None
     capture: bool = True
+    executor: str = "local"
 
     @property
     def is_embedded(self) -> bool:
@@ -193,6 +209,11 @@ def resolve_config(
     table = table or {}
     experiment = table.get("experiment")
     capture = table.get("capture", True)
+    executor = "local"
+    if env.get("MLOPS_NB_EXECUTOR", "").strip():
+        executor = check_executor(env["MLOPS_NB_EXECUTOR"], "MLOPS_NB_EXECUTOR")
+    elif "executor" in table:
+        executor = check_executor(table["executor"], f"executor in [tool.mlops-nb] of {pyproject}")
 
     env_uri = env.get("MLFLOW_TRACKING_URI", "").strip()
     if env_uri:
@@ -204,6 +225,7 @@ def resolve_config(
             source="the MLFLOW_TRACKING_URI environment variable",
             experiment=experiment,
             capture=capture,
+            executor=executor,
         )
     if "tracking_uri" in table:
         assert pyproject is not None
@@ -215,6 +237,7 @@ def resolve_config(
             source=f"tracking_uri in [tool.mlops-nb] of {pyproject}",
             experiment=experiment,
             capture=capture,
+            executor=executor,
         )
     uri = _embedded_uri(root)
     why = (
@@ -229,4 +252,5 @@ def resolve_config(
         source=why,
         experiment=experiment,
         capture=capture,
+        executor=executor,
     )

@@ -14,6 +14,7 @@ __all__ = [
     "StoreError",
     "StoreUnreachableError",
     "NotFoundError",
+    "ExecutorUnreachableError",
 ]
 
 
@@ -46,3 +47,7 @@ class StoreError(MlopsError):
 
 class StoreUnreachableError(StoreError):
     """The tracking store cannot be reached at all."""
+
+
+class ExecutorUnreachableError(MlopsError):
+    """The cluster that runs jobs (a Dask scheduler) cannot be reached."""

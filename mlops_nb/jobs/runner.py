@@ -94,7 +94,12 @@ def _failed_cell(exc: BaseException, executed: Path | None) -> dict[str, Any] | 
     injected = 0
     if executed is not None:
         try:
-            cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
+            # papermill's index counts the executed cells; the error banners it then
+            # adds to the saved copy (tagged papermill-error-cell-tag) are not among them.
+            cells = [
+                c for c in json.loads(executed.read_text(encoding="utf-8"))["cells"]
+                if "papermill-error-cell-tag" not in (c.get("metadata", {}).get("tags") or [])
+            ]
             injected = sum(
                 "injected-parameters" in (c.get("metadata", {}).get("tags") or []) for c in cells[: int(index)]
             )
@@ -187,6 +192,7 @@ def run_notebook(
     stop: threading.Event | None = None,
     report: Callable[[str], None] | None = None,
     on_start: Callable[[str], None] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> JobResult:
     """Run ``notebook`` headless through papermill as one MLflow run.
 
@@ -195,7 +201,8 @@ def run_notebook(
     starts. ``timeout`` bounds the whole job, ``cell_timeout`` each cell. ``stop``, when
     set, stops the job (its run ends KILLED). ``progress`` is papermill's
     ``progress_bar`` (a bool, or keyword arguments for its tqdm bar). ``on_start`` is
-    called with the run's id once the run exists. A failing notebook is a result with
+    called with the run's id once the run exists, after ``tags`` are set on it. A
+    failing notebook is a result with
     ``status == "FAILED"``, not an exception.
 
     Raises
@@ -236,11 +243,12 @@ def run_notebook(
         raise
     client = tracker.client
     run_id = handle.run_id
-    tags = {TAG + "kind": "job", TAG + "job.kernel": kernel or "python3"}
+    run_tags = {TAG + "kind": "job", TAG + "job.kernel": kernel or "python3", **dict(tags or {})}
     if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
+        run_tags["mlflow.parentRunId"] = parent_run_id
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
     if checked:
         tracker.log_params({k: json.dumps(v) if not isinstance(v, str) else v for k, v in checked.items()})
     if on_start is not None:

@@ -1,0 +1,493 @@
+"""Where notebook jobs run: one interface, two implementations.
+
+A :class:`JobSpec` says everything about one job (it pickles, so it can cross to another
+machine). An :class:`Executor` takes specs and returns futures of :class:`JobResult`:
+
+- :class:`LocalExecutor` (the default) runs them in this process, on threads, with this
+  process's kernel pools;
+- :class:`DaskExecutor` sends each one to a Dask distributed cluster, where a worker runs
+  it with the worker's own kernel pool and logs into the same tracking store.
+
+Both call :func:`run_job`, which calls :func:`~mlops_nb.jobs.runner.run_notebook`: the
+runner has one path whichever executor is used. Sweeps, pipelines and the scheduler take
+an executor; the commands build one from ``--executor`` or the project's ``executor``
+setting.
+
+A worker lost mid-job
+---------------------
+Dask runs a task again on another worker when its worker dies (up to the Dask scheduler's
+``distributed.scheduler.allowed-failures``, default 3). Each attempt's MLflow run carries
+the job's key (tag ``mlops_nb.job.key``); an attempt that starts ends any earlier attempt
+still ``RUNNING`` as ``FAILED`` (tag ``mlops_nb.job.lost``), and when the job gives up the
+command does the same, so no run is left ``RUNNING``. A job that runs out of attempts is a
+*retryable* failure: a schedule retries it by its own policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from ..config import ConfigError, ProjectConfig, check_executor
+from ..exceptions import ExecutorUnreachableError, UsageError
+from .runner import FAILED, KILLED, TAG, JobResult, check_job, run_notebook
+
+if TYPE_CHECKING:
+    from .pool import KernelPool
+
+__all__ = ["JobSpec", "Executor", "LocalExecutor", "DaskExecutor", "executor_for", "job_spec", "run_job"]
+
+KEY_TAG = TAG + "job.key"
+ATTEMPT_TAG = TAG + "job.attempt"
+WORKER_TAG = TAG + "job.worker"
+LOST_TAG = TAG + "job.lost"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One notebook job, checked and ready to run anywhere that sees the same project.
+
+    ``params`` are already converted by the notebook's declared types (see
+    :func:`job_spec`); ``tags`` are set on the job's run as it starts; ``key`` names the
+    job across retries; ``notebook_sha256`` lets a worker check that it runs the same
+    notebook the command was given.
+    """
+
+    notebook: str
+    params: dict[str, Any]
+    config: ProjectConfig
+    experiment: str
+    run_name: str | None = None
+    timeout: float | None = None
+    cell_timeout: float | None = None
+    kernel: str | None = None
+    output: str | None = None
+    cwd: str | None = None
+    parent_run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    notebook_sha256: str = ""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def job_spec(
+    notebook: str | Path,
+    params: Mapping[str, Any] | None = None,
+    *,
+    config: ProjectConfig,
+    texts: Mapping[str, str] | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    timeout: Any = None,
+    cell_timeout: Any = None,
+    kernel: str | None = None,
+    output: str | Path | None = None,
+    cwd: str | Path | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> JobSpec:
+    """Check a job (notebook, parameters, timeouts) and describe it as a :class:`JobSpec`.
+
+    Raises
+    ------
+    UsageError
+        As :func:`~mlops_nb.jobs.runner.check_job`: nothing is sent anywhere.
+    """
+    from .runner import _notebook_kernel
+
+    path, checked, timeout, cell_timeout = check_job(notebook, params, texts, timeout, cell_timeout)
+    if cwd is not None and not Path(cwd).is_dir():
+        raise UsageError(f"--cwd {cwd} is not a folder")
+    return JobSpec(
+        notebook=str(path),
+        params=checked,
+        config=config,
+        experiment=experiment or config.experiment or path.stem,
+        run_name=run_name,
+        timeout=timeout,
+        cell_timeout=cell_timeout,
+        kernel=kernel or _notebook_kernel(path),
+        output=str(Path(output).resolve()) if output else None,
+        cwd=str(Path(cwd).resolve()) if cwd else None,
+        parent_run_id=parent_run_id,
+        tags=dict(tags or {}),
+        notebook_sha256=_sha256(path),
+    )
+
+
+def run_job(
+    spec: JobSpec,
+    *,
+    pool: "KernelPool | None" = None,
+    stop: threading.Event | None = None,
+    on_start: Callable[[str], None] | None = None,
+    report: Callable[[str], None] | None = None,
+    progress: bool | dict[str, Any] = False,
+    tags: Mapping[str, str] | None = None,
+) -> JobResult:
+    """Run one job here, in this process: the step every executor ends in."""
+    return run_notebook(
+        spec.notebook,
+        spec.params,
+        experiment=spec.experiment,
+        run_name=spec.run_name,
+        timeout=spec.timeout,
+        cell_timeout=spec.cell_timeout,
+        kernel=spec.kernel,
+        output=spec.output,
+        cwd=spec.cwd,
+        pool=pool,
+        progress=progress,
+        parent_run_id=spec.parent_run_id,
+        config=spec.config,
+        stop=stop,
+        report=report,
+        on_start=on_start,
+        tags={**spec.tags, KEY_TAG: spec.key, **dict(tags or {})},
+    )
+
+
+class Executor:
+    """Runs :class:`JobSpec` s and returns futures of their :class:`JobResult`.
+
+    ``submit`` never raises for a job that fails: the future's result says how it ended.
+    ``stop``, when set, stops the job (its run ends ``KILLED``); ``on_start`` is called
+    here, in this process, with the run's id once the run exists. Use as a context
+    manager, or call :meth:`close`.
+    """
+
+    #: How the executor is named on a command line (``local``, ``dask://HOST:PORT``).
+    name: str = ""
+    #: How many jobs run at once.
+    capacity: int = 1
+
+    def submit(
+        self,
+        spec: JobSpec,
+        *,
+        stop: threading.Event | None = None,
+        on_start: Callable[[str], None] | None = None,
+    ) -> "Future[JobResult]":
+        raise NotImplementedError
+
+    def run(
+        self,
+        spec: JobSpec,
+        *,
+        stop: threading.Event | None = None,
+        on_start: Callable[[str], None] | None = None,
+    ) -> JobResult:
+        """Run one job and wait for its end; Ctrl-C stops it (its run ends ``KILLED``)."""
+        stop = stop or threading.Event()
+        future = self.submit(spec, stop=stop, on_start=on_start)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            stop.set()
+            return future.result()
+
+    def close(self) -> None:
+        """Release what the executor holds (threads, kernels, connections)."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class LocalExecutor(Executor):
+    """Jobs on ``workers`` threads of this process, each on a kernel from a pool.
+
+    ``pool_size`` kernels per kernel name and folder are started ahead of need (0: each
+    job starts its kernel while its run is created, as for one ``mlops-nb run``).
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        workers: int = 1,
+        *,
+        pool_size: int | None = None,
+        report: Callable[[str], None] | None = None,
+        progress: bool | dict[str, Any] = False,
+    ) -> None:
+        self.capacity = workers
+        self._pool_size = workers if pool_size is None else pool_size
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlops-nb-job")
+        self._pools: dict[tuple[str, str], KernelPool] = {}
+        self._lock = threading.Lock()
+        self._report, self._progress = report, progress
+
+    def _pool(self, spec: JobSpec) -> "KernelPool | None":
+        if self._pool_size == 0:
+            return None  # run_notebook starts (and stops) the job's own kernel
+        from .pool import KernelPool
+
+        cwd = spec.cwd or str(Path(spec.notebook).parent)
+        key = (spec.kernel or "python3", cwd)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = KernelPool(kernel_name=key[0], size=self._pool_size, cwd=cwd)
+            return pool
+
+    def submit(self, spec: JobSpec, *, stop: threading.Event | None = None,
+               on_start: Callable[[str], None] | None = None) -> "Future[JobResult]":
+        return self._threads.submit(
+            run_job, spec, pool=self._pool(spec), stop=stop, on_start=on_start, report=self._report,
+            progress=self._progress,
+        )
+
+    def run(self, spec: JobSpec, *, stop: threading.Event | None = None,
+            on_start: Callable[[str], None] | None = None) -> JobResult:
+        """Run one job in the calling thread (Ctrl-C reaches the job directly)."""
+        return run_job(spec, pool=self._pool(spec), stop=stop, on_start=on_start, report=self._report,
+                       progress=self._progress)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=True)
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
+
+
+def _dask_address(name: str) -> str:
+    return "tcp://" + name[len("dask://"):]
+
+
+class DaskExecutor(Executor):
+    """Jobs on a Dask distributed cluster: each job is one task, run by a worker with
+    the worker's kernel pool, logging into the project's tracking store.
+
+    Workers need ``mlops-nb`` installed and the project at the same path (a shared
+    folder, or the same checkout): a worker refuses a notebook that differs from the one
+    the command was given.
+    """
+
+    def __init__(self, address: str, *, report: Callable[[str], None] | None = None, connect_timeout: float = 10.0) -> None:
+        try:
+            import distributed
+        except ImportError:
+            raise UsageError(
+                "--executor dask:// needs Dask's distributed package: pip install 'mlops-nb[dask]'"
+            ) from None
+        self.name = address if address.startswith("dask://") else "dask://" + address.split("://", 1)[-1]
+        self._report = report or (lambda line: None)
+        try:
+            self._client = distributed.Client(_dask_address(self.name), timeout=connect_timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ExecutorUnreachableError(
+                f"cannot reach the Dask scheduler at {self.name} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                "start one (`dask scheduler`, then `dask worker`s) or check the address"
+            ) from None
+        self.capacity = max(1, sum(self._client.nthreads().values()))
+        self._topic = f"mlops-nb-start-{uuid.uuid4().hex}"
+        self._started: dict[str, Callable[[str], None]] = {}
+        self._lock = threading.Lock()
+        self._client.subscribe_topic(self._topic, self._on_event)
+        self._waiters = ThreadPoolExecutor(max_workers=64, thread_name_prefix="mlops-nb-dask")
+
+    def _on_event(self, event: Any) -> None:
+        """A worker's "run started" event: call the job's ``on_start`` off Dask's loop."""
+        message = event[1] if isinstance(event, tuple) and len(event) == 2 else event
+        if not isinstance(message, dict):
+            return
+        with self._lock:
+            callback = self._started.get(message.get("key", ""))
+        if callback is not None:
+            threading.Thread(target=callback, args=(message.get("run_id", ""),), daemon=True).start()
+
+    def submit(self, spec: JobSpec, *, stop: threading.Event | None = None,
+               on_start: Callable[[str], None] | None = None) -> "Future[JobResult]":
+        if on_start is not None:
+            with self._lock:
+                self._started[spec.key] = on_start
+        task = self._client.submit(_dask_task, spec, self._topic, key=f"mlops-nb-job-{spec.key}", pure=False)
+        return self._waiters.submit(self._wait, spec, task, stop)
+
+    def _wait(self, spec: JobSpec, task: Any, stop: threading.Event | None) -> JobResult:
+        import distributed
+
+        started = time.monotonic()
+        stopped = False
+        try:
+            while True:
+                try:
+                    return task.result(timeout=0.5)
+                except (TimeoutError, distributed.TimeoutError):
+                    pass
+                if stop is not None and stop.is_set() and not stopped:
+                    stopped = True
+                    try:
+                        distributed.Event(_stop_event(spec.key), client=self._client).set()
+                    except Exception:
+                        task.cancel()
+        except Exception as exc:  # the worker was lost too often, the cluster went away, cancelled
+            status = KILLED if stopped else FAILED
+            why = _lost_reason(exc)
+            error = "stopped" if stopped else f"{why} on {self.name}"
+            run_id = end_lost_attempts(spec, f"{why}; the job was given up")
+            return JobResult(
+                notebook=spec.notebook, run_id=run_id, experiment=spec.experiment, status=status,
+                duration_s=time.monotonic() - started, params=dict(spec.params), output=None, error=error,
+            )
+        finally:
+            with self._lock:
+                self._started.pop(spec.key, None)
+
+    def close(self) -> None:
+        self._waiters.shutdown(wait=True)
+        try:
+            self._client.unsubscribe_topic(self._topic)
+        except Exception:
+            pass
+        self._client.close()
+
+
+def _stop_event(key: str) -> str:
+    return f"mlops-nb-stop-{key}"
+
+
+def _lost_reason(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if name == "KilledWorker":
+        return "its worker was lost on every attempt"
+    if name in {"CancelledError", "FutureCancelledError"}:
+        return "the job was cancelled (the Dask scheduler or its workers went away)"
+    text = str(exc).strip().splitlines()
+    return f"the cluster failed the job ({name}: {text[0] if text else ''})"
+
+
+def end_lost_attempts(spec: JobSpec, why: str) -> str | None:
+    """End every run of ``spec``'s job still ``RUNNING`` (an attempt whose worker was
+    lost) as ``FAILED``, saying ``why`` in the tag ``mlops_nb.job.lost``. Returns the
+    job's newest run id, if any."""
+    from ..store import get_client
+
+    try:
+        client = get_client(spec.config)
+        experiment = client.get_experiment_by_name(spec.experiment)
+        if experiment is None:
+            return None
+        runs = client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{spec.key}'",
+            order_by=["attributes.start_time DESC"], max_results=50,
+        )
+        for run in runs:
+            if run.info.status == "RUNNING":
+                client.set_tag(run.info.run_id, LOST_TAG, why)
+                client.set_terminated(run.info.run_id, FAILED)
+            elif run.info.status != "FINISHED" and LOST_TAG not in run.data.tags and TAG + "ended_by" in run.data.tags:
+                # Another tracker on the lost worker's host saw its process gone first
+                # and ended the run KILLED (tracking's own recovery): say why here too.
+                client.set_tag(run.info.run_id, LOST_TAG, why)
+        return runs[0].info.run_id if runs else None
+    except Exception:
+        return None  # the store is away: the next attempt or the command's end retries this
+
+
+def _dask_task(spec: JobSpec, topic: str) -> JobResult:
+    """What a Dask worker runs for one job."""
+    from distributed import get_worker
+
+    from .pool import shared_pool
+
+    worker = get_worker()
+    path = Path(spec.notebook)
+    if not path.is_file() or _sha256(path) != spec.notebook_sha256:
+        what = "has no notebook" if not path.is_file() else "has a different notebook"
+        return JobResult(
+            notebook=spec.notebook, run_id=None, experiment=spec.experiment, status=FAILED, duration_s=0.0,
+            params=dict(spec.params), output=None,
+            error=(f"worker {worker.address} {what} at {spec.notebook}: workers need the project at the same "
+                   "path (a shared folder or the same checkout)"),
+        )
+    lost = end_lost_attempts(spec, f"worker lost mid-job; run again on {worker.address}")
+    attempt = 1 if lost is None else _attempt_of(spec, lost) + 1
+    stop = threading.Event()
+    done = threading.Event()
+
+    def watch_stop() -> None:
+        from distributed import Event
+
+        try:
+            event = Event(_stop_event(spec.key))
+            while not done.is_set():
+                if event.wait(timeout=1):
+                    stop.set()
+                    return
+        except Exception:
+            pass
+
+    threading.Thread(target=watch_stop, daemon=True, name="mlops-nb-stop").start()
+
+    def on_start(run_id: str) -> None:
+        worker.log_event(topic, {"key": spec.key, "run_id": run_id})
+
+    try:
+        cwd = spec.cwd or str(path.parent)
+        return run_job(
+            spec, pool=shared_pool(spec.kernel or "python3", cwd), stop=stop, on_start=on_start,
+            tags={ATTEMPT_TAG: str(attempt), WORKER_TAG: worker.address},
+        )
+    finally:
+        done.set()
+
+
+def _attempt_of(spec: JobSpec, run_id: str) -> int:
+    from ..store import get_client
+
+    try:
+        return int(get_client(spec.config).get_run(run_id).data.tags.get(ATTEMPT_TAG, "1"))
+    except Exception:
+        return 1
+
+
+def executor_for(
+    name: str | None,
+    config: ProjectConfig,
+    *,
+    workers: int = 1,
+    pool_size: int | None = None,
+    report: Callable[[str], None] | None = None,
+    progress: bool | dict[str, Any] = False,
+) -> Executor:
+    """The executor ``name`` (``local``, ``dask://HOST:PORT``; default: the project's
+    ``executor`` setting). ``workers`` and ``pool_size`` apply to the local one.
+
+    Raises
+    ------
+    UsageError
+        For a name that is neither.
+    ExecutorUnreachableError
+        When the Dask scheduler cannot be reached.
+    """
+    try:
+        text = check_executor(name, "--executor") if name is not None else config.executor
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if text == "local":
+        return LocalExecutor(workers, pool_size=pool_size, report=report, progress=progress)
+    if config.sqlite_path is not None and report is not None:
+        report(
+            f"warning: jobs on {text} log into {config.tracking_uri}, a file on this machine; workers on "
+            "other machines cannot reach it: point the project at a shared tracking server (README: Beyond one machine)"
+        )
+    return DaskExecutor(text, report=report)
+
+
+def with_tags(spec: JobSpec, tags: Mapping[str, str]) -> JobSpec:
+    """``spec`` with more tags for its run."""
+    return replace(spec, tags={**spec.tags, **dict(tags)})
