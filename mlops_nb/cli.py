@@ -78,6 +78,15 @@ def _job_options(parser: argparse.ArgumentParser, metavar: str, param_help: str,
     parser.add_argument("--timeout", metavar="SECONDS", help=timeout_help)
     parser.add_argument("--cell-timeout", metavar="SECONDS", help="each cell's time limit")
     parser.add_argument("--kernel", metavar="NAME", help="the kernel (default: the notebook's)")
+    executor_option(parser)
+
+
+def executor_option(parser: argparse.ArgumentParser) -> None:
+    """``--executor``: where the notebook jobs run."""
+    parser.add_argument(
+        "--executor", metavar="local|dask://HOST:PORT",
+        help="run the jobs here (local, the default) or on a Dask cluster; default: the project's executor setting",
+    )
 
 
 def _tracker(project: str | None):
@@ -152,7 +161,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{', '.join(clash)} given both with -p and in {args.params_file}: give each once")
     path = notebook_path(args.notebook)
     config = resolve_config(args.project if args.project else path.parent)
-    mode = agent.agent_mode()
+    from .config import check_executor
+
+    try:
+        where = check_executor(args.executor, "--executor") if args.executor else config.executor
+    except MlopsError as exc:
+        raise UsageError(str(exc)) from None
+    mode = agent.agent_mode() if where == "local" else "off"
     progress = not args.json and sys.stderr.isatty()
 
     def on_sigterm(signum: int, frame: object) -> None:
@@ -171,13 +186,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if done is not None:
             result = JobResult(**{f.name: done[f.name] for f in fields(JobResult)})
         else:
-            from .jobs.runner import run_notebook
+            from .jobs.executors import executor_for, job_spec
 
-            result = run_notebook(
+            spec = job_spec(
                 path, values, texts=texts, experiment=args.experiment, timeout=args.timeout,
-                cell_timeout=args.cell_timeout, kernel=args.kernel, output=args.output,
-                progress=progress, config=config,
+                cell_timeout=args.cell_timeout, kernel=args.kernel, output=args.output, config=config,
             )
+            with executor_for(where, config, pool_size=0, progress=progress, report=_warn) as executor:
+                result = executor.run(spec)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if done is None and mode == "auto" and not _in_ci():
@@ -199,6 +215,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if result.output:
             print(f"executed notebook: {result.output}")
     return 0 if result.ok else 1
+
+
+def _warn(line: str) -> None:
+    print(f"mlops-nb: {line}", file=sys.stderr)
 
 
 def _json_safe(values: dict) -> bool:
@@ -249,6 +269,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     texts = parse_assignments(args.param)
     values = load_params_file(args.params_file) if args.params_file else {}
+    config = _job_config(args, args.notebook)
+    cluster = _cluster(args.executor, config)
 
     def on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -258,16 +280,44 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         result = sweep(
             args.notebook, texts, values, workers=args.workers, metric=args.metric,
             lower_is_better=args.lower_is_better, experiment=args.experiment, timeout=args.timeout,
-            cell_timeout=args.cell_timeout, kernel=args.kernel,
+            cell_timeout=args.cell_timeout, kernel=args.kernel, config=config, executor=cluster,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if cluster is not None:
+            cluster.close()
     if args.junit:
         from .jobs.junit import write_junit
 
         write_junit(result.jobs, args.junit, suite=f"sweep {result.notebook}")
     print(json.dumps(result.to_dict(), default=str) if args.json else sweep_table(result))
     return 0 if result.ok else 1
+
+
+def _job_config(args: argparse.Namespace, file: str):
+    """The project config for a job command: ``--project``, else the file's folder."""
+    from pathlib import Path
+
+    from .config import resolve_config
+
+    path = Path(file)
+    return resolve_config(args.project if args.project else (path.resolve().parent if path.exists() else None))
+
+
+def _cluster(name: str | None, config):
+    """The Dask executor ``--executor`` (or the project setting) names; ``None`` for local
+    (each command then runs its jobs on its own workers)."""
+    from .config import check_executor
+
+    try:
+        where = check_executor(name, "--executor") if name else config.executor
+    except MlopsError as exc:
+        raise UsageError(str(exc)) from None
+    if where == "local":
+        return None
+    from .jobs.executors import executor_for
+
+    return executor_for(where, config, report=_warn)
 
 
 def _skip_slow_optional_imports() -> None:

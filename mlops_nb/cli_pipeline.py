@@ -22,6 +22,9 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
                      help="run STEP again even if cached, and so every step after it (repeatable)")
     run.add_argument("--workers", type=int, default=2, help="steps at a time (default: 2)")
     run.add_argument("--json", action="store_true", help="print the result as one JSON object (quiet)")
+    from .cli import executor_option
+
+    executor_option(run)
     run.set_defaults(func=_cmd_run)
     show = commands.add_parser("show", help="the steps, what each needs, and whether each is cached, stale or failed")
     show.add_argument("file", metavar="FILE", help="the pipeline file (YAML)")
@@ -54,14 +57,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def report(line: str) -> None:
         print(line, flush=True)
 
+    from .cli import _cluster
+
+    config = _config(args)
+    cluster = _cluster(args.executor, config)
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         result = run_pipeline(
-            args.file, params=texts, force=args.force, workers=args.workers, config=_config(args),
-            report=None if args.json else report,
+            args.file, params=texts, force=args.force, workers=args.workers, config=config,
+            report=None if args.json else report, executor=cluster,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if cluster is not None:
+            cluster.close()
     if args.json:
         print(json.dumps(result.to_dict(), default=str))
     else:

@@ -52,6 +52,7 @@ from ..exceptions import MlopsError, UsageError
 from .runner import FAILED, FINISHED, KILLED
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .executors import Executor
     from mlflow import MlflowClient
 
 __all__ = [
@@ -704,6 +705,7 @@ def run_pipeline(
     stop: threading.Event | None = None,
     report: Callable[[str], None] | None = None,
     on_start: Callable[[str], None] | None = None,
+    executor: "Executor | None" = None,
 ) -> PipelineResult:
     """Run a pipeline: each step whose inputs are unchanged is reused (``cached``), the
     others run as jobs nested under one pipeline run, ``workers`` steps at a time.
@@ -713,7 +715,9 @@ def run_pipeline(
     other steps still finish. ``stop``, when set (or on Ctrl-C), ends running jobs KILLED
     and starts nothing more. ``report`` receives one line per finished step.
     ``on_start`` is called with the pipeline run's id once it exists (a scheduler records
-    it, so a pipeline cut short by a crash can be ended later).
+    it, so a pipeline cut short by a crash can be ended later). ``executor`` runs the
+    steps' notebook jobs (default: this process; a :class:`~.executors.DaskExecutor`
+    sends them, sweeps' jobs included, to a cluster).
 
     Raises
     ------
@@ -753,12 +757,16 @@ def run_pipeline(
         on_start(handle.run_id)
     say(f"pipeline {pipeline.name}: run {handle.run_id} in experiment {experiment!r}, {len(pipeline.steps)} steps, {workers} at a time")
 
-    runner = _Runner(pipeline, cfg, client, handle.run_id, experiment, handle.experiment_id, file_tag, set(force), stop, report)
+    from .executors import LocalExecutor
+
+    jobs = executor or LocalExecutor(workers, pool_size=0, report=report)
+    runner = _Runner(pipeline, cfg, client, handle.run_id, experiment, handle.experiment_id, file_tag, set(force), stop, report,
+                     jobs, executor)
     results: dict[str, StepResult] = {}
     sorter: TopologicalSorter[str] = TopologicalSorter({n: set(s.needs) for n, s in pipeline.steps.items()})
     sorter.prepare()
     running: dict[Future[StepResult], str] = {}
-    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlops-nb-pipeline")
+    steps_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlops-nb-pipeline")
     try:
         while sorter.is_active():
             try:
@@ -770,7 +778,7 @@ def run_pipeline(
                         say(f"{name}: skipped ({why})")
                         sorter.done(name)
                     else:
-                        running[executor.submit(runner.step, name, dict(results))] = name
+                        running[steps_pool.submit(runner.step, name, dict(results))] = name
                 if not running:
                     continue
                 finished, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
@@ -786,7 +794,9 @@ def run_pipeline(
                     say("stopping: running steps end KILLED, nothing more starts")
                 stop.set()
     finally:
-        executor.shutdown(wait=True)
+        steps_pool.shutdown(wait=True)
+        if executor is None:
+            jobs.close()
 
     steps = [results[n] for n in pipeline.steps]
     counts = {state: sum(s.state == state for s in steps) for state in ("ran", "cached", "failed", "skipped")}
@@ -835,8 +845,13 @@ class _Runner:
         force: set[str],
         stop: threading.Event,
         report: Callable[[str], None] | None,
+        jobs: "Executor",
+        sweeps: "Executor | None",
     ) -> None:
         self.pipeline, self.config, self.client = pipeline, config, client
+        # Step jobs go to ``jobs``; a sweep step's jobs to ``sweeps`` (None: the sweep
+        # runs its own local workers, as many as the step asks for).
+        self.jobs, self.sweeps = jobs, sweeps
         self.run_id, self.experiment, self.experiment_id = run_id, experiment, experiment_id
         self.file_tag, self.force, self.stop, self.report = file_tag, force, stop, report
         self.outputs = _Outputs(client)
@@ -870,16 +885,14 @@ class _Runner:
                               error=f"{type(exc).__name__}: {text[0] if text else ''}")
 
     def _job(self, step: Step, values: dict[str, Any], tags: dict[str, str], key: str, started: float) -> StepResult:
-        from .runner import run_notebook
+        from .executors import job_spec
 
-        def on_start(run_id: str) -> None:
-            # Tagged as it starts, so `pipeline show` finds a failed run as this step's too.
-            self.client.log_batch(run_id, tags=[_tag(k, v) for k, v in tags.items()])
-
-        job = run_notebook(
-            step.notebook, values, experiment=self.experiment, run_name=step.name, timeout=step.timeout,
-            parent_run_id=self.run_id, config=self.config, stop=self.stop, report=self.report, on_start=on_start,
+        # Tagged as it starts, so `pipeline show` finds a failed run as this step's too.
+        spec = job_spec(
+            step.notebook, values, config=self.config, experiment=self.experiment, run_name=step.name,
+            timeout=step.timeout, parent_run_id=self.run_id, tags=tags,
         )
+        job = self.jobs.submit(spec, stop=self.stop).result()
         state = "ran" if job.ok else "failed"
         return StepResult(
             step.name, state, job.run_id, job.status, time.monotonic() - started, job.error, job.output,
@@ -895,6 +908,7 @@ class _Runner:
             step.notebook, texts, {**values, **spec.grid}, workers=spec.workers or 2, metric=spec.metric,
             lower_is_better=spec.lower_is_better, experiment=self.experiment, timeout=step.timeout,
             config=self.config, parent_run_id=self.run_id, run_name=step.name, tags=tags, stop=self.stop,
+            executor=self.sweeps,
         )
         best = result.best
         error = None

@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..config import ProjectConfig
-from ..exceptions import MlopsError, NotFoundError, StoreError
+from ..exceptions import ExecutorUnreachableError, MlopsError, NotFoundError, StoreError
 from .schedule import (
     JobRecord,
     Schedule,
@@ -259,7 +259,7 @@ class Runner:
         except MlopsError as exc:
             # The target or its parameters went bad since `add`, or MLflow's store is
             # unreachable (that may pass).
-            outcome = _Outcome("failed", error=_one_line(exc), retryable=isinstance(exc, StoreError))
+            outcome = _Outcome("failed", error=_one_line(exc), retryable=isinstance(exc, (StoreError, ExecutorUnreachableError)))
         except Exception as exc:  # never let a job take the scheduler down
             outcome = _Outcome("failed", error=f"{type(exc).__name__}: {_one_line(exc)}")
         finally:
@@ -293,12 +293,12 @@ class Runner:
         return on_start
 
     def _run_notebook(self, schedule: Schedule, record: JobRecord, path: Any, stop: threading.Event) -> _Outcome:
-        from .runner import run_notebook
+        from .executors import executor_for, job_spec
 
-        result = run_notebook(
-            path, texts=schedule.params, timeout=schedule.timeout_s, config=self.config,
-            stop=stop, report=self.report, on_start=self._on_start(schedule, record),
-        )
+        # The project's `executor` setting says where: this process, or a Dask cluster.
+        spec = job_spec(path, texts=schedule.params, timeout=schedule.timeout_s, config=self.config)
+        with executor_for(None, self.config, pool_size=0, report=self.report) as executor:
+            result = executor.submit(spec, stop=stop, on_start=self._on_start(schedule, record)).result()
         return _Outcome(
             "succeeded" if result.ok else "failed", run_id=result.run_id, output=result.output,
             error=result.error, retryable=result.retryable, status=result.status,
@@ -317,12 +317,17 @@ class Runner:
             timer = threading.Timer(schedule.timeout_s, expire)
             timer.daemon = True
             timer.start()
+        from .executors import executor_for
+
+        cluster = executor_for(None, self.config, report=self.report) if self.config.executor != "local" else None
         try:
             result = run_pipeline(path, params=schedule.params, config=self.config, stop=stop, report=self.report,
-                                  on_start=self._on_start(schedule, record))
+                                  on_start=self._on_start(schedule, record), executor=cluster)
         finally:
             if timer is not None:
                 timer.cancel()
+            if cluster is not None:
+                cluster.close()
         run_ids = [result.run_id] + [s.run_id for s in result.steps if getattr(s, "run_id", None)]
         if result.run_id:
             try:

@@ -6,15 +6,17 @@ import json
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..config import ProjectConfig, resolve_config
 from ..exceptions import UsageError
 from ..provenance import NotebookLocation
-from .runner import FAILED, FINISHED, KILLED, JobResult, notebook_path, run_notebook
+from .runner import FAILED, FINISHED, KILLED, JobResult, notebook_path
+
+if TYPE_CHECKING:
+    from .executors import Executor
 
 __all__ = ["SweepResult", "sweep"]
 
@@ -77,6 +79,7 @@ def sweep(
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
     stop: threading.Event | None = None,
+    executor: "Executor | None" = None,
 ) -> SweepResult:
     """Run the grid of ``texts`` (``{"n": "10,50,100"}``) and ``values`` (lists) as child
     runs of one parent run, ``workers`` at a time, on kernels started ahead of need.
@@ -84,19 +87,32 @@ def sweep(
     Jobs are sorted by ``metric`` (best first) when given. Every combination is checked
     before anything starts. ``parent_run_id`` nests the sweep's own run under another
     (a pipeline's), ``tags`` are set on the sweep's run as it starts, and ``stop``, when
-    set, stops the running jobs (their runs end KILLED).
+    set, stops the running jobs (their runs end KILLED). ``executor`` runs the jobs
+    (default: this process, ``workers`` at a time; a :class:`~.executors.DaskExecutor`
+    runs them on a cluster, as many at a time as it has worker threads).
     """
     from .params import declared_parameters, expand_grid
-    from .pool import KernelPool
+    from .executors import LocalExecutor, job_spec
+    from .runner import _notebook_kernel
 
     path = notebook_path(notebook)
     if not isinstance(workers, int) or not 1 <= workers <= 64:
         raise UsageError(f"--workers must be a whole number from 1 to 64, not {workers!r}")
     grid = expand_grid(declared_parameters(path), dict(texts or {}), dict(values or {}), notebook=path.name)
+    cfg = config or resolve_config(path.parent)
+    kernel = kernel or _notebook_kernel(path)
+    # Every job is checked before the sweep's run exists.
+    specs = [
+        job_spec(
+            path, combo, config=cfg, run_name=f"{path.stem} " + " ".join(f"{k}={v}" for k, v in combo.items()),
+            timeout=timeout, cell_timeout=cell_timeout, kernel=kernel,
+        )
+        for combo in grid
+    ]
+    stop = stop or threading.Event()
 
     from ..tracking import Tracker
 
-    cfg = config or resolve_config(path.parent)
     tracker = Tracker(notebook=NotebookLocation(path, "mlops-nb sweep"), config=cfg, fluent=False)
     started = time.monotonic()
     parent = tracker.start_notebook_run(experiment, run_name or f"sweep {path.stem}", autolog=False)
@@ -106,36 +122,20 @@ def sweep(
         client.set_tag(parent.run_id, key, value)
     client.set_tag(parent.run_id, "mlops_nb.sweep.size", str(len(grid)))
     tracker.log_params({"sweep.grid": json.dumps({**dict(values or {}), **dict(texts or {})})[:6000]})
-    from .runner import _notebook_kernel
-
-    kernel = kernel or _notebook_kernel(path)
-    pool = KernelPool(kernel_name=kernel, size=min(workers, len(grid)), cwd=str(path.parent))
+    specs = [replace(spec, experiment=parent.experiment_name, parent_run_id=parent.run_id) for spec in specs]
+    own = executor is None
+    runner = LocalExecutor(workers, pool_size=min(workers, len(grid))) if executor is None else executor
     jobs: list[JobResult] = []
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlops-nb-sweep") as executor:
-            futures = [
-                executor.submit(
-                    run_notebook,
-                    path,
-                    combo,
-                    experiment=parent.experiment_name,
-                    run_name=f"{path.stem} " + " ".join(f"{k}={v}" for k, v in combo.items()),
-                    timeout=timeout,
-                    cell_timeout=cell_timeout,
-                    kernel=kernel,
-                    pool=pool,
-                    parent_run_id=parent.run_id,
-                    config=cfg,
-                    stop=stop,
-                )
-                for combo in grid
-            ]
-            jobs = [f.result() for f in futures]
+        futures = [runner.submit(spec, stop=stop) for spec in specs]
+        jobs = [f.result() for f in futures]
     except KeyboardInterrupt:
+        stop.set()
         tracker.end_run(parent, "KILLED")
         raise
     finally:
-        pool.close()
+        if own:
+            runner.close()
     if metric:
         sign = 1 if lower_is_better else -1
         jobs.sort(key=lambda j: (not (j.ok and _finite(j.metrics.get(metric))), sign * j.metrics.get(metric, 0.0) if _finite(j.metrics.get(metric)) else 0.0))
