@@ -161,8 +161,12 @@ def _error_detail(exc: "urllib.error.HTTPError") -> str:
     return f": {line[:200]}" if line else ""
 
 
-def _probe_http(uri: str, timeout: float = 3.0) -> None:
-    """Raise :class:`StoreUnreachableError` unless the server answered lately or answers now."""
+def _probe_http(uri: str, timeout: float = 10.0) -> None:
+    """Raise :class:`StoreUnreachableError` unless the server answered lately or answers now.
+
+    The timeout is longer than a status's: a server slowed down by many writers must
+    not be taken for a dead one.
+    """
     answered, when, problem = _probes.get(uri, (False, float("-inf"), ""))
     age = time.monotonic() - when
     if answered and age < RECHECK_AFTER_ANSWER:
