@@ -38,7 +38,8 @@ HELP = """\
   %mlops log NAME [NAME ...]
         log kernel variables: numbers as metrics, strings/booleans/None as params
   %mlops end                      end the notebook run (buffered metrics are written)
-  %mlops status                   the store, why it was chosen, what is captured
+  %mlops status                   the store, whether it answers now, why it was chosen,
+                                  what is captured
   %mlops runs [--experiment NAME] [-n N]
                                   the newest runs (default: all experiments, 20)
   %mlops capture on|off           capture notebook code with runs, or not
