@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -141,6 +142,29 @@ def test_pipeline_and_scheduled_jobs_run_on_the_cluster(shared, monkeypatch: pyt
     run = client.get_run(record.run_id)
     assert run.info.status == "FINISHED" and run.data.metrics["score"] == 10.0
     assert run.data.tags[WORKER_TAG].startswith("tcp://") and run.data.tags["mlops_nb.schedule"] == "nightly"
+
+
+def test_sigterm_stops_the_job_on_its_worker(shared):
+    root, _, cluster = shared
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb", "-p", "delay=120", "--experiment", "stopped",
+         "--executor", cluster.address.replace("tcp://", "dask://")],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    client = get_client(resolve_config(root, environ={}))
+    deadline = time.monotonic() + 120
+    running = []
+    while not running and time.monotonic() < deadline and proc.poll() is None:
+        exp = client.get_experiment_by_name("stopped")
+        running = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'") if exp else []
+        time.sleep(0.3)
+    assert running, "the job never started"
+    time.sleep(2)  # inside the notebook's long cell
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert out.startswith("mlops-nb: KILLED")
+    assert client.get_run(running[0].info.run_id).info.status == "KILLED"
 
 
 def test_a_worker_killed_mid_sweep_is_retried_and_nothing_is_left_running(shared):

@@ -419,17 +419,19 @@ def _dask_task(spec: JobSpec, topic: str) -> JobResult:
     stop = threading.Event()
     done = threading.Event()
 
-    def watch_stop() -> None:
-        from distributed import Event
+    from distributed import Event, get_client
 
+    # Made here, in the task's thread, where the worker's client is known.
+    event = Event(_stop_event(spec.key), client=get_client())
+
+    def watch_stop() -> None:
         try:
-            event = Event(_stop_event(spec.key))
             while not done.is_set():
                 if event.wait(timeout=1):
                     stop.set()
                     return
         except Exception:
-            pass
+            pass  # the scheduler went away: the job runs to its end
 
     threading.Thread(target=watch_stop, daemon=True, name="mlops-nb-stop").start()
 
