@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--experiment", help="only this experiment (default: all)")
     runs.add_argument("-n", type=int, default=20, help="how many runs (default: 20)")
     runs.add_argument("--json", action="store_true", help="print the runs as JSON")
-    status = sub.add_parser("status", help="show the store and why it was chosen")
+    status = sub.add_parser("status", help="show the store, why it was chosen and whether it answers (exit 1 when not)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     run = sub.add_parser("run", help="run a notebook headless (papermill) as one MLflow run")
     _job_options(run, "NAME=VALUE", "a parameter, converted to the type its parameters cell declares (repeatable)",
@@ -141,7 +141,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     status = _tracker(args.project).status()
     print(json.dumps(status, indent=2) if args.json else status_table(status))
-    return 0
+    return 1 if status.get("store_reachable") is False else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -163,10 +163,6 @@ def test_cli_status_and_logging_without_a_run_while_the_server_is_down_and_back(
     assert r.data.metrics == {"acc": 0.75} and r.info.status == "FINISHED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs mlops_nb/cli.py (lead): _cmd_status returns 1 when status['store_reachable'] is False",
-)
 def test_cli_status_exits_1_while_the_store_does_not_answer(project: Path):
     from services import free_port
 
