@@ -61,6 +61,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/jobs.py
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/scheduler.py
+	$(BIN)/python benchmarks/cluster.py
+	$(BIN)/python benchmarks/store_load.py
 
 clean:
 	rm -rf $(VENV) .mlops .pytest_cache labextension/node_modules labextension/lib mlops_nb/labextension
