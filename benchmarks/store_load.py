@@ -122,18 +122,22 @@ class Writer:
     def job_ours(self, store: str) -> None:
         # The store writes of run_notebook (mlops_nb/jobs/runner.py), in its order,
         # with the kernel's metric writes done by this process's tracker instead.
+        from mlflow.entities import RunTag
+
+        from mlops_nb.jobs.runner import _recovery_due
         from mlops_nb.provenance import NotebookLocation
         from mlops_nb.tracking import TAG, Tracker
 
         s = self.stores[store]
         self.jobs += 1
         tracker = Tracker(
-            notebook=NotebookLocation(self.notebook, "mlops-nb run"), config=s["config"], fluent=False, report=self.report
+            notebook=NotebookLocation(self.notebook, "mlops-nb run"), config=s["config"], fluent=False, report=self.report,
+            recover=_recovery_due(s["config"].tracking_uri),
         )
         handle = tracker.start_notebook_run("load-mlops-nb", f"w{self.index} job {self.jobs}", autolog=False)
         client = tracker.client
-        for key, value in {TAG + "kind": "job", TAG + "job.kernel": "python3"}.items():
-            client.set_tag(handle.run_id, key, value)
+        tags = {TAG + "kind": "job", TAG + "job.kernel": "python3", TAG + "job.key": "k"}
+        client.log_batch(handle.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         tracker.log_params(PARAMS)
         for step in range(STEPS):
             for m in METRIC_NAMES:

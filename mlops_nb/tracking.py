@@ -446,6 +446,7 @@ class Tracker:
         config: ProjectConfig | None = None,
         report: Callable[[str], None] | None = None,
         fluent: bool = True,
+        recover: bool = True,
     ) -> None:
         #: The job this process runs in, if the job runner started it (see read_job).
         self.job = read_job() if config is None else None
@@ -462,7 +463,8 @@ class Tracker:
         self.cell_runs: list[RunHandle] = []
         self.capture_override: bool | None = None
         self.last_cell_failed = False
-        self._recovered = False
+        # recover=False: the caller already looked for runs left by dead processes lately.
+        self._recovered = not recover
         self._autolog_on = False
         self._autolog_conf: dict[str, Any] | None = None
         self._executor: ThreadPoolExecutor | None = None

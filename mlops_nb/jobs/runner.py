@@ -63,6 +63,24 @@ class JobResult:
         return data
 
 
+RECOVERY_INTERVAL_S = 60.0
+_recovery_checked: dict[str, float] = {}
+_recovery_lock = threading.Lock()
+
+
+def _recovery_due(uri: str) -> bool:
+    """Whether this job should look for runs left RUNNING by dead processes: once a
+    minute per store in a process that runs many jobs (a sweep, an agent, a Dask
+    worker), not on every job (two searches a job on a shared server)."""
+    now = time.monotonic()
+    with _recovery_lock:
+        last = _recovery_checked.get(uri)
+        if last is not None and now - last < RECOVERY_INTERVAL_S:
+            return False
+        _recovery_checked[uri] = now
+        return True
+
+
 def _notebook_kernel(path: Path) -> str:
     """The kernel the notebook names in its metadata (papermill's default), else python3."""
     try:
@@ -236,7 +254,8 @@ def run_notebook(
 
     try:
         cfg = config or resolve_config(path.parent)
-        tracker = Tracker(notebook=NotebookLocation(path, "mlops-nb run"), config=cfg, fluent=False, report=report)
+        tracker = Tracker(notebook=NotebookLocation(path, "mlops-nb run"), config=cfg, fluent=False, report=report,
+                          recover=_recovery_due(cfg.tracking_uri))
         handle = tracker.start_notebook_run(experiment, run_name or path.stem, autolog=False)
     except BaseException:
         _release(acquiring, pool if own_pool else None)
