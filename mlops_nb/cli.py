@@ -161,12 +161,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{', '.join(clash)} given both with -p and in {args.params_file}: give each once")
     path = notebook_path(args.notebook)
     config = resolve_config(args.project if args.project else path.parent)
-    from .config import check_executor
+    from .config import executor_name
 
-    try:
-        where = check_executor(args.executor, "--executor") if args.executor else config.executor
-    except MlopsError as exc:
-        raise UsageError(str(exc)) from None
+    where = executor_name(args.executor, config)
     mode = agent.agent_mode() if where == "local" else "off"
     progress = not args.json and sys.stderr.isatty()
 
@@ -307,12 +304,9 @@ def _job_config(args: argparse.Namespace, file: str):
 def _cluster(name: str | None, config):
     """The Dask executor ``--executor`` (or the project setting) names; ``None`` for local
     (each command then runs its jobs on its own workers)."""
-    from .config import check_executor
+    from .config import executor_name
 
-    try:
-        where = check_executor(name, "--executor") if name else config.executor
-    except MlopsError as exc:
-        raise UsageError(str(exc)) from None
+    where = executor_name(name, config)
     if where == "local":
         return None
     from .jobs.executors import executor_for

@@ -13,6 +13,7 @@ probe behind ``%mlops status``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -22,7 +23,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from contextlib import contextmanager
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator

@@ -29,12 +29,13 @@ import hashlib
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ..config import ConfigError, ProjectConfig, check_executor
+from ..config import ProjectConfig, executor_name
 from ..exceptions import ExecutorUnreachableError, UsageError
 from .runner import FAILED, KILLED, TAG, JobResult, check_job, run_notebook
 
@@ -156,7 +157,7 @@ def run_job(
     )
 
 
-class Executor:
+class Executor(ABC):
     """Runs :class:`JobSpec` s and returns futures of their :class:`JobResult`.
 
     ``submit`` never raises for a job that fails: the future's result says how it ended.
@@ -167,9 +168,8 @@ class Executor:
 
     #: How the executor is named on a command line (``local``, ``dask://HOST:PORT``).
     name: str = ""
-    #: How many jobs run at once.
-    capacity: int = 1
 
+    @abstractmethod
     def submit(
         self,
         spec: JobSpec,
@@ -177,7 +177,7 @@ class Executor:
         stop: threading.Event | None = None,
         on_start: Callable[[str], None] | None = None,
     ) -> "Future[JobResult]":
-        raise NotImplementedError
+        """Start ``spec``; the future's result is its :class:`JobResult`."""
 
     def run(
         self,
@@ -222,7 +222,6 @@ class LocalExecutor(Executor):
         report: Callable[[str], None] | None = None,
         progress: bool | dict[str, Any] = False,
     ) -> None:
-        self.capacity = workers
         self._pool_size = workers if pool_size is None else pool_size
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlops-nb-job")
         self._pools: dict[tuple[str, str], KernelPool] = {}
@@ -292,7 +291,6 @@ class DaskExecutor(Executor):
                 f"cannot reach the Dask scheduler at {self.name} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                 "start one (`dask scheduler`, then `dask worker`s) or check the address"
             ) from None
-        self.capacity = max(1, sum(self._client.nthreads().values()))
         self._topic = f"mlops-nb-start-{uuid.uuid4().hex}"
         self._started: dict[str, Callable[[str], None]] = {}
         self._lock = threading.Lock()
@@ -338,7 +336,7 @@ class DaskExecutor(Executor):
             status = KILLED if stopped else FAILED
             why = _lost_reason(exc)
             error = "stopped" if stopped else f"{why} on {self.name}"
-            run_id = end_lost_attempts(spec, f"{why}; the job was given up")
+            run_id = next(iter(end_lost_attempts(spec, f"{why}; the job was given up")), None)
             return JobResult(
                 notebook=spec.notebook, run_id=run_id, experiment=spec.experiment, status=status,
                 duration_s=time.monotonic() - started, params=dict(spec.params), output=None, error=error,
@@ -370,17 +368,17 @@ def _lost_reason(exc: BaseException) -> str:
     return f"the cluster failed the job ({name}: {text[0] if text else ''})"
 
 
-def end_lost_attempts(spec: JobSpec, why: str) -> str | None:
+def end_lost_attempts(spec: JobSpec, why: str) -> list[str]:
     """End every run of ``spec``'s job still ``RUNNING`` (an attempt whose worker was
     lost) as ``FAILED``, saying ``why`` in the tag ``mlops_nb.job.lost``. Returns the
-    job's newest run id, if any."""
+    ids of the job's runs so far, newest first."""
     from ..store import get_client
 
     try:
         client = get_client(spec.config)
         experiment = client.get_experiment_by_name(spec.experiment)
         if experiment is None:
-            return None
+            return []
         runs = client.search_runs(
             [experiment.experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{spec.key}'",
             order_by=["attributes.start_time DESC"], max_results=50,
@@ -393,9 +391,9 @@ def end_lost_attempts(spec: JobSpec, why: str) -> str | None:
                 # Another tracker on the lost worker's host saw its process gone first
                 # and ended the run KILLED (tracking's own recovery): say why here too.
                 client.set_tag(run.info.run_id, LOST_TAG, why)
-        return runs[0].info.run_id if runs else None
+        return [run.info.run_id for run in runs]
     except Exception:
-        return None  # the store is away: the next attempt or the command's end retries this
+        return []  # the store is away: the next attempt or the command's end retries this
 
 
 def _dask_task(spec: JobSpec, topic: str) -> JobResult:
@@ -414,8 +412,7 @@ def _dask_task(spec: JobSpec, topic: str) -> JobResult:
             error=(f"worker {worker.address} {what} at {spec.notebook}: workers need the project at the same "
                    "path (a shared folder or the same checkout)"),
         )
-    lost = end_lost_attempts(spec, f"worker lost mid-job; run again on {worker.address}")
-    attempt = 1 if lost is None else _attempt_of(spec, lost) + 1
+    attempt = len(end_lost_attempts(spec, f"worker lost mid-job; run again on {worker.address}")) + 1
     stop = threading.Event()
     done = threading.Event()
 
@@ -448,15 +445,6 @@ def _dask_task(spec: JobSpec, topic: str) -> JobResult:
         done.set()
 
 
-def _attempt_of(spec: JobSpec, run_id: str) -> int:
-    from ..store import get_client
-
-    try:
-        return int(get_client(spec.config).get_run(run_id).data.tags.get(ATTEMPT_TAG, "1"))
-    except Exception:
-        return 1
-
-
 def executor_for(
     name: str | None,
     config: ProjectConfig,
@@ -476,10 +464,7 @@ def executor_for(
     ExecutorUnreachableError
         When the Dask scheduler cannot be reached.
     """
-    try:
-        text = check_executor(name, "--executor") if name is not None else config.executor
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    text = executor_name(name, config)
     if text == "local":
         return LocalExecutor(workers, pool_size=pool_size, report=report, progress=progress)
     if config.sqlite_path is not None and report is not None:
@@ -488,8 +473,3 @@ def executor_for(
             "other machines cannot reach it: point the project at a shared tracking server (README: Beyond one machine)"
         )
     return DaskExecutor(text, report=report)
-
-
-def with_tags(spec: JobSpec, tags: Mapping[str, str]) -> JobSpec:
-    """``spec`` with more tags for its run."""
-    return replace(spec, tags={**spec.tags, **dict(tags)})
