@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -23,12 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Notebook-first MLOps on MLflow: list runs and inspect the project store.",
     )
     parser.add_argument("--version", action="version", version=f"mlops-nb {__version__}")
-    parser.add_argument(
-        "--project",
-        metavar="DIR",
-        default=None,
-        help="a folder inside the project (default: the current folder)",
-    )
+    parser.add_argument("--project", metavar="DIR", default=None, help=PROJECT_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     runs = sub.add_parser("runs", help="list the newest runs of the project store")
@@ -66,7 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="the project's job agent: keeps MLflow loaded and a kernel warm for `run`")
     agent.add_argument("action", choices=["start", "stop", "status"])
     agent.add_argument("--json", action="store_true", help="print the agent's state as JSON")
+    for command in (runs, status, run, sweep, repro, agent):
+        project_option(command)
     return parser
+
+
+PROJECT_HELP = "a folder inside the project (default: the current folder)"
+
+
+def project_option(parser: argparse.ArgumentParser) -> None:
+    """``--project DIR`` on a sub-command too, so it may come after the command
+    (``mlops-nb runs --project DIR``) as well as before it. Its default is SUPPRESS: when
+    absent here, argparse keeps what the main parser read (or ``None``); when given in
+    both places, the one after the command wins."""
+    parser.add_argument("--project", metavar="DIR", default=argparse.SUPPRESS, help=PROJECT_HELP)
 
 
 def _job_options(parser: argparse.ArgumentParser, metavar: str, param_help: str, file_help: str, timeout_help: str) -> None:
@@ -335,7 +344,29 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``mlops-nb``; return the exit code."""
+    """Run ``mlops-nb``; return the exit code.
+
+    When the reader of stdout goes away (``mlops-nb runs --json | head -c 400``) the
+    command ends quietly with exit code 141, as a command killed by SIGPIPE does in a
+    shell (128 + 13): Python's recipe (the ``signal`` module's note on SIGPIPE) of
+    pointing stdout at devnull, so that the flush at exit does not fail again.
+    """
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a small output is written here, not at exit, so a closed pipe fails in this try
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass  # stdout is not a file (a test's capture): nothing is left to flush at exit
+        return 141
+
+
+def _main(argv: Sequence[str] | None) -> int:
     _skip_slow_optional_imports()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -22,7 +22,7 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
                      help="run STEP again even if cached, and so every step after it (repeatable)")
     run.add_argument("--workers", type=int, default=2, help="steps at a time (default: 2)")
     run.add_argument("--json", action="store_true", help="print the result as one JSON object (quiet)")
-    from .cli import executor_option
+    from .cli import executor_option, project_option
 
     executor_option(run)
     run.set_defaults(func=_cmd_run)
@@ -32,6 +32,8 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
                       help="a pipeline parameter, as for run (repeatable)")
     show.add_argument("--json", action="store_true", help="print the steps as one JSON object")
     show.set_defaults(func=_cmd_show)
+    for command in (pipeline, run, show):
+        project_option(command)
 
 
 def _config(args: argparse.Namespace):

@@ -80,6 +80,10 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
                      help="wait before a first retry, doubling after (default: 30)")
     run.add_argument("--name", help="a label for this scheduler in job records")
     run.set_defaults(func=_cmd_scheduler)
+    from .cli import project_option
+
+    for command in (schedule, *verbs.choices.values(), run):
+        project_option(command)
 
 
 # ---------------------------------------------------------------- helpers

@@ -89,3 +89,49 @@ def test_unreachable_server_exits_1_naming_it(project: Path):
     )
     assert out.returncode == 1
     assert uri in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_project_may_come_after_the_command_too(store_with_runs: Path, tmp_path: Path):
+    """Issue 13: `mlops-nb runs --project DIR` was refused ("unrecognized arguments")."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    store = str(store_with_runs / ".mlops" / "mlflow.db")
+    for args in (["runs", "--project", str(store_with_runs)], ["--project", str(store_with_runs), "runs"]):
+        out = cli(*args, "--json", cwd=elsewhere)
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)
+        assert store in data["store"] and [r["name"] for r in data["runs"]] == ["run-2", "run-1", "run-0"]
+    out = cli("status", "--json", "--project", str(store_with_runs / "analysis"), cwd=elsewhere)
+    assert out.returncode == 0 and store in json.loads(out.stdout)["store"], out.stderr
+    out = cli("schedule", "list", "--project", str(store_with_runs), cwd=elsewhere)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
+@pytest.mark.parametrize("args", [["runs", "--json"], ["runs"], ["status"], ["schedule", "list", "--json"], ["--help"]])
+def test_a_closed_stdout_ends_the_command_quietly(store_with_runs: Path, args, unbuffered):
+    """Issue 13: `mlops-nb runs --json | head -c 400` printed a BrokenPipeError traceback.
+    Here the reader is gone before the command writes anything, so every write fails: in
+    the command (unbuffered) or in the last flush (buffered)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mlops_nb", *args], cwd=store_with_runs, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120, env=env)
+    finally:
+        os.close(write)
+    assert proc.stderr == ""
+    if args != ["--help"]:  # argparse ignores a failed write of its help itself, and exits 0 when it can
+        assert proc.returncode == 141  # 128 + SIGPIPE, as a shell reports a command whose reader left
+
+
+def test_runs_piped_into_head_prints_no_traceback(store_with_runs: Path):
+    out = subprocess.run(f"'{sys.executable}' -m mlops_nb runs --json | head -c 40", shell=True,
+                         cwd=store_with_runs, capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("{") and len(out.stdout) == 40
+    assert out.stderr == ""

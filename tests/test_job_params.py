@@ -211,6 +211,26 @@ def test_texts_converted_by_declared_type(train):
         assert check(train, use_pca=text)["use_pca"] is value
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "value"),
+    [
+        ("max_depth", "1_000", 1000),
+        ("max_depth", "+5", 5),
+        ("max_depth", " 7 ", 7),
+        ("max_depth", "007", 7),
+        ("learning_rate", "1_000.5", 1000.5),
+        ("learning_rate", "1E+3", 1000.0),
+        ("learning_rate", "-inf", float("-inf")),
+        ("learning_rate", "2", 2.0),
+    ],
+)
+def test_numbers_are_read_as_python_int_and_float_read_them(train, name, text, value):
+    """Issue 13: `-p a=1_000` was refused for an int; what int() / float() take is taken."""
+    got = check(train, **{name: text})[name]
+    assert got == value and type(got) is type(value)
+    assert check(train, name=text)["name"] == text  # a str parameter still keeps the text as given
+
+
 def test_any_parameter_takes_a_literal_or_else_the_text(train):
     assert check(train, seed="42")["seed"] == 42
     assert check(train, seed="[1, 2]")["seed"] == [1, 2]

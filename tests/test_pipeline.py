@@ -238,6 +238,7 @@ def test_the_example_pipeline_promotes_its_best_candidate_then_is_fully_cached(t
     first = run_pipeline(root / "pipeline.yaml", config=config)
     assert first.ok and _states(first) == {"sweep": "ran", "candidate": "ran", "evaluate": "ran", "promote": "ran"}, first.to_dict()
     client = get_client(config)
+    assert client.get_run(first.run_id).info.run_name == "pipeline"  # issue 13: it was "pipeline pipeline"
     sweep = client.get_run(first.steps[0].run_id)
     children = [r for r in _job_runs(root) if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
     assert len(children) == 2 and sweep.data.tags["mlflow.parentRunId"] == first.run_id

@@ -37,7 +37,8 @@ def write_junit(results: Iterable[JobResult], path: str | Path, suite: str = "ml
         if r.status != FINISHED:
             failure = ET.SubElement(case, "failure", message=r.error or r.status, type=r.status)
             if r.failed_cell:
-                failure.text = f"cell {r.failed_cell['index']}:\n{r.failed_cell['source']}\n\n{r.failed_cell['error']}"
+                cell = r.failed_cell  # the traceback as the notebook showed it (older results have only the error)
+                failure.text = f"cell {cell['index']}:\n{cell['source']}\n\n{cell.get('traceback') or cell['error']}"
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(target, encoding="utf-8", xml_declaration=True)

@@ -75,8 +75,6 @@ _EXPECTED = {
     "any": "a number, text, true/false, a list or a mapping",
 }
 
-_INT_TEXT = re.compile(r"[+-]?\d+", re.ASCII)
-_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.ASCII | re.IGNORECASE)
 _BOOL_TEXT = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _IPYTHON_LINE = re.compile(r"^\s*[%!?]")
 
@@ -384,8 +382,9 @@ def check_params(
     have the declared type (an int is accepted for a float and becomes a float; a bool is
     not an int; ``None`` only where :meth:`Parameter.accepts_none`). ``texts`` are raw
     ``-p`` strings, converted by the declared type with no quoting needed: a ``str``
-    parameter takes the text verbatim (``1.10`` stays ``"1.10"``), ``int`` only integer
-    literals, ``float`` int or float literals, ``bool`` true/false/yes/no/1/0, ``list``
+    parameter takes the text verbatim (``1.10`` stays ``"1.10"``), ``int`` what Python's
+    ``int()`` reads (``1_000``, ``+5``; not ``1.5``), ``float`` what ``float()`` reads,
+    ``bool`` true/false/yes/no/1/0, ``list``
     and ``dict`` JSON or a Python literal, ``any`` a Python literal or else the text.
     A name in both takes the text (``-p`` overrides ``-f``).
 
@@ -533,13 +532,10 @@ def _convert_text(param: Parameter, text: str, where: str) -> Any:
         return text
     if param.accepts_none() and word in ("None", "null") and kind != "any":
         return None
-    if kind == "int":
-        if _INT_TEXT.fullmatch(word):
-            return int(word)
-        raise _wrong(param, repr(text), where)
-    if kind == "float":
-        if _FLOAT_TEXT.fullmatch(word):
-            return float(word)
+    if kind in ("int", "float"):
+        number = _number(kind, word)
+        if number is not None:
+            return number
         raise _wrong(param, repr(text), where)
     if kind == "bool":
         if word.lower() in _BOOL_TEXT:
@@ -556,6 +552,16 @@ def _convert_text(param: Parameter, text: str, where: str) -> Any:
     if value is _NOT_LITERAL:
         return text
     return _check_value(param, value, where, shown=repr(text))
+
+
+def _number(kind: str, text: str) -> int | float | None:
+    """``text`` as Python's ``int()`` or ``float()`` reads it (``1_000``, ``+5``, `` 7 ``,
+    ``1e3``, ``inf``), or ``None``: a command line takes what Python takes, and ``1.5``
+    stays refused for an int."""
+    try:
+        return int(text) if kind == "int" else float(text)
+    except ValueError:
+        return None
 
 
 _NOT_LITERAL = object()
@@ -608,7 +614,7 @@ def _check_value(param: Parameter, value: Any, where: str, shown: str | None = N
     if kind == "str":
         # YAML reads 1.10 as 1.1, no as False and 2024-01-01 as a date: quoting keeps the text.
         extra = f' (in YAML, quote it: {param.name}: "...")'
-    elif kind in ("int", "float") and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+    elif kind in ("int", "float") and isinstance(value, str) and _number("float", value) is not None:
         extra = " without quotes"
         if "e" in value.lower():
             extra += " (PyYAML reads 1e3 as text: write 1.0e+3)"

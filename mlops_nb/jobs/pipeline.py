@@ -66,6 +66,7 @@ __all__ = [
     "load_pipeline",
     "pipeline_status",
     "pipeline_table",
+    "pipeline_title",
     "run_pipeline",
     "status_table",
 ]
@@ -744,7 +745,7 @@ def run_pipeline(
     started = time.monotonic()
     tracker = Tracker(notebook=NotebookLocation(pipeline.path, "mlops-nb pipeline"), config=cfg, fluent=False, report=report)
     experiment = _experiment_name(pipeline, cfg)
-    handle = tracker.start_notebook_run(experiment, f"pipeline {pipeline.name}", autolog=False)
+    handle = tracker.start_notebook_run(experiment, pipeline_title(pipeline.name), autolog=False)
     client = tracker.client
     file_tag = _file_tag(pipeline, cfg)
     client.log_batch(
@@ -755,7 +756,7 @@ def run_pipeline(
         tracker.log_params({k: v if isinstance(v, str) else json.dumps(v) for k, v in pipeline.params.items()})
     if on_start is not None:
         on_start(handle.run_id)
-    say(f"pipeline {pipeline.name}: run {handle.run_id} in experiment {experiment!r}, {len(pipeline.steps)} steps, {workers} at a time")
+    say(f"{pipeline_title(pipeline.name)}: run {handle.run_id} in experiment {experiment!r}, {len(pipeline.steps)} steps, {workers} at a time")
 
     from .executors import LocalExecutor
 
@@ -954,7 +955,7 @@ def pipeline_table(result: PipelineResult) -> str:
     lines = _table(header, rows)
     counts = ", ".join(f"{sum(s.state == k for s in result.steps)} {k}" for k in ("ran", "cached", "failed", "skipped"))
     lines.append("")
-    lines.append(f"pipeline {result.pipeline}: {result.status} in {result.duration_s:.1f} s ({counts}); run {result.run_id}")
+    lines.append(f"{pipeline_title(result.pipeline)}: {result.status} in {result.duration_s:.1f} s ({counts}); run {result.run_id}")
     return "\n".join(lines)
 
 
@@ -1031,9 +1032,15 @@ def _latest_run(client: "MlflowClient", experiment_id: str | None, file_tag: str
     return found[0] if found else None
 
 
+def pipeline_title(name: str) -> str:
+    """How a pipeline is named in its run and its messages: ``pipeline NAME``, or just
+    ``pipeline`` for a pipeline named so (``pipeline.yaml``: not "pipeline pipeline")."""
+    return "pipeline" if name.strip().lower() == "pipeline" else f"pipeline {name}"
+
+
 def status_table(pipeline: str, states: list[StepState]) -> str:
     """The graph and each step's state, as text."""
     header = ["step", "needs", "notebook", "state", "run", "why"]
     rows = [[s.name, ", ".join(s.needs) or "-", s.notebook, s.state, s.run_id or "-", s.reason] for s in states]
     counts = ", ".join(f"{sum(s.state == k for s in states)} {k}" for k in ("cached", "stale", "failed"))
-    return "\n".join([*_table(header, rows), "", f"pipeline {pipeline}: {len(states)} steps ({counts})"])
+    return "\n".join([*_table(header, rows), "", f"{pipeline_title(pipeline)}: {len(states)} steps ({counts})"])

@@ -10,6 +10,7 @@ the job's description from the file named by ``MLOPS_NB_JOB_FILE``.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -102,33 +103,154 @@ def _positive(value: float | None, what: str) -> float | None:
     return number
 
 
-def _failed_cell(exc: BaseException, executed: Path | None) -> dict[str, Any] | None:
-    """The failing cell from papermill's execution error: ``index`` is its position in
-    the source notebook counting from 1 (papermill's index counts from 0 in the executed
-    copy, which holds the injected-parameters cell too)."""
-    index = getattr(exc, "cell_index", None)
-    if index is None:
+# Cell tags with a meaning for a job: papermill's error banners (added to the copy it
+# saves; a notebook's old ones are dropped before it runs), papermill's injected
+# parameters, and nbclient's mark on a cell that is expected to raise.
+BANNER_TAG, INJECTED_TAG, RAISES_TAG = "papermill-error-cell-tag", "injected-parameters", "raises-exception"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _tags(cell: Any) -> list[str]:
+    tags = (cell.get("metadata") or {}).get("tags") if isinstance(cell, dict) else None
+    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+
+
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value or "")
+
+
+def _notebook_cells(path: Path | None) -> list[dict[str, Any]] | None:
+    """Every cell of a notebook file as stored, or ``None`` when it cannot be read."""
+    if path is None:
         return None
-    injected = 0
-    if executed is not None:
-        try:
-            # papermill's index counts the executed cells; the error banners it then
-            # adds to the saved copy (tagged papermill-error-cell-tag) are not among them.
-            cells = [
-                c for c in json.loads(executed.read_text(encoding="utf-8"))["cells"]
-                if "papermill-error-cell-tag" not in (c.get("metadata", {}).get("tags") or [])
-            ]
-            injected = sum(
-                "injected-parameters" in (c.get("metadata", {}).get("tags") or []) for c in cells[: int(index)]
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            injected = 0
-    return {
-        "index": int(index) - injected + 1,
-        "execution_count": getattr(exc, "exec_count", None),
-        "source": getattr(exc, "source", "") or "",
-        "error": f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', '')}".strip(),
-    }
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [c for c in cells if isinstance(c, dict)] if isinstance(cells, list) else None
+
+
+def _executed(cells: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """The cells papermill ran (its indexes count these): the saved copy less its banners."""
+    return None if cells is None else [c for c in cells if BANNER_TAG not in _tags(c)]
+
+
+def _clean_exit(output: dict[str, Any]) -> bool:
+    """``sys.exit()`` / ``sys.exit(0)``: papermill's way to stop a notebook early, with success."""
+    return output.get("ename") == "SystemExit" and str(output.get("evalue", "")) in ("", "0")
+
+
+def _failing_index(cells: list[dict[str, Any]]) -> int | None:
+    """The index of the cell that failed the job: the one nbclient stopped at (papermill
+    marks it ``exception``), else one showing an error no ``raises-exception`` tag allowed;
+    ``None`` when every error was allowed, as nbclient runs such notebooks to the end."""
+    for marked_only in (True, False):
+        for i, cell in enumerate(cells):
+            errors = [o for o in cell.get("outputs") or [] if isinstance(o, dict) and o.get("output_type") == "error"]
+            if errors and all(_clean_exit(o) for o in errors):
+                continue
+            if marked_only and ((cell.get("metadata") or {}).get("papermill") or {}).get("exception") is True:
+                return i
+            if not marked_only and errors and RAISES_TAG not in _tags(cell):
+                return i
+    return None
+
+
+def _cell_error(cell: dict[str, Any]) -> tuple[str, str]:
+    """The error a cell showed, as (one line ``Name: message``, the text the user reads):
+    its traceback without colour codes or, when the kernel reported the error with no
+    traceback (IPython's UsageError for an unknown ``%magic``), what it printed to stderr."""
+    outputs = [o for o in cell.get("outputs") or [] if isinstance(o, dict)]
+    for out in outputs:
+        if out.get("output_type") == "error":
+            evalue = str(out.get("evalue") or "").strip().splitlines()
+            line = str(out.get("ename") or "Error") + (f": {evalue[0]}" if evalue else "")
+            text = _ANSI.sub("", "\n".join(_text(t) for t in out.get("traceback") or [])).strip("\n")
+            return line, text or line
+    stderr = _ANSI.sub("", "".join(_text(o.get("text")) for o in outputs if o.get("name") == "stderr")).strip("\n")
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if lines:
+        return lines[-1], stderr
+    return "CellExecutionError: the kernel reported an error and printed no message", ""
+
+
+def _source_position(index: int, executed: list[dict[str, Any]], source: list[dict[str, Any]] | None) -> int:
+    """The 1-based position, in the notebook file the user gave, of the executed cell at
+    ``index``: every cell of that file counts (markdown, and papermill banners it still
+    holds from an earlier run, as the user sees them), the cell papermill injected for this
+    run does not (a failure in it is the cell it follows)."""
+    own = [i for i, c in enumerate(source or []) if BANNER_TAG not in _tags(c)]  # what papermill ran
+    added = len(executed) - len(own)
+    injected = next((i for i, c in enumerate(executed) if INJECTED_TAG in _tags(c)), None)
+    if source is None or added not in (0, 1) or (added and injected is None):
+        # The input cannot be matched (changed since?): count the executed cells instead.
+        return index + 1 - sum(INJECTED_TAG in _tags(c) for c in executed[:index])
+    if added and injected is not None and index >= injected:
+        index = index - 1 if index > injected else max(injected - 1, 0)
+    return own[min(index, len(own) - 1)] + 1 if own else index + 1
+
+
+def _failed_cell(
+    exc: BaseException, cells: list[dict[str, Any]] | None, index: int, source: Path
+) -> dict[str, Any]:
+    """What the job records of its failing cell (``cells`` as papermill ran them, ``None``
+    when the saved copy is unreadable): ``index`` is its position in the user's notebook
+    (see :func:`_source_position`), ``error`` the user's own ``Name: message`` and
+    ``traceback`` the text the cell showed."""
+    cell = cells[index] if cells is not None and 0 <= index < len(cells) else None
+    if cell is not None:
+        line, text = _cell_error(cell)
+        count, code = cell.get("execution_count"), _text(cell.get("source"))
+    else:
+        evalue = str(getattr(exc, "evalue", "") or "").strip().splitlines()
+        line = str(getattr(exc, "ename", type(exc).__name__)) + (f": {evalue[0]}" if evalue else "")
+        text = _ANSI.sub("", "\n".join(getattr(exc, "traceback", None) or [])) or line
+        count, code = getattr(exc, "exec_count", None), getattr(exc, "source", "") or ""
+    position = _source_position(index, cells, _notebook_cells(source)) if cells is not None else index + 1
+    return {"index": position, "execution_count": count, "source": code, "error": line, "traceback": text}
+
+
+def _cell_outcome(exc: BaseException, out: Path, source: Path) -> tuple[str, str | None, dict[str, Any] | None]:
+    """How a job ended whose papermill run raised ``exc``: (status, error, failed cell).
+
+    papermill fails a notebook on any error output, even in a cell tagged
+    ``raises-exception``, and names the last such cell; nbclient, which ran the cells,
+    honours the tag and stops at the first error it does not allow. The job follows
+    nbclient: it fails on the cell nbclient stopped at, and the saved copy's banner is
+    moved there (or removed when every error was allowed).
+    """
+    reported = getattr(exc, "cell_index", None)
+    if reported is None:  # not a cell's error: the kernel died, a cell timed out, ...
+        text = str(exc).strip().splitlines()
+        return FAILED, f"{type(exc).__name__}: {text[0] if text else ''}".strip(), None
+    cells = _executed(_notebook_cells(out))
+    index = int(reported) if cells is None else _failing_index(cells)
+    if cells is not None and index != reported:
+        _move_banner(out, index)
+    if index is None:
+        return FINISHED, None, None
+    failed = _failed_cell(exc, cells, index, source)
+    return FAILED, f"cell {failed['index']} failed: {failed['error']}", failed
+
+
+def _move_banner(out: Path, index: int | None) -> None:
+    """Point papermill's error banners in the saved copy at the executed cell ``index``
+    (none when ``None``), as papermill itself draws them."""
+    try:
+        import nbformat
+        from papermill.execute import ERROR_ANCHOR_MSG, ERROR_MESSAGE_TEMPLATE
+
+        nb = nbformat.read(out, as_version=4)
+        nb.cells = [c for c in nb.cells if BANNER_TAG not in _tags(c)]
+        if index is not None and index < len(nb.cells):
+            count = nb.cells[index].get("execution_count")
+            for at, text in ((index, ERROR_ANCHOR_MSG), (0, ERROR_MESSAGE_TEMPLATE % str(count))):
+                banner = nbformat.v4.new_markdown_cell(text)
+                banner.metadata["tags"] = [BANNER_TAG]
+                nb.cells.insert(at, banner)
+        nbformat.write(nb, out)
+    except Exception:
+        pass  # the copy keeps papermill's banner; the run's status and error are right either way
 
 
 _exporter: Any = None
@@ -307,22 +429,20 @@ def run_notebook(
 
     duration = time.monotonic() - started
     try:
+        _record_error(client, run_id, path, error, failed)
         client.log_metric(run_id, "job_duration_s", duration)
         if out.exists():
             client.log_artifact(run_id, str(out), "job")
             html = _html(out)
             if html:
                 client.log_text(run_id, html, f"job/{out.stem}.html")
-        if failed is not None:
-            client.set_tag(run_id, TAG + "job.failed_cell", str(failed["index"]))
-            client.log_text(run_id, failed["source"], "job/failed_cell.py")
     except Exception as exc:
         tracker.report(f"warning: could not store the executed notebook of run {run_id}: {exc}")
     if closing is not None:
         closing.join()
     if own_pool:
         pool.close()
-    tracker.end_run(handle, status, error=RuntimeError(error) if error else None)
+    tracker.end_run(handle, status)  # the error is recorded above, as the user's cell showed it
     tracker.close()
     metrics = dict(client.get_run(run_id).data.metrics)
     return JobResult(
@@ -393,14 +513,31 @@ def _execute(
         raise
     error = outcome["error"]
     if reason is not None:
-        return reason[0], reason[1], _failed_cell(error, out) if error else None
+        return reason[0], reason[1], _cell_outcome(error, out, path)[2] if error else None
     if error is None:
         return FINISHED, None, None
-    failed = _failed_cell(error, out)
-    if failed is not None:
-        return FAILED, f"cell {failed['index']} failed: {failed['error']}", failed
-    text = str(error).strip().splitlines()
-    return FAILED, f"{type(error).__name__}: {text[0] if text else ''}".strip(), None
+    return _cell_outcome(error, out, path)
+
+
+def _record_error(client: Any, run_id: str, notebook: Path, error: str | None, failed: dict[str, Any] | None) -> None:
+    """The run's error tag and ``error.txt``, which start with the error as the user's
+    cell showed it (``ZeroDivisionError: division by zero``), never a wrapper of ours;
+    ``error.txt`` then holds the cell's traceback as the notebook shows it. A job that
+    failed outside any cell (a timeout, a dead kernel) records why."""
+    if error is None:
+        return
+    from mlflow.entities import RunTag
+
+    if failed is None:
+        client.log_batch(run_id, tags=[RunTag(TAG + "error", error[:5000])])
+        client.log_text(run_id, error + "\n", "error.txt")
+        return
+    count = failed.get("execution_count")
+    where = f"cell {failed['index']} of {notebook.name}" + (f" (In [{count}])" if count is not None else "")
+    tags = {TAG + "error": failed["error"][:5000], TAG + "job.failed_cell": str(failed["index"])}
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.log_text(run_id, f"{failed['error']}\n\nin {where}:\n\n{failed['traceback']}\n", "error.txt")
+    client.log_text(run_id, failed["source"], "job/failed_cell.py")
 
 
 def _kill(km: Any) -> None:
