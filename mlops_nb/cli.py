@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="the project's job agent: keeps MLflow loaded and a kernel warm for `run`")
     agent.add_argument("action", choices=["start", "stop", "status"])
     agent.add_argument("--json", action="store_true", help="print the agent's state as JSON")
-    for command in (runs, status, run, sweep, repro, agent):
+    relocate = sub.add_parser(
+        "relocate", help="point the embedded store's artifact locations under folder OLD at NEW (artifacts moved outside the project)"
+    )
+    relocate.add_argument("old", metavar="OLD_FOLDER")
+    relocate.add_argument("new", metavar="NEW_FOLDER")
+    for command in (runs, status, run, sweep, repro, agent, relocate):
         project_option(command)
     return parser
 
@@ -343,6 +348,20 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if result.reproduced else 1
 
 
+def _cmd_relocate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .config import resolve_config
+    from .store import relocate_artifacts
+
+    old, new = (str(Path(p).expanduser().absolute()) for p in (args.old, args.new))
+    if not Path(new).is_dir():
+        raise UsageError(f"{new} is not a folder: give the folder the artifacts were moved to")
+    changed = relocate_artifacts(resolve_config(args.project), old, new)
+    print(f"{changed} artifact location(s) moved from {old} to {new}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mlops-nb``; return the exit code.
 
@@ -376,7 +395,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if getattr(args, "func", None) is not None:
             return args.func(args)
         return {"runs": _cmd_runs, "status": _cmd_status, "run": _cmd_run, "sweep": _cmd_sweep, "reproduce": _cmd_reproduce,
-                "agent": _cmd_agent}[args.command](args)
+                "agent": _cmd_agent, "relocate": _cmd_relocate}[args.command](args)
     except (UsageError, NotFoundError) as exc:
         print(f"mlops-nb: error: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from .store import explain_missing_artifact, explain_missing_run_artifacts
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -513,14 +514,27 @@ def model_files(client: "MlflowClient", mv: "ModelVersion") -> str:
     """
     import mlflow.artifacts
 
-    source = mv.source or ""
-    if source.startswith("models:/m-"):
-        location = client.get_logged_model(source[len("models:/") :]).artifact_location
-        return mlflow.artifacts.download_artifacts(artifact_uri=location)
-    if source.startswith("runs:/"):
-        run_id, _, path = source[len("runs:/") :].partition("/")
-        return client.download_artifacts(run_id, path)
-    return mlflow.artifacts.download_artifacts(artifact_uri=source)
+    from mlflow.exceptions import MlflowException
+
+    source = location = mv.source or ""
+    what = f"the files of model {mv.name} v{mv.version}"
+    try:
+        if source.startswith("models:/m-"):
+            location = client.get_logged_model(source[len("models:/") :]).artifact_location
+            return mlflow.artifacts.download_artifacts(artifact_uri=location)
+        if source.startswith("runs:/"):
+            run_id, _, path = source[len("runs:/") :].partition("/")
+            return client.download_artifacts(run_id, path)
+        return mlflow.artifacts.download_artifacts(artifact_uri=source)
+    except MlflowException:
+        # MLflow says "No such artifact: ''" for a folder that is gone: say which and why.
+        if source.startswith("runs:/"):
+            line = explain_missing_run_artifacts(client, source[len("runs:/") :].partition("/")[0], what)
+        else:
+            line = explain_missing_artifact(client.tracking_uri, location, what)
+        if line:
+            raise NotFoundError(line) from None
+        raise
 
 
 def _signature_inputs(client: "MlflowClient", mv: "ModelVersion") -> Any:
@@ -884,6 +898,10 @@ def _snapshot(
         raise StoreError(f"cannot list the artifacts of run {run_id}: {_first_line(exc)}") from None
     notebooks = sorted(n for n in names if n.endswith(suffix))
     if not notebooks:
+        # An empty listing is also what a run whose artifact folder is gone gives.
+        line = explain_missing_run_artifacts(client, run_id, f"the files saved with run {run_id}")
+        if line:
+            raise NotFoundError(line)
         return None
     wanted = Path(recorded).stem + suffix if recorded else None
     chosen = wanted if wanted in notebooks else notebooks[0]

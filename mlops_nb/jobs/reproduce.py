@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import STORE_DIRNAME, ProjectConfig
 from ..exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from ..store import explain_missing_run_artifacts
 from .runner import FINISHED, TAG, run_notebook
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -152,6 +153,10 @@ def _download_snapshot(client: "MlflowClient", run: "Run", into: Path) -> Path:
         raise StoreError(f"cannot list the artifacts of run {run_id}: {_one_line(exc)}") from None
     notebooks = sorted(n for n in names if n.endswith(".ipynb"))
     if not notebooks:
+        # An empty listing is also what a run whose artifact folder is gone gives.
+        missing = explain_missing_run_artifacts(client, run_id, f"the files saved with run {run_id}")
+        if missing:
+            raise NotFoundError(missing)
         raise UsageError(
             f"run {run_id} holds no notebook snapshot (code/*.ipynb), so there is nothing to re-execute: "
             "it was tracked with capture off or from an unsaved notebook; keep capture on "
