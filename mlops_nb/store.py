@@ -394,10 +394,17 @@ def explain_missing_run_artifacts(client: "MlflowClient", run_id: str, what: str
     """:func:`explain_missing_artifact` for the artifact folder of run ``run_id``
     (``None`` also when the run cannot be read: the caller's own error says so)."""
     try:
-        location = client.get_run(run_id).info.artifact_uri
+        run = client.get_run(run_id)
+        experiment_folder = local_path(client.get_experiment(run.info.experiment_id).artifact_location)
     except Exception:  # a deleted run, a store that went away: not an artifact problem
         return None
-    return explain_missing_artifact(client.tracking_uri, location, what)
+    if experiment_folder is not None and (
+        os.path.isdir(experiment_folder) or os.path.isdir(os.path.dirname(experiment_folder))
+    ):
+        # MLflow makes a run's (and an experiment's) folder on its first artifact: where
+        # the artifact root is there, a run without a folder simply logged nothing.
+        return None
+    return explain_missing_artifact(client.tracking_uri, run.info.artifact_uri, what)
 
 
 def _reason(exc: BaseException, timeout: float) -> str:
