@@ -35,6 +35,9 @@ __all__ = [
     "PromotionResult",
     "check_alias",
     "check_model_name",
+    "check_page_token",
+    "VERSION_PATTERN",
+    "PAGE_TOKEN_PATTERN",
     "parse_model_uri",
     "detect_flavor",
     "register_model",
@@ -144,11 +147,24 @@ def check_alias(alias: Any) -> str:
     return alias
 
 
+#: A version number as mlops-nb accepts it everywhere (the REST API's OpenAPI file says
+#: the same): ASCII digits, no leading zero, at most nine (MLflow's column is 32-bit).
+VERSION_PATTERN = r"^[1-9][0-9]{0,8}$"
+
+
 def _check_version(version: Any) -> str:
+    # Not str.isdigit()/int(): they take '²' or Arabic-Indic digits, which MLflow then
+    # fails on; and a 10-digit number overflows the store's integer column.
     text = str(version)
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"version must be a positive whole number, not {version!r}")
-    return str(int(text))
+    if isinstance(version, bool) or not re.fullmatch(VERSION_PATTERN, text):
+        raise UsageError(f"version must be a positive whole number such as 3 (at most 9 digits), not {_shown(version)}")
+    return text
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut short: bad input is quoted back, never pasted whole."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
@@ -576,7 +592,7 @@ def promote(
     cand_value = _metric(client, candidate, metric)
     cur_value = _metric(client, current, metric) if current is not None else None
     if cand_value is None and (current is None or cur_value is None):
-        raise UsageError(
+        raise NotFoundError(
             f"metric {metric!r} is on neither version's run ({name} v{candidate.version}"
             + (f", v{current.version}" if current is not None else "")
             + "); log it with %mlops log, or choose a metric the runs have"
@@ -652,6 +668,37 @@ def _token(token: Any) -> str | None:
     return token.decode("ascii") if isinstance(token, bytes) else str(token)
 
 
+#: A page token as the REST API accepts it (its OpenAPI file says the same): base64 text,
+#: as MLflow's stores issue them.
+PAGE_TOKEN_PATTERN = r"^[A-Za-z0-9+/]{1,200}={0,2}$"
+
+
+def check_page_token(token: str | None) -> str | None:
+    """``token`` if it is a page token MLflow issued (``None``: the first page), else
+    :class:`UsageError`.
+
+    MLflow's SQL store decodes tokens itself and fails on most others with a bare
+    ``ValueError``, ``AttributeError`` or an SQL overflow rather than its own error: a
+    token that did not come from the previous page is refused here, by MLflow's own
+    decoder. A tracking server (``http://``) decodes with the same code.
+    """
+    if token is None:
+        return None
+    from mlflow.utils.search_utils import SearchUtils
+
+    try:
+        offset = SearchUtils.parse_start_offset_from_page_token(token) if re.fullmatch(PAGE_TOKEN_PATTERN, token) else 0
+    except Exception:  # MLflow's decoder raises whatever its steps raise
+        offset = 0
+    valid = 0 < offset < 2**31  # above that, SQLite's OFFSET overflows
+    if not valid:
+        raise UsageError(
+            f"page_token {_shown(token)} is not one this server gave: pass the next_page_token of the previous page, "
+            "or none for the first page"
+        )
+    return token
+
+
 def _ts(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc) if ms else None
 
@@ -685,6 +732,7 @@ def models_page(
         raise UsageError(f"page size must be between 1 and 1000, not {page_size}")
     if order not in _ORDERS:
         raise UsageError(f"order must be one of {', '.join(_ORDERS)}, not {order!r}")
+    check_page_token(page_token)
     flt = None
     if name_contains:
         literal, _ = _literal(f"%{name_contains}%")
@@ -751,6 +799,7 @@ def versions_page(
     """
     if not 1 <= page_size <= 1000:
         raise UsageError(f"page size must be between 1 and 1000, not {page_size}")
+    check_page_token(page_token)
     by_version: dict[str, list[str]] | None = None
     if with_aliases:
         model = model if model is not None else get_model(client, name)

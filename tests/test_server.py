@@ -62,9 +62,11 @@ def notebook_version(jp_root_dir: Path, seeded):
     return seeded
 
 
-async def call(jp_fetch, *path, method="GET", body=None, params=None):
+async def call(jp_fetch, *path, method="GET", body=None, params=None, raw=None):
     kwargs = {"method": method, "params": params or {}}
-    if body is not None:
+    if raw is not None:
+        kwargs["body"] = raw
+    elif body is not None:
         kwargs["body"] = json.dumps(body)
     elif method in ("PUT", "POST"):
         kwargs["body"] = ""
@@ -217,9 +219,9 @@ async def test_notebook_404_says_what_is_missing(jp_fetch, jp_root_dir, seeded):
         (("models", "cancer", "versions", "9"), "GET", None, None, 404, "has no version 9"),
         (("models", "cancer", "versions", "x"), "GET", None, None, 400, "positive whole number"),
         (("models", "cancer", "aliases", "latest"), "PUT", {"version": 1}, None, 400, "reserved"),
-        (("models", "cancer", "aliases", "champion"), "PUT", {}, None, 400, "give the version"),
+        (("models", "cancer", "aliases", "champion"), "PUT", {}, None, 400, """give 'version' in the request body, e.g. {"version": "3"}"""),
         (("models", "cancer", "aliases", "gone"), "DELETE", None, None, 404, "has no alias 'gone'"),
-        (("models", "cancer", "promotions"), "POST", {"metric": "f1"}, None, 400, "neither version"),
+        (("models", "cancer", "promotions"), "POST", {"metric": "f1"}, None, 404, "neither version"),
         (("models", "cancer", "promotions"), "POST", {"metric": "accuracy", "min_delta": "x"}, None, 400, "min_delta"),
         (("models",), "GET", None, {"page_size": "0"}, 400, "page size"),
         (("models", "nosuch", "versions"), "GET", None, None, 404, "no registered model named 'nosuch'"),
@@ -231,6 +233,100 @@ async def test_notebook_404_says_what_is_missing(jp_fetch, jp_root_dir, seeded):
 async def test_bad_input_is_4xx_with_a_clear_message(jp_fetch, seeded, path, method, body, params, code, message):
     got, data = await call(jp_fetch, *path, method=method, body=body, params=params)
     assert got == code and message in data["error"]
+
+
+def _token(payload) -> str:
+    import base64
+
+    return base64.b64encode(json.dumps(payload).encode()).decode()
+
+
+async def test_a_page_token_the_server_did_not_give_is_a_400_on_every_paged_route(jp_fetch, seeded):
+    # Issue 13: non-ASCII tokens were 500s on all three routes (MLflow's decoder raised a
+    # bare ValueError); so were tokens that decode to JSON without an offset, or to an
+    # offset SQLite cannot hold.
+    tokens = ["é", "\u00b2", "١٢", "not base64!", "", "A" * 300]
+    tokens += [_token(123), _token([1]), _token({"offset": 10**30}), _token({"offset": -5})]
+    for path in (("models",), ("models", "cancer"), ("models", "cancer", "versions")):
+        for token in tokens:
+            code, data = await call(jp_fetch, *path, params={"page_size": "1", "page_token": token})
+            assert (code, data.get("status")) == (400, 400), (path, token, data)
+            assert data["error"].startswith("page_token ") and "next_page_token of the previous page" in data["error"]
+        # The token the server gave still pages.
+        code, first = await call(jp_fetch, *path, params={"page_size": "1"})
+        code, second = await call(jp_fetch, *path, params={"page_size": "1", "page_token": first["next_page_token"]})
+        assert code == 200, second
+
+
+async def test_versions_and_numbers_in_other_digits_or_out_of_range_are_a_400(jp_fetch, seeded):
+    # Issue 13: '²' passed str.isdigit() and failed in int() (a 500); int() took '١' (an
+    # Arabic-Indic one) and leading zeros; ten digits overflowed the store's column.
+    for version in ("\u00b2", "١", "01", "0", "1000000000", "9" * 30, "1.0", " 1"):
+        for path, params in [
+            (("models", "cancer", "versions", version), None),
+            (("models", "cancer", "versions", version, "notebook"), None),
+            (("models", "cancer", "compare"), {"a": "1", "b": version}),
+        ]:
+            code, data = await call(jp_fetch, *path, params=params)
+            assert code == 400 and "version must be a positive whole number" in data["error"], (path, version, data)
+        code, data = await call(jp_fetch, "models", "cancer", "aliases", "champion", method="PUT", body={"version": version})
+        assert code == 400 and data["error"].startswith("version must be a version number"), (version, data)
+    for name, value in (("page_size", "١٢"), ("page_size", "1_0"), ("page_size", "+5"), ("page_size", "9" * 5000)):
+        code, data = await call(jp_fetch, "models", params={name: value})
+        assert code == 400 and f"{name} must be a whole number" in data["error"], (value, data)
+    assert str(seeded.get_model_version_by_alias("cancer", "champion").version) == "1"
+
+
+async def test_request_bodies_are_held_to_the_openapi_file(jp_fetch, seeded):
+    alias, promotions = ("models", "cancer", "aliases", "challenger"), ("models", "cancer", "promotions")
+    for path, method, body, message in [
+        (alias, "PUT", {"version": "3", "reason": "a typo"}, 'unknown field "reason" in the request body: it takes version, why'),
+        (alias, "PUT", {"version": True}, "version must be a version number"),
+        (alias, "PUT", {"version": 3.0}, "version must be a version number"),
+        (alias, "PUT", {"version": "3", "why": 5}, "why must be a text of at most 1000 characters"),
+        (alias, "PUT", {"version": "3", "why": "x" * 1001}, "why must be a text of at most 1000 characters"),
+        (alias, "PUT", "[1, 2]", "the request body must be a JSON object, not [1, 2]"),
+        (alias, "PUT", '{"version": NaN}', "the request body is not JSON"),
+        (alias, "PUT", "{not json", "the request body is not JSON"),
+        (promotions, "POST", {"metric": "accuracy", "to": "latest"}, "to must be an alias"),
+        (promotions, "POST", {"metric": 5}, "metric must be the name of a metric"),
+        (promotions, "POST", {"metric": "accuracy", "lower_is_better": "yes"}, "lower_is_better must be true or false"),
+        (promotions, "POST", {"metric": "accuracy", "min_delta": -1}, "min_delta must be a number, 0 or more"),
+    ]:
+        raw = None if isinstance(body, dict) else body
+        code, data = await call(jp_fetch, *path, method=method, body=body if raw is None else None, raw=raw)
+        assert (code, data.get("status")) == (400, 400) and message in data["error"], (body, data)
+        assert "\n" not in data["error"]
+    # Bad bodies moved nothing; the same body with the number as a JSON number is accepted.
+    assert str(seeded.get_model_version_by_alias("cancer", "challenger").version) == "2"
+    code, data = await call(jp_fetch, *alias, method="PUT", body={"version": 3, "why": "better"})
+    assert code == 200 and data == {"name": "cancer", "alias": "challenger", "version": "3", "previous_version": "2"}
+
+
+async def test_a_model_name_is_url_decoded_once(jp_fetch, jp_root_dir, seeded):
+    # The panel encodes a name once (encodeURIComponent); tornado decodes it: a second
+    # decoding turned a name holding "%41" into another name.
+    exp = _experiment(seeded, jp_root_dir, "percent")
+    run = seeded.create_run(exp)
+    seeded.create_registered_model("rate%41 100%")
+    seeded.create_model_version("rate%41 100%", source="runs:/x/model", run_id=run.info.run_id)
+    code, data = await call(jp_fetch, "models", "rate%41 100%")
+    assert code == 200 and data["name"] == "rate%41 100%" and [v["version"] for v in data["versions"]] == ["1"]
+    code, data = await call(jp_fetch, "models", "rate%41 100%", "versions", "1")
+    assert code == 200 and data["load"] == "models:/rate%41 100%/1"
+
+
+async def test_an_unserved_method_is_a_405_that_says_which_are_served(jp_fetch, seeded):
+    for path, method, allowed in [
+        (("models",), "PATCH", "GET"),
+        (("models", "cancer", "aliases", "champion"), "POST", "PUT, DELETE"),
+    ]:
+        try:
+            await jp_fetch("mlops-nb", "api", *path, method=method, body="{}")
+            raise AssertionError(f"{method} {path} was served")
+        except tornado.httpclient.HTTPClientError as err:
+            assert err.code == 405 and err.response.headers["Allow"] == allowed
+            assert json.loads(err.response.body) == {"error": "Method Not Allowed", "status": 405}
 
 
 async def test_every_endpoint_refuses_unauthenticated_requests(jp_serverapp, http_server_client, seeded):
@@ -270,3 +366,34 @@ def test_openapi_file_describes_exactly_the_routes_served():
         served[path] = {v for v in ("get", "put", "post", "patch", "delete") if v in handler.__dict__ or any(v in b.__dict__ for b in handler.__mro__[1:-1] if b.__module__ == handler.__module__)}
     described = {path: {v for v in item if v in ("get", "put", "post", "patch", "delete")} for path, item in spec["paths"].items()}
     assert described == served
+
+
+def test_openapi_file_states_the_servers_own_rules():
+    import inspect
+    import re
+
+    import yaml
+
+    from mlops_nb.registry import PAGE_TOKEN_PATTERN, VERSION_PATTERN
+    from mlops_nb.server.handlers import HANDLERS, SPEC_PATH, request_schemas
+
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+    schemas = spec["components"]["schemas"]
+    put_alias = request_schemas()[("/mlops-nb/api/models/{name}/aliases/{alias}", "put")]
+    assert schemas["VersionNumber"]["pattern"] == VERSION_PATTERN
+    assert {"type": "string", "pattern": VERSION_PATTERN} in put_alias["properties"]["version"]["oneOf"]
+    assert PAGE_TOKEN_PATTERN in spec["components"]["parameters"]["page_token"]["description"]
+    # Every route that reads a body has its schema in the file, and refuses unknown fields.
+    served = {
+        (re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern), verb)
+        for pattern, handler in HANDLERS
+        for verb in ("put", "post", "patch")
+        if verb in handler.__dict__ and "self.body()" in inspect.getsource(handler.__dict__[verb])
+    }
+    assert served == set(request_schemas()) and all(s["additionalProperties"] is False for s in request_schemas().values())
+    # Every operation documents the error answers any route can give.
+    for path, item in spec["paths"].items():
+        for verb, op in item.items():
+            if verb in ("get", "put", "post", "patch", "delete"):
+                assert {"400", "403", "503"} <= set(op["responses"]), (verb, path)
+                assert "{" not in path or "404" in op["responses"], (verb, path)

@@ -98,10 +98,13 @@ async def test_list_pause_resume_and_bad_input(jp_fetch, store):
     assert store.get("nightly").paused is False
 
     for path, method, body, status, message in [
-        (("schedules", "nightly"), "PATCH", {"paused": "yes"}, 400, 'give "paused": true or false'),
+        (("schedules", "nightly"), "PATCH", {"paused": "yes"}, 400, 'paused must be true or false, not "yes"'),
+        (("schedules", "nightly"), "PATCH", {"paused": True, "when": "now"}, 400, 'unknown field "when"'),
+        (("schedules", "nightly"), "PATCH", {}, 400, "give 'paused' in the request body, e.g. {\"paused\": true}"),
         (("schedules", "nightly"), "PATCH", "not json", 400, "not JSON"),
         (("schedules", "nope"), "PATCH", {"paused": True}, 404, "no schedule named 'nope'"),
         (("schedules", "nope", "runs"), "POST", None, 404, "no schedule named 'nope'"),
+        (("schedules", "nightly é²", "runs"), "POST", None, 404, "no schedule named 'nightly é²'"),
         (("jobs",), "GET", None, 400, "limit must be"),
         (("jobs", "0" * 32, "notebook"), "GET", None, 404, "no run"),
         (("jobs", "not-a-run", "notebook"), "GET", None, 400, "is not a run id"),

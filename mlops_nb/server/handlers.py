@@ -1,9 +1,11 @@
 """REST handlers: parse the request, call the core (registry, schedules, job history)
 off the event loop, serialise.
 
-Errors are mapped once, in :class:`BaseHandler`: 400 bad input, 404 unknown model,
-version, schedule or run, 409 refused promotion, 503 store unreachable; never a 500 for
-a user's mistake.
+Errors are mapped once, in :meth:`BaseHandler.write_error`: 400 bad input, 404 unknown
+model, version, schedule or run, 409 refused promotion, 503 store unreachable; never a
+500 for a user's mistake. Request bodies are checked against the request schemas of
+``openapi.yaml`` itself, so the file and the server cannot disagree on what a body may
+hold.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 from http.client import responses
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import unquote
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
@@ -25,9 +27,25 @@ from ..config import ProjectConfig, resolve_config
 from ..exceptions import MlopsError, NotFoundError, StoreError, UsageError
 from ..registry import PromotionRefusedError
 
-__all__ = ["HANDLERS", "BaseHandler"]
+__all__ = ["HANDLERS", "BaseHandler", "SPEC_PATH", "status_of"]
 
+SPEC_PATH = Path(__file__).with_name("openapi.yaml")
 _STATUS = [(PromotionRefusedError, 409), (NotFoundError, 404), (UsageError, 400), (StoreError, 503)]
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")
+
+
+def status_of(exc: MlopsError) -> int:
+    """The HTTP status an error of the core answers with (400 when none is more precise)."""
+    return next((code for kind, code in _STATUS if isinstance(exc, kind)), 400)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _jsonable(value: Any) -> Any:
@@ -93,27 +111,43 @@ class BaseHandler(APIHandler):
         await self._answer(lambda: fn(self.schedules(), *args), status)
 
     async def _answer(self, call: Callable[[], Any], status: int) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(None, call)
-        except MlopsError as exc:
-            code = next((c for kind, c in _STATUS if isinstance(exc, kind)), 400)
-            self.set_status(code)
-            self.finish(json.dumps({"error": str(exc), "status": code}))
-            return
+        # An error of the core propagates to tornado, which hands it to write_error.
+        result = await asyncio.get_running_loop().run_in_executor(None, call)
         self.set_status(status)
         self.finish(json.dumps(_jsonable(result)))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Errors raised before :meth:`respond` (a bad query argument or body, no token) in
-        the same shape as the ones it maps: ``{"error": ..., "status": N}``."""
+        """Every error answer, in one shape: ``{"error": ..., "status": N}``.
+
+        The one error map: an error of the core (raised while reading the request or by
+        the call off the loop) gets its status from :func:`status_of`; tornado's and
+        Jupyter's own (no token, no XSRF cookie, an undecodable argument) keep theirs;
+        anything else is a 500 whose details stay in the server's log.
+        """
         exc = (kwargs.get("exc_info") or (None, None, None))[1]
-        if isinstance(exc, tornado.web.HTTPError):
+        if isinstance(exc, MlopsError):
+            status_code = status_of(exc)
+            self.set_status(status_code)  # no reason phrase: user text never goes in the status line
+            message = str(exc)
+        elif isinstance(exc, tornado.web.HTTPError):
             message = exc.reason or exc.log_message or responses.get(status_code, "error")
         else:
             message = "internal error; the Jupyter server's log has the details"
+        if status_code == 405:  # RFC 9110: say which methods the route has
+            self.set_header("Allow", ", ".join(self.verbs()))
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": message, "status": status_code}))
+
+    @classmethod
+    def verbs(cls) -> list[str]:
+        """The HTTP methods this route serves (tornado answers 405 to the others)."""
+        base = tornado.web.RequestHandler
+        return [v.upper() for v in ("get", "put", "post", "patch", "delete") if getattr(cls, v) is not getattr(base, v)]
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """A user's mistake is no server error: its 4xx shows in the access log, with no traceback."""
+        if not isinstance(value, MlopsError):
+            super().log_exception(typ, value, tb)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         from ..exceptions import StoreUnreachableError
@@ -139,13 +173,18 @@ class BaseHandler(APIHandler):
             raise
 
     def body(self) -> dict[str, Any]:
-        """The JSON request body, or a 400 naming what is wrong."""
+        """The JSON request body, checked against this route's request schema in the
+        OpenAPI file; a :class:`UsageError` naming what is wrong."""
         try:
-            data = json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise tornado.web.HTTPError(400, reason="the request body is not JSON")
+            data = json.loads(self.request.body or b"{}", parse_constant=_reject_constant)
+        except ValueError:  # UnicodeDecodeError included
+            raise UsageError("the request body is not JSON: send a JSON object, as openapi.yaml describes") from None
         if not isinstance(data, dict):
-            raise tornado.web.HTTPError(400, reason="the request body must be a JSON object")
+            raise UsageError(f"the request body must be a JSON object, not {_short(data)}")
+        schema = request_schemas()[(_SPEC_ROUTES[type(self)], self.request.method.lower())]
+        problem = body_problem(schema, data)
+        if problem:
+            raise UsageError(problem)
         return data
 
     def _who(self) -> str:
@@ -153,12 +192,58 @@ class BaseHandler(APIHandler):
         user = self.current_user
         return getattr(user, "username", None) or getattr(user, "name", None) or str(user)
 
+    def arg(self, name: str, default: str | None) -> Any:
+        """A query argument as sent: tornado would strip it, and " 3" is no version."""
+        return self.get_query_argument(name, default, strip=False)
+
     def int_arg(self, name: str, default: int) -> int:
-        raw = self.get_query_argument(name, str(default))
-        try:
-            return int(raw)
-        except ValueError:
-            raise tornado.web.HTTPError(400, reason=f"{name} must be a whole number, not {raw!r}")
+        """A whole-number query argument in ASCII digits (``int()`` would take '١٢' or
+        '1_0'); its range is the core's to check."""
+        raw = self.arg(name, str(default))
+        if not _WHOLE_NUMBER.fullmatch(raw):
+            raise UsageError(f"{name} must be a whole number such as {default}, not {_short(raw)}")
+        return int(raw)
+
+
+@lru_cache(maxsize=1)
+def request_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """The JSON schema of each (path, verb)'s request body, read once from the OpenAPI file."""
+    import yaml
+
+    spec = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
+    # Each keeps the file's components, so its "#/components/..." references resolve.
+    return {
+        (path, verb): {**op["requestBody"]["content"]["application/json"]["schema"], "components": spec["components"]}
+        for path, item in spec["paths"].items()
+        for verb, op in item.items()
+        if isinstance(op, dict) and "requestBody" in op
+    }
+
+
+def body_problem(schema: dict[str, Any], data: dict[str, Any]) -> str | None:
+    """What is wrong with a request body under ``schema`` (flat objects), in one line
+    that names the field and what it takes; ``None`` when nothing is."""
+    from jsonschema import Draft4Validator
+    from jsonschema.exceptions import best_match
+
+    # Draft 4: the dialect OpenAPI 3.0 schemas follow (3.0 is not an integer there).
+    error = best_match(Draft4Validator(schema).iter_errors(data))
+    if error is None:
+        return None
+    fields = schema.get("properties", {})
+    if error.validator == "required":
+        missing = next(name for name in error.validator_value if name not in data)
+        example = fields.get(missing, {}).get("example")
+        hint = f", e.g. {json.dumps({missing: example})}" if example is not None else ""
+        return f"give {missing!r} in the request body{hint}"
+    if error.validator == "additionalProperties":
+        unknown = sorted(set(data) - set(fields))[0]
+        return f"unknown field {_short(unknown)} in the request body: it takes {', '.join(fields)}"
+    name = str(error.absolute_path[0]) if error.absolute_path else ""
+    described = fields.get(name, {}).get("description")
+    if described:
+        return f"{name} must be {described}, not {_short(data[name])}"
+    return f"{name or 'the request body'}: {error.message}"
 
 
 # -- the operations, as plain functions of a client (the handlers stay thin) ----------
@@ -204,10 +289,9 @@ def _version(client: Any, name: str, version: str) -> dict[str, Any]:
 def _set_alias(client: Any, name: str, alias: str, body: dict[str, Any], who: str) -> dict[str, Any]:
     from ..registry import set_alias
 
-    if "version" not in body:
-        raise UsageError('give the version the alias should point at: {"version": "3"}')
-    previous = set_alias(client, name, alias, str(body["version"]), who=who, why=str(body.get("why", "set in JupyterLab")))
-    return {"name": name, "alias": alias, "version": str(int(str(body["version"]))), "previous_version": previous}
+    version = str(body["version"])  # "3" or 3, as the request schema allows
+    previous = set_alias(client, name, alias, version, who=who, why=body.get("why", "set in JupyterLab"))
+    return {"name": name, "alias": alias, "version": version, "previous_version": previous}
 
 
 def _remove_alias(client: Any, name: str, alias: str, who: str) -> dict[str, Any]:
@@ -219,18 +303,15 @@ def _remove_alias(client: Any, name: str, alias: str, who: str) -> dict[str, Any
 def _promote(client: Any, name: str, body: dict[str, Any], who: str) -> Any:
     from ..registry import promote
 
-    try:
-        min_delta = float(body.get("min_delta", 0.0))
-    except (TypeError, ValueError):
-        raise UsageError(f"min_delta must be a number, not {body.get('min_delta')!r}") from None
+    # The request schema checked every field's type; the defaults are the file's.
     return promote(
         client,
         name,
-        body.get("metric", ""),
-        str(body.get("from", "challenger")),
-        str(body.get("to", "champion")),
-        min_delta,
-        bool(body.get("lower_is_better", False)),
+        body["metric"],
+        body.get("from", "challenger"),
+        body.get("to", "champion"),
+        float(body.get("min_delta", 0.0)),
+        body.get("lower_is_better", False),
         who=who,
     )
 
@@ -280,10 +361,7 @@ def _schedules(store: Any, in_server: dict[str, Any]) -> dict[str, Any]:
 
 
 def _set_paused(store: Any, name: str, body: dict[str, Any]) -> dict[str, Any]:
-    paused = body.get("paused")
-    if not isinstance(paused, bool):
-        raise UsageError(f'give "paused": true or false, not {paused!r}')
-    return (store.pause(name) if paused else store.resume(name)).to_dict()
+    return (store.pause(name) if body["paused"] else store.resume(name)).to_dict()
 
 
 def _run_now(store: Any, config: ProjectConfig, name: str) -> dict[str, Any]:
@@ -313,29 +391,29 @@ class ModelsHandler(BaseHandler):
     async def get(self) -> None:
         await self.respond(
             _models,
-            self.get_query_argument("q", None),
+            self.arg("q", None),
             self.int_arg("page_size", 50),
-            self.get_query_argument("page_token", None),
-            self.get_query_argument("order", "name"),
+            self.arg("page_token", None),
+            self.arg("order", "name"),
         )
 
 
 class ModelHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self, name: str) -> None:
-        await self.respond(_model, unquote(name), self.int_arg("page_size", 20), self.get_query_argument("page_token", None))
+        await self.respond(_model, name, self.int_arg("page_size", 20), self.arg("page_token", None))
 
 
 class VersionsHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self, name: str) -> None:
-        await self.respond(_versions, unquote(name), self.int_arg("page_size", 20), self.get_query_argument("page_token", None))
+        await self.respond(_versions, name, self.int_arg("page_size", 20), self.arg("page_token", None))
 
 
 class VersionHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self, name: str, version: str) -> None:
-        await self.respond(_version, unquote(name), version)
+        await self.respond(_version, name, version)
 
 
 class NotebookHandler(BaseHandler):
@@ -343,31 +421,31 @@ class NotebookHandler(BaseHandler):
     async def get(self, name: str, version: str) -> None:
         root = self.settings["mlops_nb_state"]["root"]
         # The project is read off the loop, with the client: a bad pyproject.toml is a 4xx.
-        await self.respond(lambda client: _notebook(client, unquote(name), version, self.project.project_root, root))
+        await self.respond(lambda client: _notebook(client, name, version, self.project.project_root, root))
 
 
 class AliasHandler(BaseHandler):
     @tornado.web.authenticated
     async def put(self, name: str, alias: str) -> None:
-        await self.respond(_set_alias, unquote(name), alias, self.body(), self._who())
+        await self.respond(_set_alias, name, alias, self.body(), self._who())
 
     @tornado.web.authenticated
     async def delete(self, name: str, alias: str) -> None:
-        await self.respond(_remove_alias, unquote(name), alias, self._who())
+        await self.respond(_remove_alias, name, alias, self._who())
 
 
 class PromotionHandler(BaseHandler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
-        await self.respond(_promote, unquote(name), self.body(), self._who())
+        await self.respond(_promote, name, self.body(), self._who())
 
 
 class CompareHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self, name: str) -> None:
-        a = self.get_query_argument("a", "")
-        b = self.get_query_argument("b", "")
-        await self.respond(_compare, unquote(name), a, b)
+        a = self.arg("a", "")
+        b = self.arg("b", "")
+        await self.respond(_compare, name, a, b)
 
 
 class SchedulesHandler(BaseHandler):
@@ -380,14 +458,14 @@ class SchedulesHandler(BaseHandler):
 class ScheduleHandler(BaseHandler):
     @tornado.web.authenticated
     async def patch(self, schedule: str) -> None:
-        await self.respond_schedules(_set_paused, unquote(schedule), self.body())
+        await self.respond_schedules(_set_paused, schedule, self.body())
 
 
 class ScheduleRunsHandler(BaseHandler):
     @tornado.web.authenticated
     async def post(self, schedule: str) -> None:
         # The job runs in a thread of this server; the record comes back at once.
-        await self.respond_schedules(lambda store: _run_now(store, self.project, unquote(schedule)), status=202)
+        await self.respond_schedules(lambda store: _run_now(store, self.project, schedule), status=202)
 
 
 class JobsHandler(BaseHandler):
@@ -422,3 +500,5 @@ HANDLERS: list[tuple[str, type[BaseHandler]]] = [
     (r"/mlops-nb/api/jobs", JobsHandler),
     (r"/mlops-nb/api/jobs/(?P<run_id>[^/]+)/notebook", JobNotebookHandler),
 ]
+#: Each handler's path in the OpenAPI file ("/mlops-nb/api/models/{name}").
+_SPEC_ROUTES = {handler: re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern) for pattern, handler in HANDLERS}
