@@ -112,7 +112,7 @@ def test_live_chart_follows_a_tracked_cell(ip, capsys):
 def test_live_chart_holds_every_point_and_draws_last_values():
     from mlops_nb.widgets.live import LiveChart
 
-    chart = LiveChart("t", interval=3600)
+    chart = LiveChart("t", interval=3600)  # the real clock: whatever this machine's uptime
     for step in range(500):
         chart.add("loss", 1 / (step + 1), step)
         chart.add("acc", step / 500, step)
@@ -122,6 +122,24 @@ def test_live_chart_holds_every_point_and_draws_last_values():
     lines = {m.labels[0]: m for m in chart.figure.marks}
     assert len(lines["loss"].x) == 500 and lines["acc"].y[-1] == pytest.approx(499 / 500)
     assert "loss: 0.002 at step 499 (500 points)" in chart.fallback_text()
+
+
+@pytest.mark.parametrize("uptime", [0.0, 3.0, 1e6])
+def test_live_chart_draws_the_first_point_on_a_freshly_booted_machine(uptime):
+    """time.monotonic() counts from boot: a machine up for less than the interval must
+    still draw the first point at once, and then at most once an interval."""
+    from mlops_nb.widgets.live import LiveChart
+
+    now = [uptime]
+    chart = LiveChart("t", interval=10.0, clock=lambda: now[0])
+    chart.add("loss", 1.0, 0)
+    assert chart.draws == 1 and len(chart.figure.marks) == 1  # the first point is on the chart
+    now[0] += 9.0
+    chart.add("loss", 0.5, 1)
+    assert chart.draws == 1  # within the interval: waits
+    now[0] += 1.0
+    chart.add("loss", 0.25, 2)
+    assert chart.draws == 2 and list(chart.figure.marks[0].y) == [1.0, 0.5, 0.25]
 
 
 def test_registry_browser_shows_versions_lineage_and_history(ip, client):
