@@ -63,10 +63,16 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext mlops_nb``: register the ``%mlops`` magics (MLflow is not imported)."""
+    """``%load_ext mlops_nb``: register the ``%mlops`` magics.
+
+    MLflow is not imported here: it imports on a background thread once the cell that
+    loaded the extension ends (see :mod:`mlops_nb.magics.warmup`).
+    """
+    from .fluent import point_kernel_at_project
     from .magics import load
 
     load(ipython)
+    point_kernel_at_project(get_tracker())  # the notebook's own mlflow.* calls go to the project's store
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -10,10 +10,14 @@ import ast
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +29,9 @@ __all__ = [
     "GitState",
     "NotebookSnapshot",
     "locate_notebook",
+    "kernel_id",
+    "session_notebook",
+    "notebook_saved",
     "git_state",
     "environment_lock",
     "read_snapshot",
@@ -62,17 +69,26 @@ class NotebookLocation:
             return str(self.path)
 
 
+#: How the notebook was found when Jupyter Server's sessions API named it.
+SESSIONS_API = "Jupyter Server sessions API"
+
+
 def locate_notebook(
     environ: Mapping[str, str] | None = None,
     namespace: Mapping[str, Any] | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    kernel: str | None = None,
 ) -> NotebookLocation:
-    """Find the notebook this kernel runs.
+    """Find the notebook this kernel runs, as it is named now.
 
-    In order: ``MLOPS_NB_NOTEBOOK`` (set by mlops-nb jobs), ``JPY_SESSION_NAME`` (set by
-    Jupyter Server to the notebook's path relative to its root; the kernel runs in the
-    notebook's folder), VS Code's ``__vsc_ipynb_file__``. Without any, the path is
-    ``None`` and ``how`` says how to set it.
+    In order: ``MLOPS_NB_NOTEBOOK`` (set by mlops-nb jobs); the Jupyter Server sessions
+    API, asked for the session of this kernel (``kernel``, default :func:`kernel_id`),
+    which follows renames (a new notebook is ``Untitled.ipynb`` until its first save
+    names it); ``JPY_SESSION_NAME`` (set by Jupyter Server when the kernel started: the
+    notebook's path relative to its root, stale after a rename; the kernel runs in the
+    notebook's folder); VS Code's ``__vsc_ipynb_file__``. Without any, the path is
+    ``None`` and ``how`` says how to set it. Only the sessions API may name a file that
+    does not exist yet (see :func:`notebook_saved`).
     """
     env = os.environ if environ is None else environ
     ns = namespace or {}
@@ -82,6 +98,10 @@ def locate_notebook(
     if explicit:
         return NotebookLocation((here / explicit).resolve(), "MLOPS_NB_NOTEBOOK")
     session = env.get("JPY_SESSION_NAME")
+    if session:  # started by Jupyter Server: ask it where the notebook is now
+        current = session_notebook(kernel or kernel_id())
+        if current is not None:
+            return NotebookLocation(current, SESSIONS_API)
     if session:
         candidate = Path(session)
         options = [candidate] if candidate.is_absolute() else [here / candidate.name, here / candidate]
@@ -95,6 +115,123 @@ def locate_notebook(
         None,
         "unknown: not started by Jupyter Server or VS Code; set MLOPS_NB_NOTEBOOK=path/to/notebook.ipynb",
     )
+
+
+def kernel_id() -> str | None:
+    """This kernel's id, read from its connection file's name (Jupyter Server names it
+    ``kernel-<id>.json``); ``None`` outside an ipykernel. Imports nothing."""
+    app = getattr(sys.modules.get("ipykernel.kernelapp"), "IPKernelApp", None)
+    try:
+        if app is None or not app.initialized():
+            return None
+        name = os.path.basename(app.instance().connection_file)
+    except Exception:  # an ipykernel that keeps it elsewhere: no id, no lookup
+        return None
+    match = re.fullmatch(r"kernel-(.+)\.json", name)
+    return match.group(1) if match else None
+
+
+def _runtime_dirs() -> list[Path]:
+    """Where Jupyter servers write ``jpserver-*.json``: the folder of this kernel's
+    connection file (a server keeps its kernels' files in its runtime folder), then
+    Jupyter's runtime folder."""
+    dirs: list[Path] = []
+    app = getattr(sys.modules.get("ipykernel.kernelapp"), "IPKernelApp", None)
+    try:
+        if app is not None and app.initialized():
+            dirs.append(Path(app.instance().abs_connection_file).parent)
+    except Exception:
+        pass
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        dirs.append(Path(jupyter_runtime_dir()))
+    except Exception:  # jupyter_core missing: only the kernel's own folder
+        pass
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def _running_servers(dirs: list[Path]) -> list[dict[str, Any]]:
+    """The info files of Jupyter servers whose process is alive (as
+    ``jupyter_server.serverapp.list_running_servers``, without importing the server or
+    deleting other servers' files)."""
+    servers = []
+    for folder in dirs:
+        try:
+            files = sorted(folder.glob("jpserver-*.json"))
+        except OSError:
+            continue
+        for file in files:
+            try:
+                info = json.loads(file.read_text(encoding="utf-8"))
+                alive = process_alive(int(info["pid"]), None)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if alive and str(info.get("url", "")).startswith(("http://", "https://")):
+                servers.append(info)
+    return servers
+
+
+def _sessions(server: Mapping[str, Any], timeout: float) -> list[dict[str, Any]]:
+    url = str(server["url"]).rstrip("/") + "/api/sessions"
+    headers = {"Authorization": f"token {server['token']}"} if server.get("token") else {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - a local Jupyter server
+        data = json.loads(resp.read(1_000_000))
+    return data if isinstance(data, list) else []
+
+
+#: kernel id -> the info of the server that runs it (a kernel never changes server).
+_server_of_kernel: dict[str, dict[str, Any]] = {}
+
+
+def session_notebook(
+    kernel: str | None,
+    runtime_dirs: list[Path] | None = None,
+    timeout: float = 1.0,
+    budget: float = 2.0,
+) -> Path | None:
+    """The notebook path Jupyter Server's session of ``kernel`` has now, or ``None``.
+
+    Asks ``GET /api/sessions`` of the running servers found in ``runtime_dirs`` (default:
+    the kernel's and Jupyter's runtime folders) with each server's token, and matches the
+    session by kernel id. Bounded: ``timeout`` seconds a server and ``budget`` in all;
+    the server found is remembered, so later calls ask it alone. The path may not exist
+    yet (a notebook never saved).
+    """
+    if not kernel:
+        return None
+    known = _server_of_kernel.get(kernel)
+    servers = [known] if known else _running_servers(runtime_dirs if runtime_dirs is not None else _runtime_dirs())
+    deadline = time.monotonic() + budget
+    for server in servers:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            sessions = _sessions(server, min(timeout, left))
+        except (OSError, ValueError, urllib.error.URLError):
+            continue  # down, slow, or refused us: try the next, or fall back
+        for session in sessions:
+            if not isinstance(session, dict) or (session.get("kernel") or {}).get("id") != kernel:
+                continue
+            path = str(session.get("path") or "")
+            if not path.endswith(".ipynb"):
+                return None
+            _server_of_kernel[kernel] = server
+            return (Path(str(server.get("root_dir") or os.getcwd())) / path).resolve()
+    if known:
+        _server_of_kernel.pop(kernel, None)  # ask every server again next time
+    return None
+
+
+def notebook_saved(path: Path | None) -> bool:
+    """Whether ``path`` holds a saved notebook: a file with cells. Jupyter creates a new
+    notebook as a file with no cells; its cells reach the disk with the first save."""
+    if path is None:
+        return False
+    snap = read_snapshot(path)
+    return snap is not None and snap.cells > 0
 
 
 # ---------------------------------------------------------------- git
@@ -209,6 +346,8 @@ class NotebookSnapshot:
     no_capture_ids: frozenset[str] = field(default_factory=frozenset)
     no_capture_sources: frozenset[str] = field(default_factory=frozenset)
     parameter_names: tuple[str, ...] = ()
+    #: How many cells the saved file holds (0: a new notebook never saved).
+    cells: int = 0
 
     def hides(self, cell_id: str | None, source: str) -> bool:
         """True when the executed cell is one tagged ``mlops:no-capture`` in the notebook.
@@ -288,7 +427,11 @@ def read_snapshot(path: Path) -> NotebookSnapshot | None:
                 cell["outputs"] = []
             cell.pop("attachments", None)
     snap = NotebookSnapshot(
-        json.dumps(nb, indent=1, ensure_ascii=False), frozenset(hidden), frozenset(hidden_sources), tuple(params)
+        json.dumps(nb, indent=1, ensure_ascii=False),
+        frozenset(hidden),
+        frozenset(hidden_sources),
+        tuple(params),
+        len(cells) if isinstance(cells, list) else 0,
     )
     _snapshot_cache[path] = (key, snap)
     return snap

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import functools
 import json
 import os
 import numbers
@@ -37,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import fluent
 from .config import ProjectConfig, resolve_config
 from .exceptions import MlopsError, NotFoundError, StoreError, UsageError
 from .provenance import (
@@ -45,6 +45,7 @@ from .provenance import (
     git_state,
     is_no_capture,
     locate_notebook,
+    notebook_saved,
     parameter_values,
     process_alive,
     process_identity,
@@ -134,6 +135,8 @@ class RunHandle:
     ended: bool = False
     #: False for a job's run, adopted from the job runner, which ends it.
     owned: bool = True
+    #: The notebook tags written on the run (rewritten if the notebook is renamed or saved).
+    notebook_tags: dict[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- metric buffer
@@ -430,7 +433,11 @@ class Tracker:
     Parameters
     ----------
     notebook:
-        Where the notebook is; found from the environment when omitted.
+        Where the notebook is; found from the environment when omitted, and then found
+        again when a run starts or ends (a notebook can be renamed while its kernel runs).
+    locate:
+        How to find the notebook again (default: :func:`locate_notebook` when
+        ``notebook`` is omitted; never when it is given).
     config:
         The project settings; resolved from the notebook's folder when omitted.
     report:
@@ -447,6 +454,7 @@ class Tracker:
         report: Callable[[str], None] | None = None,
         fluent: bool = True,
         recover: bool = True,
+        locate: Callable[[], NotebookLocation] | None = None,
     ) -> None:
         #: The job this process runs in, if the job runner started it (see read_job).
         self.job = read_job() if config is None else None
@@ -455,7 +463,8 @@ class Tracker:
             config = dataclasses.replace(
                 resolve_config(Path(self.job["notebook"]).parent), tracking_uri=self.job["tracking_uri"]
             )
-        self.notebook = notebook or locate_notebook()
+        self._locate = locate if locate is not None else (None if notebook is not None else locate_notebook)
+        self.notebook = notebook or (self._locate or locate_notebook)()
         self._config = config
         self.report = report or _default_report
         self.fluent = fluent
@@ -466,7 +475,6 @@ class Tracker:
         # recover=False: the caller already looked for runs left by dead processes lately.
         self._recovered = not recover
         self._autolog_on = False
-        self._autolog_conf: dict[str, Any] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._buffer: MetricBuffer | None = None
         self._identity = process_identity()
@@ -509,6 +517,30 @@ class Tracker:
             self._buffer = MetricBuffer(lambda: self.client, self.report)
         return self._buffer
 
+    def refresh_notebook(self) -> NotebookLocation:
+        """Find the notebook again, as it is named now, and return it.
+
+        Jupyter names a new notebook ``Untitled.ipynb`` until its first save renames it;
+        the kernel's environment keeps the old name, Jupyter Server's sessions API has
+        the new one (see :func:`mlops_nb.provenance.locate_notebook`). Never raises.
+        """
+        if self._locate is not None and self.job is None:
+            try:
+                self.notebook = self._locate()
+            except Exception as exc:  # keep the last known place
+                self.report(f"warning: could not find the notebook again: {_one_line(exc)}")
+        return self.notebook
+
+    def _notebook_tags(self) -> dict[str, str]:
+        """The run tags that name the notebook and say whether it was ever saved."""
+        rel = self.notebook.relative_to(self.config.project_root)
+        tags = {TAG + "notebook_how": self.notebook.how}
+        if rel:
+            tags[TAG + "notebook"] = rel
+            tags["mlflow.source.name"] = rel
+            tags[TAG + "notebook_saved"] = "true" if notebook_saved(self.notebook.path) else "false"
+        return tags
+
     def default_experiment(self) -> str:
         """The configured experiment, else the notebook's name, else ``Default``."""
         return self.config.experiment or self.notebook.name or "Default"
@@ -536,6 +568,7 @@ class Tracker:
             return self._adopt_job_run(autolog)
         if self.session is not None:
             self.end_run(self.session, FINISHED)
+        self.refresh_notebook()
         params: dict[str, str] = {}
         if namespace is not None and self.notebook.path is not None:
             snap = read_snapshot(self.notebook.path)
@@ -543,6 +576,7 @@ class Tracker:
                 params = parameter_values(snap.parameter_names, namespace)
         name = run_name or self.notebook.name
         handle = self._start("notebook", experiment, name, None, autolog, params, {})
+        handle.notebook_tags = self._notebook_tags()
         self.session = handle
         self._sync_autolog()
         return handle
@@ -585,6 +619,7 @@ class Tracker:
         cell_id: str | None = None,
     ) -> RunHandle:
         """Start a run for one cell, nested under the notebook run when there is one."""
+        self.refresh_notebook()
         parent = self.active
         if autolog is None:
             autolog = parent.autolog if parent else True
@@ -596,6 +631,7 @@ class Tracker:
         if execution_count is not None:
             tags[TAG + "cell"] = str(execution_count)
         handle = self._start("cell", exp, label, parent, autolog, {}, tags)
+        handle.notebook_tags = self._notebook_tags()
         if self._capturable(source, cell_id):
             handle.cells.append((execution_count, source))
         self.cell_runs.append(handle)
@@ -664,11 +700,9 @@ class Tracker:
         return handle
 
     def _base_tags(self, kind: str) -> dict[str, str]:
-        cfg = self.config
-        rel = self.notebook.relative_to(cfg.project_root)
         tags = {
             TAG + "kind": kind,
-            TAG + "notebook_how": self.notebook.how,
+            **self._notebook_tags(),
             TAG + "host": self._identity["host"],
             TAG + "pid": self._identity["pid"],
             TAG + "python": sys.version.split()[0],
@@ -676,9 +710,6 @@ class Tracker:
         }
         if "pid_start" in self._identity:
             tags[TAG + "pid_start"] = self._identity["pid_start"]
-        if rel:
-            tags[TAG + "notebook"] = rel
-            tags["mlflow.source.name"] = rel
         try:
             import getpass
 
@@ -718,9 +749,15 @@ class Tracker:
                 mlflow.set_tracking_uri(self.config.tracking_uri)
             # The user's own mlflow.start_run() inside this run lands in its experiment.
             mlflow.set_experiment(experiment_id=handle.experiment_id)
-            mlflow.start_run(run_id=handle.run_id, nested=mlflow.active_run() is not None)
+            top = mlflow.active_run()
+            # In a job, mlops_nb.fluent may have made the job's run active already.
+            if top is None or top.info.run_id != handle.run_id:
+                mlflow.start_run(run_id=handle.run_id, nested=top is not None)
             handle.fluent = True
             _install_nested_default(lambda run_id: _current_tracker_owns(run_id))
+            # Runs and models the notebook's own mlflow calls create name the notebook as
+            # it is now (it may have been renamed since the kernel started).
+            fluent.set_source_name(self.notebook.relative_to(self.config.project_root))
         except Exception as exc:
             self.report(f"warning: autologging and mlflow.* calls will not reach run {handle.run_id}: {_one_line(exc)}")
 
@@ -730,23 +767,29 @@ class Tracker:
         want = bool(active and active.autolog)
         if want == self._autolog_on or not self.fluent:
             return
+        global _our_autolog_conf
         try:
             import mlflow.sklearn
             from mlflow.utils import autologging_utils
 
             conf = autologging_utils.AUTOLOGGING_INTEGRATIONS.get("sklearn")
-            if conf is not None and conf is self._autolog_conf:
+            if conf and conf is not _our_autolog_conf:
+                # The notebook called mlflow.autolog() or mlflow.sklearn.autolog() itself
+                # (MLflow registers an empty configuration for each integration it imports):
+                # its settings win, and its fits log into whichever run is active.
+                self._autolog_on = want
+                return
+            if conf:
                 # Our own configuration, paused or resumed: flipping its flag is read by
                 # the patched methods at call time, and costs nothing, where reverting
                 # and re-applying MLflow's ~700 patches costs ~50 ms a cell.
                 conf["disable"] = not want
             elif want:
+                fluent.quiet_autolog_warnings()
                 # Models are registered explicitly (%mlops register); logging one per fit
                 # would make every fit slow and fill the store.
                 mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True)
-                self._autolog_conf = autologging_utils.AUTOLOGGING_INTEGRATIONS.get("sklearn")
-            else:
-                mlflow.sklearn.autolog(disable=True)
+                _our_autolog_conf = autologging_utils.AUTOLOGGING_INTEGRATIONS.get("sklearn")
             self._autolog_on = want
         except Exception as exc:
             self._autolog_on = want
@@ -968,7 +1011,19 @@ class Tracker:
             self.report(f"warning: could not record git state and environment: {_one_line(exc)}")
 
     def _write_capture_static_now(self, handle: RunHandle) -> None:
-        """Wait for the git/environment capture of ``handle`` and write it."""
+        """Wait for the git/environment capture of ``handle`` and write it; name the
+        notebook as it is now if it was renamed or first saved since the run started."""
+        if handle.owned:
+            self.refresh_notebook()
+            tags = self._notebook_tags()
+            if tags != handle.notebook_tags:
+                try:
+                    from mlflow.entities import RunTag
+
+                    self.client.log_batch(handle.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+                    handle.notebook_tags = tags
+                except Exception as exc:
+                    self.report(f"warning: could not record the notebook's new name: {_one_line(exc)}")
         if handle.static_capture is not None:
             try:
                 handle.static_capture.result(timeout=60)
@@ -981,10 +1036,11 @@ class Tracker:
         if not self.capture:
             return
         client = self.client
-        if self.notebook.path is not None:
-            snap = read_snapshot(self.notebook.path)
-            if snap is not None:
-                client.log_text(handle.run_id, snap.text, f"code/{self.notebook.path.name}")
+        snap = read_snapshot(self.notebook.path) if self.notebook.path is not None else None
+        # A notebook never saved has no file, or the empty one Jupyter created: no snapshot
+        # then (the run's mlops_nb.notebook_saved tag says so), rather than an empty one.
+        if self.notebook.path is not None and snap is not None and snap.cells:
+            client.log_text(handle.run_id, snap.text, f"code/{self.notebook.path.name}")
         if handle.cells:
             parts = ["# Cells executed in this run, in execution order (captured by mlops-nb).\n"]
             for count, source in handle.cells:
@@ -1151,6 +1207,9 @@ class Tracker:
 
         cfg = self.config
         capture = self.capture
+        notebook = self.refresh_notebook().relative_to(cfg.project_root)
+        if notebook and not notebook_saved(self.notebook.path):
+            notebook += " (never saved: save it so runs keep a snapshot of it)"
         health = check_store(cfg)
         if health.reachable:
             self._implicit_failed_at = None  # values logged from now on start a run again
@@ -1160,7 +1219,7 @@ class Tracker:
             "store_health": health.text,
             "store_reason": cfg.source,
             "project_root": str(cfg.project_root),
-            "notebook": self.notebook.relative_to(cfg.project_root),
+            "notebook": notebook,
             "notebook_how": self.notebook.how,
             "experiment": (self.session.experiment_name if self.session else self.default_experiment()),
             "notebook_run": self.session.run_id if self.session else None,
@@ -1195,7 +1254,9 @@ def _fluent_stack_ids() -> list[str]:
         return [top.info.run_id] if top else []
 
 
-_nested_default_installed = False
+#: The scikit-learn autologging configuration mlops-nb made (MLflow keeps one a process):
+#: any other was made by the notebook's own mlflow.autolog() call, and is left alone.
+_our_autolog_conf: dict[str, Any] | None = None
 
 
 def _current_tracker_owns(run_id: str) -> bool:
@@ -1210,27 +1271,10 @@ def _install_nested_default(tracker_owns: Callable[[str], bool]) -> None:
 
     Without this, ``with mlflow.start_run():`` in a tracked notebook raises MLflow's
     "Run ... is already active". Only calls that pass neither ``run_id`` nor ``nested``
-    while one of our runs is on top are changed.
+    while one of our runs is on top are changed (see :mod:`mlops_nb.fluent`, which also
+    gives a job's run to the notebook's own MLflow calls).
     """
-    global _nested_default_installed
-    if _nested_default_installed:
-        return
-    import mlflow
-    from mlflow.tracking import fluent
-
-    original = fluent.start_run
-
-    @functools.wraps(original)
-    def start_run(*args: Any, **kwargs: Any) -> Any:
-        if not args and "run_id" not in kwargs and "nested" not in kwargs:
-            top = mlflow.active_run()
-            if top is not None and tracker_owns(top.info.run_id):
-                kwargs["nested"] = True
-        return original(*args, **kwargs)
-
-    mlflow.start_run = start_run
-    fluent.start_run = start_run
-    _nested_default_installed = True
+    fluent.install_start_run_defaults(tracker_owns)
 
 
 def _ui_hint(cfg: ProjectConfig) -> str:

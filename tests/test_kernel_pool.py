@@ -145,6 +145,32 @@ def test_kernel_sees_its_job_file_the_pool_env_and_cwd(tmp_path: Path):
         other.discard()
 
 
+def test_kernel_points_mlflow_at_its_job_before_the_first_cell_without_importing_it(tmp_path: Path):
+    """A notebook that never imports mlops_nb still writes its mlflow.* calls to the
+    job's store, experiment and notebook (the pooled kernel loads mlops_nb.fluent)."""
+    root = tmp_path / "proj"
+    (root / "nbs").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    uri = f"sqlite:///{root / '.mlops' / 'mlflow.db'}"
+    with KernelPool(size=1, cwd=root / "nbs") as pool:
+        kernel = pool.acquire(timeout=START)
+        try:
+            job = {"run_id": "r1", "experiment_id": "7", "notebook": str(root / "nbs" / "a.ipynb"), "tracking_uri": uri}
+            Path(kernel.job_file).write_text(json.dumps(job))
+            printed = run(
+                tmp_path,
+                kernel,
+                "import json, os, sys\n"
+                "print(os.environ['MLFLOW_TRACKING_URI'])\n"
+                "print(os.environ['MLFLOW_EXPERIMENT_ID'])\n"
+                "print(json.loads(os.environ['MLFLOW_RUN_CONTEXT'])['mlflow.source.name'])\n"
+                "print('mlflow' in sys.modules)",
+            ).splitlines()
+        finally:
+            kernel.discard()
+    assert printed == [uri, "7", "nbs/a.ipynb", "False"]
+
+
 def test_pool_starts_a_replacement_as_soon_as_a_kernel_is_taken(pool: KernelPool, tmp_path: Path):
     first = pool.acquire(timeout=START)
     folder = os.path.dirname(first.km.connection_file)

@@ -399,3 +399,60 @@ def test_autolog_is_paused_outside_tracked_runs(ip, client):
     assert all("max_depth" in r.data.params for r in runs)
     default = client.search_runs(["0"])
     assert default == []
+
+
+#: A fresh IPython shell whose import of mlflow waits at a gate: only the cell that says
+#: "loading MLflow" opens it, so the test needs no timing (a magic that imported MLflow
+#: synchronously at %load_ext would block there and never print the first line).
+_GATED_SHELL = '''
+import sys, threading
+from IPython.core.interactiveshell import InteractiveShell
+
+gate = threading.Event()
+
+class Gate:
+    def find_spec(self, name, path=None, target=None):
+        if name == "mlflow":
+            gate.wait(120)
+        return None
+
+class Watch:
+    def __init__(self, out):
+        self.out = out
+    def write(self, text):
+        if "loading MLflow" in text:
+            gate.set()
+        return self.out.write(text)
+    def flush(self):
+        self.out.flush()
+
+sys.meta_path.insert(0, Gate())
+sys.stdout = Watch(sys.stdout)
+shell = InteractiveShell.instance()
+for cell in CELLS:
+    shell.run_cell(cell, store_history=True)
+    imported = "mlflow" in sys.modules and not getattr(sys.modules["mlflow"].__spec__, "_initializing", False)
+    print("after cell:", "mlflow imported" if imported else "mlflow not imported", flush=True)
+'''
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [["%load_ext mlops_nb", "%mlops status"], ["%load_ext mlops_nb\n%mlops status"]],
+    ids=["next-cell", "same-cell"],
+)
+def test_load_ext_leaves_mlflow_to_a_background_import_and_a_waiting_cell_says_so(tmp_path: Path, cells):
+    root = tmp_path / "proj"
+    (root / ".mlops").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    script = f"CELLS = {cells!r}\n{_GATED_SHELL}"
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in __import__("os").environ.items() if k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME")},
+    ).stdout
+    lines = out.splitlines()
+    if len(cells) == 2:
+        assert lines[0] == "after cell: mlflow not imported"  # %load_ext returned, MLflow still waiting
+        lines = lines[1:]
+    assert lines[0] == "mlops-nb: loading MLflow…"  # the waiting cell says what it waits for, first
+    assert "mlops-nb status" in out and lines[-1] == "after cell: mlflow imported"

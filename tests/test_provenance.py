@@ -53,3 +53,34 @@ def test_load_ext_does_not_import_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_a_jupyter_server_that_does_not_answer_falls_back_to_jpy_session_name(tmp_path: Path, monkeypatch):
+    """The sessions API is asked first; a server that is gone (its info file left behind)
+    or does not know this kernel leaves the kernel's JPY_SESSION_NAME to name the notebook."""
+    import json
+    import os
+
+    from services import free_port
+
+    from mlops_nb.provenance import session_notebook
+
+    nb = make_notebook(tmp_path / "sub" / "a.ipynb", [("code", "x = 1", [])])
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    info = {"url": f"http://127.0.0.1:{free_port()}/", "token": "t", "pid": os.getpid(), "root_dir": str(tmp_path)}
+    (runtime / "jpserver-1.json").write_text(json.dumps(info))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    assert session_notebook("some-kernel-id", [runtime]) is None
+    found = locate_notebook({"JPY_SESSION_NAME": "sub/a.ipynb"}, {}, cwd=tmp_path / "sub", kernel="some-kernel-id")
+    assert found.path == nb and "JPY_SESSION_NAME" in found.how
+    assert (runtime / "jpserver-1.json").exists()  # another server's file is never deleted
+
+
+def test_a_notebook_is_saved_once_its_file_holds_cells(tmp_path: Path):
+    from mlops_nb.provenance import notebook_saved
+
+    assert not notebook_saved(tmp_path / "Untitled.ipynb")  # no file
+    assert not notebook_saved(make_notebook(tmp_path / "Untitled1.ipynb", []))  # as Jupyter creates a new one
+    assert notebook_saved(make_notebook(tmp_path / "walk.ipynb", [("code", "x = 1", [])]))
+    assert not notebook_saved(None)

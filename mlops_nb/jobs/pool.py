@@ -11,6 +11,9 @@ the working folder, the environment. A job that needs another kernel name or wor
 folder uses another pool. What differs per job reaches the kernel through a file: each
 kernel is started with ``MLOPS_NB_JOB_FILE`` naming a path of its own in the pool's
 private folder, and the runner writes the job there before it executes the notebook.
+Python kernels load :mod:`mlops_nb.fluent`, which reads that file before the first cell,
+so that even a notebook that never imports mlops_nb writes its ``mlflow.*`` calls into
+the job's run.
 
 On POSIX the kernels talk over Unix sockets in that private folder (zmq's ``ipc``
 transport) rather than TCP ports, so parallel starts, in this process or in others,
@@ -47,7 +50,10 @@ if TYPE_CHECKING:
     #: The papermill engine ``mlops-nb``; built on first use (see ``__getattr__``).
     PooledEngine: type[NBClientEngine]
 
-__all__ = ["JOB_FILE_ENV", "KernelPool", "KernelPoolError", "PooledEngine", "PooledKernel"]
+__all__ = ["JOB_FILE_ENV", "KERNEL_EXTENSION", "KernelPool", "KernelPoolError", "PooledEngine", "PooledKernel"]
+
+#: The IPython extension every pooled Python kernel loads: it reads the job file.
+KERNEL_EXTENSION = "mlops_nb.fluent"
 
 # A Unix socket path longer than this does not fit in sockaddr_un (104 bytes on macOS,
 # 108 on Linux, with a "-N" suffix added per channel).
@@ -206,6 +212,11 @@ class KernelPool:
         # under parallel kernels; nbclient gives the kernels it starts this one too.
         ipykernel = any("ipykernel" in arg for arg in spec.argv)
         self._extra_arguments = ["--HistoryManager.hist_file=:memory:"] if ipykernel else []
+        if ipykernel:
+            # Before the first cell, the kernel takes up its job so that the notebook's own
+            # mlflow.* calls land in the job's run and store (see mlops_nb.fluent). A kernel
+            # whose Python lacks mlops_nb logs that it could not load it, and runs on.
+            self._extra_arguments.append(f"--ext={KERNEL_EXTENSION}")
         # Private (mode 0700): connection files with their keys, Unix sockets, job files.
         self._dir = tempfile.mkdtemp(prefix="mlops-nb-kernels-")
         self._ipc = os.name == "posix" and len(os.path.join(self._dir, "k-" + "0" * 12 + "-99")) <= _MAX_IPC_PATH

@@ -3,6 +3,12 @@
 Every sub-command calls the same :class:`mlops_nb.tracking.Tracker` as the Python API
 and the CLI. Errors a user can cause surface as IPython's one-line ``UsageError`` (no
 traceback); errors inside tracking are one warning line and never break the cell.
+
+A ``%%mlops track`` cell runs as a plain cell with a run around it: an input transform
+turns its first line into the call that starts the run, and ``post_run_cell`` ends it.
+So the user's code runs in IPython's own frame for the cell, and a failure shows the
+traceback a plain cell shows (``Cell In[N], line L``, the user's frames only), its
+last expression is displayed, and ``await`` works at the top level.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import mlops_nb
 from ..exceptions import MlopsError
 from ..registry import PromotionRefusedError
 from ..provenance import locate_notebook
-from ..tracking import FAILED, FINISHED, KILLED, Tracker
+from ..tracking import FAILED, FINISHED, KILLED, RunHandle, Tracker
+from . import warmup
 
 __all__ = ["MlopsMagics", "load", "unload", "HELP"]
 
@@ -61,6 +68,28 @@ From Python: import mlops_nb as mnb; mnb.track(); mnb.log_metric("loss", v, step
 Leave a cell out of every snapshot: tag it mlops:no-capture (or start it with
 '# mlops:no-capture').
 """
+
+
+#: The line magic a tracked cell's first line becomes (see :func:`tracked_cell_lines`).
+BEGIN_CELL = "track-cell"
+_TRACK_LINE = re.compile(r"%%mlops[ \t]+track(?=\s|$)")
+
+
+def tracked_cell_lines(lines: list[str]) -> list[str]:
+    """IPython input transform: ``%%mlops track ARGS`` as a cell's first line becomes
+    ``get_ipython().run_line_magic('mlops', 'track-cell ARGS')``; the other lines are left
+    as they are, so the cell keeps its line numbers and runs as a plain cell."""
+    if not lines or not _TRACK_LINE.match(lines[0]):
+        return lines
+    args = lines[0].strip()[len("%%mlops") :].strip()[len("track") :].strip()
+    call = f"{BEGIN_CELL} {args}".strip()
+    return [f"get_ipython().run_line_magic('mlops', {call!r})\n", *lines[1:]]
+
+
+def _status_of(error: BaseException | None) -> str:
+    if error is None:
+        return FINISHED
+    return KILLED if isinstance(error, KeyboardInterrupt) else FAILED
 
 
 class _ParseError(Exception):
@@ -143,13 +172,26 @@ class MlopsMagics(Magics):
         self._line_parser = _build_parser(cell=False)
         self._cell_parser = _build_parser(cell=True)
         self._cell_info: Any = None
+        #: Runs of tracked cells started in the running cell: ended by post_run_cell.
+        self._open_cells: list[tuple[RunHandle | None, Any]] = []
 
     # -- hooks -----------------------------------------------------------
 
     def pre_run_cell(self, info: Any) -> None:
         self._cell_info = info
+        # The user's code never imports while the background import runs (see warmup).
+        warmup.wait(lambda message: print(message, flush=True))
+
+    def _start_warmup(self, result: Any) -> None:
+        """post_run_cell, once: the cell that loaded the extension has ended."""
+        try:
+            self.shell.events.unregister("post_run_cell", self._start_warmup)
+        except ValueError:
+            pass
+        self._start_import()
 
     def post_run_cell(self, result: Any) -> None:
+        self._end_open_cells(result)
         try:
             info = result.info
             failed = result.error_before_exec is not None or result.error_in_exec is not None
@@ -167,6 +209,8 @@ class MlopsMagics(Magics):
     @line_cell_magic
     def mlops(self, line: str, cell: str | None = None) -> Any:
         """Experiment tracking; ``%mlops help`` lists the sub-commands."""
+        if cell is None and line.split()[:1] == [BEGIN_CELL]:
+            return self._begin_cell(line.strip()[len(BEGIN_CELL) :])
         parser = self._cell_parser if cell is not None else self._line_parser
         try:
             words = shlex.split(line)
@@ -180,6 +224,8 @@ class MlopsMagics(Magics):
                     "%%mlops on a cell takes 'track' only, e.g. %%mlops track --name fit\nSee %mlops help."
                 ) from None
             raise IPythonUsageError(str(exc)) from None
+        if args.command != "help":
+            self._await_mlflow()
         self._warn_stale_models()
         if cell is not None:
             return self._track_cell(args, cell)
@@ -192,6 +238,30 @@ class MlopsMagics(Magics):
             return None
         except MlopsError as exc:
             raise IPythonUsageError(str(exc)) from None
+
+    def _await_mlflow(self) -> None:
+        """Before a command that needs MLflow: wait for its import (started now if the
+        cell that loaded the extension is still running), saying so if it takes a while."""
+        self._start_import()
+        warmup.wait(lambda message: print(message, flush=True))
+
+    def _start_import(self) -> None:
+        # Not in a job: MLflow's fluent state is per thread, and the hooks that hand the
+        # job's run to the notebook's own mlflow calls run where mlflow is imported
+        # (mlops_nb.fluent). A headless job has nobody to keep waiting anyway.
+        if self.tracker.job is None:
+            warmup.start()
+
+    def _execution_count(self) -> int | None:
+        """The running cell's number as the notebook shows it (``In[N]``).
+
+        ``shell.execution_count`` is already the next cell's number while a cell runs
+        (IPython 9 counts up before executing); the result IPython fills for the running
+        cell holds the right one.
+        """
+        result = getattr(getattr(self.shell, "displayhook", None), "exec_result", None)
+        count = getattr(result, "execution_count", None)
+        return count if count is not None else self.shell.execution_count
 
     def _warn_stale_models(self) -> None:
         try:
@@ -212,6 +282,11 @@ class MlopsMagics(Magics):
             f"mlops-nb: tracking run {handle.run_id} ({handle.name}) in experiment "
             f"{handle.experiment_name!r}{logged}"
         )
+        if handle.notebook_tags.get("mlops_nb.notebook_saved") == "false" and self.tracker.capture:
+            print(
+                f"mlops-nb: {handle.notebook_tags.get('mlops_nb.notebook')} was never saved: save it, "
+                "and the run keeps a snapshot of it when it ends"
+            )
 
     def _cmd_end(self, args: argparse.Namespace) -> None:
         handle = self.tracker.session
@@ -328,31 +403,60 @@ class MlopsMagics(Magics):
 
     # -- tracked cells -----------------------------------------------------
 
-    def _track_cell(self, args: argparse.Namespace, cell: str) -> Any:
-        __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in tracebacks
+    def _begin_cell(self, rest: str) -> None:
+        """The first line of a ``%%mlops track`` cell: start its run (ended by post_run_cell)."""
+        try:
+            args = self._cell_parser.parse_args(["track", *shlex.split(rest)])
+        except ValueError as exc:
+            raise IPythonUsageError(f"cannot parse {rest.strip()!r}: {exc}; close the quotes.\nSee %mlops help.") from None
+        except _ParseError as exc:
+            raise IPythonUsageError(str(exc)) from None
+        self._await_mlflow()
+        self._warn_stale_models()
+        self._open_cells.append(self._start_cell(args, getattr(self._cell_info, "raw_cell", None) or ""))
+
+    def _end_open_cells(self, result: Any) -> None:
+        """End the runs of the tracked cells that just ran, by how the cell ended."""
+        error = getattr(result, "error_in_exec", None)
+        status = _status_of(error)
+        while self._open_cells:
+            handle, detach = self._open_cells.pop()
+            try:
+                already = handle is None or handle.ended  # e.g. mnb.end() inside the cell
+                self._end_cell_run(handle, status, error, detach)
+                if handle is not None and not already and status != FINISHED:
+                    # After IPython's traceback: which run the failure ended, in one line.
+                    print(f"mlops-nb: run {handle.run_id} ({handle.name}) ended {status}")
+            except Exception as exc:  # a hook must never break the user's next cell
+                self.tracker.report(f"warning: could not end the cell's run: {exc}")
+
+    def _start_cell(self, args: argparse.Namespace, raw: str) -> tuple[RunHandle | None, Any]:
+        """Start a tracked cell's run and its live chart; (None, None) when it runs untracked."""
         tracker = self.tracker
-        count = self.shell.execution_count
-        raw = getattr(self._cell_info, "raw_cell", None) or f"%%mlops track\n{cell}"
         try:
             handle = tracker.start_cell_run(
                 args.name,
                 raw,
-                count,
+                self._execution_count(),
                 autolog=False if args.no_autolog else None,
                 experiment=args.experiment,
                 cell_id=getattr(self._cell_info, "cell_id", None),
             )
         except MlopsError as exc:
             tracker.report(f"warning: {exc}; the cell runs untracked")
-            handle = None
-        detach = self._live_chart(handle) if handle is not None and not args.no_chart else None
+            return None, None
+        return handle, self._live_chart(handle) if not args.no_chart else None
+
+    def _track_cell(self, args: argparse.Namespace, cell: str) -> Any:
+        """``run_cell_magic('mlops', 'track ...', body)`` called directly (a notebook cell
+        takes the input transform instead): run the body here, as the cell's code."""
+        __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in tracebacks
+        raw = getattr(self._cell_info, "raw_cell", None) or f"%%mlops track\n{cell}"
+        handle, detach = self._start_cell(args, raw)
         try:
             value = self._execute(cell)
-        except KeyboardInterrupt as exc:
-            self._end_cell_run(handle, KILLED, exc, detach)
-            raise
         except BaseException as exc:
-            self._end_cell_run(handle, FAILED, exc, detach)
+            self._end_cell_run(handle, _status_of(exc), exc, detach)
             raise
         self._end_cell_run(handle, FINISHED, None, detach)
         return value
@@ -381,8 +485,9 @@ class MlopsMagics(Magics):
         """Run the cell body in the user namespace; return the last expression's value."""
         __tracebackhide__ = True  # noqa: F841
         shell = self.shell
-        code = shell.transform_cell(cell)
-        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
+        # One blank line for the %%mlops line: the body keeps the cell's line numbers.
+        code = "\n" + shell.transform_cell(cell)
+        filename = shell.compile.cache(code, self._execution_count(), raw_code="\n" + cell)
         tree = ast.parse(code, filename=filename)
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         glob, loc = shell.user_global_ns, shell.user_ns
@@ -401,14 +506,31 @@ def load(shell: Any) -> MlopsMagics:
         return _loaded[id(shell)]
     tracker = mlops_nb._tracker
     if tracker is None:
-        tracker = Tracker(notebook=locate_notebook(namespace=shell.user_ns))
+        # Found again at each run: a notebook can be renamed while its kernel runs.
+        tracker = Tracker(locate=lambda: locate_notebook(namespace=shell.user_ns))
         mlops_nb._set_tracker(tracker)
     magics = MlopsMagics(shell, tracker)
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.pre_run_cell)
     shell.events.register("post_run_cell", magics.post_run_cell)
+    if getattr(getattr(shell, "displayhook", None), "exec_result", None) is not None:
+        # %load_ext ran in a cell: MLflow imports in the background from the end of that
+        # cell, while the user reads (%load_ext itself stays fast). Loaded outside a cell
+        # (a kernel's startup), nothing marks when the user's code starts: MLflow is then
+        # imported where it is first used.
+        shell.events.register("post_run_cell", magics._start_warmup)
+    transforms = _line_transforms(shell)
+    if transforms is not None and tracked_cell_lines not in transforms:
+        transforms.insert(0, tracked_cell_lines)  # before IPython's own cell-magic transform
     _loaded[id(shell)] = magics
     return magics
+
+
+def _line_transforms(shell: Any) -> list[Any] | None:
+    """IPython's list of line transforms, where %%cell magics are recognised."""
+    manager = getattr(shell, "input_transformer_manager", None)
+    transforms = getattr(manager, "line_transforms", None)
+    return transforms if isinstance(transforms, list) else None
 
 
 def unload(shell: Any) -> None:
@@ -416,11 +538,18 @@ def unload(shell: Any) -> None:
     magics = _loaded.pop(id(shell), None)
     if magics is None:
         return
-    for name, hook in (("pre_run_cell", magics.pre_run_cell), ("post_run_cell", magics.post_run_cell)):
+    for name, hook in (
+        ("pre_run_cell", magics.pre_run_cell),
+        ("post_run_cell", magics.post_run_cell),
+        ("post_run_cell", magics._start_warmup),
+    ):
         try:
             shell.events.unregister(name, hook)
         except ValueError:
             pass
+    transforms = _line_transforms(shell)
+    if transforms is not None and tracked_cell_lines in transforms:
+        transforms.remove(tracked_cell_lines)
     magics.tracker.close()
     if mlops_nb._tracker is magics.tracker:
         mlops_nb._set_tracker(None)
