@@ -177,3 +177,24 @@ warnings.warn(FutureWarning("mine"))
         [e.experiment_id for e in client.search_experiments()], filter_string="attributes.run_name = 'fit'"
     )
     assert "training_log_loss" in run.data.metrics  # the metric whose computation warned
+
+
+def test_parameters_the_notebook_logs_itself_match_what_the_job_recorded(tmp_path: Path):
+    # The job records -p values as MLflow's log_param writes them (str()): a notebook that
+    # logs its own parameters into the job's run must not hit "Changing param values is
+    # not allowed" for a bool, None or a list of text.
+    root = new_project(tmp_path)
+    nb = make_notebook(
+        root / "nbs" / "flags.ipynb",
+        [
+            ("code", "flag = True\nnames = ['a', 'b']\nlimit: int | None = None", ["parameters"]),
+            ("code", "import mlflow\nwith mlflow.start_run():\n"
+                     "    mlflow.log_params({'flag': flag, 'names': names, 'limit': limit})\n"
+                     "    mlflow.log_metric('n', len(names))", []),
+        ],
+    )
+    config = resolve_config(root, environ={})
+    result = run_notebook(nb, {"flag": False, "names": ["x"], "limit": None}, config=config)
+    assert result.status == "FINISHED", result.error
+    params = get_client(config).get_run(result.run_id).data.params
+    assert params["flag"] == "False" and params["names"] == "['x']" and params["limit"] == "None"

@@ -391,7 +391,10 @@ def run_notebook(
 
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
     if checked:
-        tracker.log_params({k: json.dumps(v) if not isinstance(v, str) else v for k, v in checked.items()})
+        # As MLflow's own log_param writes them (str()), so a notebook that logs its
+        # parameters with plain mlflow.log_param into the job's run logs the same text
+        # (True, None, ['a']) rather than clashing with a JSON spelling (true, null).
+        tracker.log_params({k: str(v) for k, v in checked.items()})
     if on_start is not None:
         on_start(run_id)
 
