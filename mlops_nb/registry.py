@@ -451,16 +451,20 @@ def _audit(
     why: str,
 ) -> None:
     """Record one alias move as a tag on ``on_version`` (readable in MLflow's UI)."""
+    # One clock read for the time and the tag's key: two reads can straddle a second and
+    # sort out of order.
+    now_ns = time.time_ns()
+    now = datetime.fromtimestamp(now_ns // 1_000_000_000, timezone.utc)
     event = {
         "action": action,
         "alias": alias,
         "from_version": from_version,
         "to_version": to_version,
         "who": who or _who(),
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": now.isoformat(timespec="seconds"),
         "why": why,
     }
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"{time.time_ns() % 1_000_000_000:09d}"
+    stamp = now.strftime("%Y%m%dT%H%M%S") + f"{now_ns % 1_000_000_000:09d}"
     client.set_model_version_tag(name, on_version, f"{AUDIT_PREFIX}{stamp}", json.dumps(event, sort_keys=True))
 
 
@@ -545,7 +549,7 @@ def model_files(client: "MlflowClient", mv: "ModelVersion") -> str:
     except MlflowException:
         # MLflow says "No such artifact: ''" for a folder that is gone: say which and why.
         if source.startswith("runs:/"):
-            line = explain_missing_run_artifacts(client, source[len("runs:/") :].partition("/")[0], what)
+            line = explain_missing_run_artifacts(client, source[len("runs:/") :].partition("/")[0], what, expected=True)
         else:
             line = explain_missing_artifact(client.tracking_uri, location, what)
         if line:
@@ -962,6 +966,17 @@ def _snapshot(
             raise StoreError(f"cannot read the file {folder}/{chosen} of run {run_id}: {_first_line(exc)}") from None
 
 
+def _why_no_snapshot(client: "MlflowClient", run_id: str) -> str:
+    """Why a run kept no notebook snapshot, as its tags tell (read only on this error path)."""
+    try:
+        saved = client.get_run(run_id).data.tags.get(TAG + "notebook_saved")
+    except Exception:
+        saved = None
+    if saved == "false":
+        return "the notebook had never been saved when it ran"
+    return "capture was off, or the run was not tracked from a notebook"
+
+
 def version_notebook(
     client: "MlflowClient", name: str, version: str, project_root: str | Path, root: str | Path | None = None
 ) -> VersionNotebook:
@@ -985,7 +1000,7 @@ def version_notebook(
     if snap is not None:
         return replace(found, snapshot_name=snap[0], snapshot_text=snap[1])
     missing = (
-        f"its run {mv.run_id} holds no notebook snapshot (capture was off, or the notebook was never saved)"
+        f"its run {mv.run_id} holds no notebook snapshot ({_why_no_snapshot(client, mv.run_id)})"
         if mv.run_id
         else "it has no source run to hold a notebook snapshot"
     )

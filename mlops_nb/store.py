@@ -390,20 +390,29 @@ def explain_missing_artifact(tracking_uri: str, location: str | None, what: str)
     )
 
 
-def explain_missing_run_artifacts(client: "MlflowClient", run_id: str, what: str) -> str | None:
+def explain_missing_run_artifacts(
+    client: "MlflowClient", run_id: str, what: str, expected: bool = False
+) -> str | None:
     """:func:`explain_missing_artifact` for the artifact folder of run ``run_id``
-    (``None`` also when the run cannot be read: the caller's own error says so)."""
+    (``None`` also when the run cannot be read: the caller's own error says so).
+
+    MLflow makes a run's folder on its first artifact, so a missing folder only means
+    files are gone where the run had some: ``expected`` (the caller knows, as for a
+    model's files), or a run mlops-nb tracked (it always saves the environment's
+    requirements) whose experiment's artifact root is gone too.
+    """
     try:
         run = client.get_run(run_id)
         experiment_folder = local_path(client.get_experiment(run.info.experiment_id).artifact_location)
     except Exception:  # a deleted run, a store that went away: not an artifact problem
         return None
-    if experiment_folder is not None and (
-        os.path.isdir(experiment_folder) or os.path.isdir(os.path.dirname(experiment_folder))
-    ):
-        # MLflow makes a run's (and an experiment's) folder on its first artifact: where
-        # the artifact root is there, a run without a folder simply logged nothing.
-        return None
+    if not expected:
+        if "mlops_nb.kind" not in run.data.tags:
+            return None
+        if experiment_folder is not None and (
+            os.path.isdir(experiment_folder) or os.path.isdir(os.path.dirname(experiment_folder))
+        ):
+            return None
     return explain_missing_artifact(client.tracking_uri, run.info.artifact_uri, what)
 
 

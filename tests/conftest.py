@@ -62,10 +62,26 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+#: What a test's own process may carry from outside or from an earlier test's kernel code
+#: (%load_ext points MLflow at the project through these, as it does in a real kernel).
+_PER_TEST_ENV = (
+    "MLFLOW_TRACKING_URI", "MLOPS_NB_NOTEBOOK", "JPY_SESSION_NAME", "MLFLOW_RUN_ID",
+    "MLFLOW_RUN_CONTEXT", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+)
+
+
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("MLFLOW_TRACKING_URI", "MLOPS_NB_NOTEBOOK", "JPY_SESSION_NAME", "MLFLOW_RUN_ID"):
+def _clean_env(monkeypatch: pytest.MonkeyPatch):
+    """Each test starts without these variables, and whatever a test's in-process code
+    sets in ``os.environ`` is undone after it, so no later test (or kernel it starts,
+    which inherits the environment) sees another test's project."""
+    saved = dict(os.environ)
+    for var in _PER_TEST_ENV:
         monkeypatch.delenv(var, raising=False)
+    yield
+    for var in set(os.environ) - set(saved):
+        del os.environ[var]
+    os.environ.update({k: v for k, v in saved.items() if os.environ.get(k) != v})
 
 
 @pytest.fixture

@@ -287,7 +287,7 @@ def test_artifacts_kept_outside_the_project_say_what_to_run_and_can_be_re_pointe
     moved.parent.mkdir()
     shutil.move(outside, moved)
 
-    line = explain_missing_run_artifacts(client, run.info.run_id, "the artifacts of the run")
+    line = explain_missing_run_artifacts(client, run.info.run_id, "the artifacts of the run", expected=True)
     assert line is not None and "\n" not in line
     assert line.startswith(f"cannot read the artifacts of the run: it was stored at {outside}/")
     assert "outside this project, and that folder is gone" in line
@@ -296,7 +296,7 @@ def test_artifacts_kept_outside_the_project_say_what_to_run_and_can_be_re_pointe
     # The Default experiment, this one and its run: all three were kept outside.
     assert relocate_artifacts(config, str(outside), str(moved)) == 3
     assert read_text(client, run.info.run_id, "notes/x.txt") == "kept outside"
-    assert explain_missing_run_artifacts(client, run.info.run_id, "the artifacts of the run") is None
+    assert explain_missing_run_artifacts(client, run.info.run_id, "the artifacts of the run", expected=True) is None
 
 
 def test_stores_that_are_not_sqlite_are_never_rewritten(tmp_path):

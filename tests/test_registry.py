@@ -367,3 +367,29 @@ def test_the_metrics_snapshot_is_bounded_and_keeps_plain_names_first():
     assert 100 < sum(k.startswith("val/") for k in stored) < 200
     assert not any(k.startswith("system/") for k in stored)
     assert metrics_tag({"a": 1, "b": 0.5}) == {METRICS_TAG: '{"a":1.0,"b":0.5}'}
+
+
+def test_open_source_notebook_says_the_notebook_was_never_saved_not_that_capture_was_off(tmp_path: Path):
+    from conftest import new_project
+
+    from mlops_nb.config import resolve_config
+    from mlops_nb.exceptions import NotFoundError
+    from mlops_nb.registry import version_notebook
+    from mlops_nb.store import get_client, get_or_create_experiment
+
+    root = new_project(tmp_path)
+    config = resolve_config(root, environ={})
+    client = get_client(config)
+    exp = get_or_create_experiment(client, config, "untitled")
+    tags = {"mlops_nb.kind": "notebook", "mlops_nb.notebook": "Untitled.ipynb"}
+    for name, saved in (("unsaved", "false"), ("nocapture", "true")):
+        run = client.create_run(exp, tags={**tags, "mlops_nb.notebook_saved": saved})
+        client.log_text(run.info.run_id, "numpy==2\n", "environment/requirements.txt")  # what tracking always saves
+        client.create_registered_model(name)
+        client.create_model_version(name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    with pytest.raises(NotFoundError) as info:
+        version_notebook(client, "unsaved", "1", root)
+    assert "the notebook had never been saved when it ran" in str(info.value) and "capture was off" not in str(info.value)
+    with pytest.raises(NotFoundError) as info:
+        version_notebook(client, "nocapture", "1", root)
+    assert "capture was off" in str(info.value) and "never been saved" not in str(info.value)

@@ -356,6 +356,8 @@ def reproduce(
             kernel=kernel or original.data.tags.get(TAG + "job.kernel"),
             cwd=cwd,
             config=config,
+            # Models and runs the re-run logs name the notebook, not the temporary copy.
+            tags={"mlflow.source.name": recorded_notebook} if recorded_notebook else None,
         )
         lock = _original_lock(client, run_id, scratch / "environment")
     finally:

@@ -413,6 +413,8 @@ def run_notebook(
                     "run_name": handle.name,
                     "notebook": str(path),
                     "tracking_uri": cfg.tracking_uri,
+                    # The notebook a copy stands for (a reproduction), for the kernel's source tags.
+                    "source_name": run_tags.get("mlflow.source.name"),
                 }
             ),
             encoding="utf-8",
