@@ -49,8 +49,13 @@ def test_jobs_section_empty_state_schedule_pause_resume_run_now_and_executed_not
         text = nightly.inner_text()
         assert "0 2 * * *" in text and "Europe/Paris" in text and "nb/tiny.ipynb" in text
         next_run = nightly.locator(".jp-mlops-next").inner_text()
-        # The local time, and how far away it is (02:00 in Paris is within a day).
-        assert re.fullmatch(r"next run: .+ \((in \d+ hours?|in \d+ minutes?|tomorrow)\)", next_run), next_run
+        # The browser's time and the schedule's, each with its zone named, and how far
+        # away it is (02:00 in Paris is within a day).
+        assert re.fullmatch(
+            r"next run: \S+ [\d:]+(?: [AP]M)? your time \([\d:]+(?: [AP]M)? in Europe/Paris\), "
+            r"(in \d+ hours?|in \d+ minutes?|tomorrow)",
+            next_run,
+        ), next_run
 
         # Pause, then resume: the store says so each time, and the row follows.
         nightly.locator(".jp-ToolbarButtonComponent", has_text="Pause").click()

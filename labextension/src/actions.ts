@@ -4,12 +4,14 @@
  * notebook; to a schedule, run it now, pause or resume it, open a job's executed
  * notebook. Each ends by asking the model to refresh, so what is shown is what is stored.
  */
-import { Clipboard, Dialog, InputDialog, MainAreaWidget, Notification, showDialog } from '@jupyterlab/apputils';
+import { Clipboard, Dialog, MainAreaWidget, Notification, showDialog } from '@jupyterlab/apputils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { IFrame, notebookIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
+import { aliasEffect, aliasInputPattern, aliasProblem } from './alias';
 import * as api from './api';
+import { lowerIsBetter } from './metrics';
 import { JobsModel, RegistryModel, asError } from './model';
 
 /** An alias the panel offers first, the convention of `%mlops promote`. */
@@ -40,9 +42,78 @@ export function reportFailure(what: string, error: unknown): void {
   });
 }
 
+/** A field's one-line note: what the value will do, or (`error`) why it cannot be used. */
+function setNote(note: HTMLElement, text: string, error: boolean): void {
+  note.textContent = text;
+  note.classList.toggle('jp-mlops-field-error', error);
+}
+
 /**
- * Ask for an alias, confirm where it is now and where it will go, then set it.
- * `current` maps the model's aliases to the versions holding them.
+ * The set-alias dialog's body: the name, checked as it is typed. A refused name
+ * (reserved, bad characters, already on this version) makes the input `:invalid`,
+ * which disables the dialog's OK button, and the note below says why in one line.
+ */
+class AliasBody extends Widget implements Dialog.IBodyWidget<string> {
+  constructor(
+    private readonly _name: string,
+    private readonly _version: string,
+    private readonly _holders: { [alias: string]: string }
+  ) {
+    super({ node: document.createElement('form') });
+    this.addClass('jp-mlops-alias-form');
+    const listId = `jp-mlops-alias-choices-${++AliasBody._count}`;
+    const offered = [...new Set([...COMMON_ALIASES, ...Object.keys(_holders)])].filter(a => _holders[a] !== _version);
+    const held = Object.keys(_holders).sort();
+    this.node.innerHTML = `
+      <label>Alias (letters, digits, _ and -)
+        <input name="alias" class="jp-mod-styled" required maxlength="255" autocomplete="off"
+               spellcheck="false" placeholder="champion" list="${listId}" /></label>
+      <datalist id="${listId}"></datalist>
+      <div class="jp-mlops-field-note" aria-live="polite"></div>
+      <div class="jp-mlops-field-hint"></div>`;
+    const list = this.node.querySelector('datalist')!;
+    offered.forEach(alias => list.appendChild(new Option(alias, alias)));
+    (this.node.querySelector('.jp-mlops-field-hint') as HTMLElement).textContent = held.length
+      ? `On ${_name} now: ${held.map(a => `@${a} → v${_holders[a]}`).join(', ')}.`
+      : `${_name} has no aliases yet.`;
+    this._input = this.node.querySelector('input')!;
+    this._input.pattern = aliasInputPattern(held.filter(a => _holders[a] === _version));
+    this._input.addEventListener('input', () => this._check());
+    this.node.addEventListener('submit', event => event.preventDefault());
+    this._check();
+  }
+
+  getValue(): string {
+    return this._input.value;
+  }
+
+  protected onAfterAttach(): void {
+    // The dialog checks its inputs only on input events: start with OK off, as the
+    // empty field is.
+    const ok = this.node.closest('.jp-Dialog')?.querySelector('.jp-Dialog-footer .jp-mod-accept');
+    if (ok instanceof HTMLButtonElement) {
+      ok.disabled = !this._input.checkValidity();
+    }
+  }
+
+  private _check(): void {
+    const value = this._input.value;
+    const problem = aliasProblem(value, this._version, this._holders);
+    const note = this.node.querySelector('.jp-mlops-field-note') as HTMLElement;
+    if (problem) {
+      setNote(note, problem, value !== '');
+    } else {
+      setNote(note, aliasEffect(this._name, value, this._version, this._holders), false);
+    }
+  }
+
+  private _input: HTMLInputElement;
+  private static _count = 0;
+}
+
+/**
+ * Ask for an alias (checked as it is typed), confirm where it is now and where it will
+ * go, then set it. `current` maps the model's aliases to the versions holding them.
  */
 export async function setAliasFlow(
   model: RegistryModel,
@@ -50,25 +121,23 @@ export async function setAliasFlow(
   version: string,
   current: { [alias: string]: string }
 ): Promise<boolean> {
-  const offered = [...new Set([...COMMON_ALIASES, ...Object.keys(current)])].filter(
-    a => current[a] !== version
-  );
-  const asked = await InputDialog.getItem({
+  const asked = await showDialog({
     title: `Set an alias on ${name} v${version}`,
-    label: 'Alias (letters, digits, - and _):',
-    items: offered,
-    editable: true,
-    okLabel: 'Next'
+    body: new AliasBody(name, version, current),
+    focusNodeSelector: 'input',
+    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Next' })]
   });
-  if (!asked.button.accept || !asked.value) {
+  if (!asked.button.accept || asked.value === null) {
     return false;
   }
-  const alias = asked.value.trim();
+  const alias = asked.value;
+  // The input's pattern kept OK off for a refused name; the same rule, once more, in words.
+  const problem = aliasProblem(alias, version, current);
+  if (problem) {
+    Notification.warning(problem, { autoClose: 5000 });
+    return false;
+  }
   const holder = current[alias];
-  if (holder === version) {
-    Notification.info(`${name} v${version} already holds @${alias}`, { autoClose: 3000 });
-    return false;
-  }
   const confirmed = await showDialog({
     title: holder ? `Move @${alias}?` : `Set @${alias}?`,
     body: holder
@@ -128,52 +197,88 @@ interface IPromotionForm {
   min_delta: number;
 }
 
-/** The promotion dialog's body: which alias, judged on which metric. */
+/** `@alias (vN)`, or `(not set yet)`: an option naming where an alias points now. */
+function aliasOption(alias: string, holders: { [alias: string]: string }): HTMLOptionElement {
+  const where = holders[alias] ? `v${holders[alias]}` : 'not set yet';
+  return new Option(`@${alias} (${where})`, alias);
+}
+
+/**
+ * The promotion dialog's body: which of the version's aliases is the candidate, which
+ * of the model's aliases moves to it, judged on which metric (the key metric first,
+ * "lower is better" preset from its name).
+ */
 class PromotionBody extends Widget implements Dialog.IBodyWidget<IPromotionForm> {
-  constructor(fromAliases: string[], metrics: string[]) {
+  constructor(
+    fromAliases: string[],
+    private readonly _holders: { [alias: string]: string },
+    metrics: string[]
+  ) {
     super({ node: document.createElement('form') });
     this.addClass('jp-mlops-promotion-form');
     const node = this.node as HTMLFormElement;
     node.innerHTML = `
       <label>Candidate alias <select name="from" class="jp-mod-styled"></select></label>
-      <label>Alias to move <input name="to" class="jp-mod-styled" value="champion" /></label>
+      <label>Alias to move <select name="to" class="jp-mod-styled"></select></label>
       <label>Only if better on <select name="metric" class="jp-mod-styled"></select></label>
       <label class="jp-mlops-inline"><input type="checkbox" name="lower" /> lower is better</label>
       <label>by more than <input name="delta" class="jp-mod-styled" type="number" step="any" min="0" value="0" /></label>`;
-    const from = node.querySelector('select[name=from]') as HTMLSelectElement;
-    for (const alias of fromAliases) {
-      from.add(new Option(`@${alias}`, alias));
-    }
-    const metric = node.querySelector('select[name=metric]') as HTMLSelectElement;
-    for (const key of metrics) {
-      metric.add(new Option(key, key));
-    }
+    const from = this._field<HTMLSelectElement>('from');
+    // The convention of %mlops promote: @challenger is the usual candidate.
+    const candidates = [...fromAliases].sort((a, b) => Number(b === 'challenger') - Number(a === 'challenger'));
+    candidates.forEach(alias => from.add(aliasOption(alias, _holders)));
+    from.addEventListener('change', () => this._fillTargets());
+    this._fillTargets();
+    const metric = this._field<HTMLSelectElement>('metric');
+    metrics.forEach((key, i) => metric.add(new Option(i === 0 ? `${key} (key metric)` : key, key)));
+    const lower = this._field<HTMLInputElement>('lower');
+    const presetLower = () => (lower.checked = lowerIsBetter(metric.value));
+    metric.addEventListener('change', presetLower);
+    presetLower();
     node.addEventListener('submit', event => event.preventDefault());
   }
 
   getValue(): IPromotionForm {
-    const get = (name: string) => (this.node.querySelector(`[name=${name}]`) as HTMLInputElement);
     return {
-      from: get('from').value,
-      to: get('to').value.trim(),
-      metric: get('metric').value,
-      lower_is_better: get('lower').checked,
-      min_delta: Number(get('delta').value || 0)
+      from: this._field<HTMLSelectElement>('from').value,
+      to: this._field<HTMLSelectElement>('to').value,
+      metric: this._field<HTMLSelectElement>('metric').value,
+      lower_is_better: this._field<HTMLInputElement>('lower').checked,
+      min_delta: Number(this._field<HTMLInputElement>('delta').value || 0)
     };
+  }
+
+  /** The aliases that can move to the candidate: the model's and the usual ones, not the candidate's own. */
+  private _fillTargets(): void {
+    const from = this._field<HTMLSelectElement>('from').value;
+    const to = this._field<HTMLSelectElement>('to');
+    const previous = to.value;
+    const choices = [...new Set([...COMMON_ALIASES, ...Object.keys(this._holders).sort()])].filter(a => a !== from);
+    to.replaceChildren(...choices.map(alias => aliasOption(alias, this._holders)));
+    to.value = choices.includes(previous) ? previous : choices.includes('champion') ? 'champion' : choices[0];
+  }
+
+  private _field<T extends HTMLElement>(name: string): T {
+    return this.node.querySelector(`[name=${name}]`) as T;
   }
 }
 
 /**
- * Promote the version holding one of `aliases` to another alias, through the same
- * guard as `%mlops promote`; a refusal is shown with the guard's reasons.
+ * Promote the version holding one of its aliases to another alias of the model, through
+ * the same guard as `%mlops promote`; a refusal is shown with the guard's reasons.
+ * `holders` maps the model's aliases to their versions (read just before); `metrics`
+ * are ranked, the key metric first.
  */
 export async function promoteFlow(
   model: RegistryModel,
   name: string,
   version: string,
-  aliases: string[],
+  holders: { [alias: string]: string },
   metrics: string[]
 ): Promise<boolean> {
+  const aliases = Object.keys(holders)
+    .filter(alias => holders[alias] === version)
+    .sort();
   if (!aliases.length) {
     Notification.warning(
       `Promotion moves an alias from the version holding another one: set an alias on ${name} v${version} first (for example @challenger).`,
@@ -187,7 +292,7 @@ export async function promoteFlow(
   }
   const result = await showDialog({
     title: `Promote ${name} v${version} if it is better`,
-    body: new PromotionBody(aliases, metrics),
+    body: new PromotionBody(aliases, holders, metrics),
     buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Promote if better' })]
   });
   if (!result.button.accept || !result.value) {

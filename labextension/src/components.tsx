@@ -9,19 +9,15 @@ import {
   ReactWidget,
   ToolbarButtonComponent,
   VDomRenderer,
-  addIcon,
   caretDownIcon,
   caretRightIcon,
   closeIcon,
-  copyIcon,
-  fastForwardIcon,
-  infoIcon,
-  notebookIcon,
   runIcon,
   stopIcon
 } from '@jupyterlab/ui-components';
 
 import { IJobRow, ISchedule, IVersionDetail, IVersionRow, RegistryError, fetchVersion } from './api';
+import { keyMetrics, rankMetricNames } from './metrics';
 import { JobsModel, RegistryModel } from './model';
 
 /** What the views ask the plugin to do (dialogs, opening tabs). */
@@ -31,20 +27,8 @@ export interface IActions {
   copySnippet(name: string, version: string, aliases: string[]): void;
   setAlias(name: string, version: string): void;
   removeAlias(name: string, alias: string, version: string): void;
-  promote(name: string, version: string, aliases: string[], metrics: string[]): void;
-}
-
-const METRIC_PRIORITY = [/^test_/, /^val/, /accuracy|auc|f1|precision|recall|r2/, /loss|rmse|mae|mse|error/];
-
-/** The few metrics worth showing in a list: test and validation scores first. */
-export function keyMetrics(metrics: { [key: string]: number }, count = 3): [string, number][] {
-  const rank = (key: string) => {
-    const i = METRIC_PRIORITY.findIndex(re => re.test(key));
-    return i < 0 ? METRIC_PRIORITY.length : i;
-  };
-  return Object.entries(metrics)
-    .sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b))
-    .slice(0, count);
+  /** `metrics` ranked by {@link rankMetricNames}: the first is the default to judge on. */
+  promote(name: string, version: string, metrics: string[]): void;
 }
 
 export function formatNumber(value: number | null | undefined): string {
@@ -167,31 +151,31 @@ function VersionItem(props: {
           ))}
         </div>
       )}
-      <div className="jp-mlops-version-actions">
+      <div className="jp-mlops-version-actions" role="group" aria-label={`Actions on ${row.name} v${row.version}`}>
         <ToolbarButtonComponent
-          icon={infoIcon}
+          label="Details"
           tooltip="Details and lineage"
           onClick={() => actions.openDetail(row.name, row.version)}
         />
         <ToolbarButtonComponent
-          icon={notebookIcon}
+          label="Notebook"
           tooltip="Open source notebook"
           onClick={() => actions.openNotebook(row.name, row.version)}
         />
         <ToolbarButtonComponent
-          icon={copyIcon}
+          label="Copy code"
           tooltip="Copy load snippet"
           onClick={() => actions.copySnippet(row.name, row.version, aliases)}
         />
         <ToolbarButtonComponent
-          icon={addIcon}
+          label="Set alias…"
           tooltip="Set or move an alias"
           onClick={() => actions.setAlias(row.name, row.version)}
         />
         <ToolbarButtonComponent
-          icon={fastForwardIcon}
+          label="Promote…"
           tooltip="Promote if better"
-          onClick={() => actions.promote(row.name, row.version, aliases, Object.keys(row.metrics).sort())}
+          onClick={() => actions.promote(row.name, row.version, rankMetricNames(Object.keys(row.metrics)))}
         />
       </div>
     </li>
@@ -208,8 +192,9 @@ export class RegistryView extends VDomRenderer<RegistryModel> {
   protected render(): JSX.Element {
     const model = this.model;
     const empty = !model.loading && !model.error && model.models.length === 0;
+    // One body element: the panel sizes this section to its height (layout.ts).
     return (
-      <>
+      <div className="jp-mlops-section-body">
         <div className="jp-mlops-search">
           <InputGroup
             type="text"
@@ -242,7 +227,7 @@ export class RegistryView extends VDomRenderer<RegistryModel> {
         {model.refreshedAt && (
           <div className="jp-mlops-footer">updated {model.refreshedAt.toLocaleTimeString()}</div>
         )}
-      </>
+      </div>
     );
   }
 
@@ -402,7 +387,7 @@ export class VersionDetailView extends ReactWidget {
           </button>
           <button
             className="jp-mod-styled"
-            onClick={() => this.actions.promote(d.name, d.version, d.aliases, Object.keys(d.metrics).sort())}
+            onClick={() => this.actions.promote(d.name, d.version, rankMetricNames(Object.keys(d.metrics)))}
           >
             Promote if better…
           </button>
@@ -504,6 +489,56 @@ export function relativeTime(iso: string | null, now: number = Date.now()): stri
   return new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' }).format(Math.round(seconds / size), unit);
 }
 
+/** "Wed 01:00" (within the coming week, else "Dec 24, 01:00"), or without the day; in `timeZone` if given. */
+function clockText(instant: Date, now: number, parts: 'day' | 'time' | 'both', timeZone?: string): string {
+  const soon = Math.abs(instant.getTime() - now) < 6 * 86_400_000;
+  const day: Intl.DateTimeFormatOptions = soon ? { weekday: 'short' } : { month: 'short', day: 'numeric' };
+  const time: Intl.DateTimeFormatOptions = { hour: '2-digit', minute: '2-digit' };
+  const options = parts === 'day' ? day : parts === 'time' ? time : { ...day, ...time };
+  return new Intl.DateTimeFormat(undefined, { ...options, timeZone }).format(instant);
+}
+
+/**
+ * A schedule's next run in words that name the zone of every time shown: the browser's
+ * own clock ("your time") and the schedule's zone, e.g.
+ * "Wed 01:00 your time (02:00 in Europe/Berlin), in 19 hours".
+ */
+export function nextRunText(iso: string, zone: string, now: number = Date.now()): string {
+  const instant = new Date(iso);
+  if (isNaN(instant.getTime())) {
+    return iso;
+  }
+  const local = `${clockText(instant, now, 'both')} your time`;
+  const relative = relativeTime(iso, now);
+  let zoned: string;
+  try {
+    // The schedule's day only when it is not the local one (around midnight).
+    const sameDay = clockText(instant, now, 'day', zone) === clockText(instant, now, 'day');
+    zoned = clockText(instant, now, sameDay ? 'time' : 'both', zone);
+    if (sameDay && zoned === clockText(instant, now, 'time')) {
+      return `${local} (the same in ${zone}), ${relative}`;
+    }
+  } catch {
+    return `${local}, ${relative}`; // a zone this browser does not know: the local time is still right
+  }
+  return `${local} (${zoned} in ${zone}), ${relative}`;
+}
+
+/** A file path that wraps only after a "/" (never inside a name, even at a "-"), as a path should. */
+function PathText(props: { path: string }): JSX.Element {
+  const parts = props.path.split('/');
+  return (
+    <span className="jp-mlops-path">
+      {parts.map((part, i) => (
+        <React.Fragment key={i}>
+          <span className="jp-mlops-path-part">{i < parts.length - 1 ? `${part}/` : part}</span>
+          {i < parts.length - 1 && <wbr />}
+        </React.Fragment>
+      ))}
+    </span>
+  );
+}
+
 export function formatDuration(seconds: number | null): string {
   if (seconds === null || seconds === undefined || !isFinite(seconds)) {
     return '';
@@ -575,19 +610,14 @@ function ScheduleItem(props: { schedule: ISchedule; model: JobsModel; actions: I
         {s.paused && <span className="jp-mlops-badge jp-mlops-badge-small">paused</span>}
         {s.last_state && <StatusBadge status={s.last_state} title="the last job's state" />}
       </div>
-      <div className="jp-mlops-schedule-when">
-        <code title="cron expression">{s.cron}</code> <span title="time zone">{s.timezone}</span> ·{' '}
-        <span title={`${s.kind} run by this schedule`}>{s.target}</span>
+      <div className="jp-mlops-schedule-target">
+        runs <PathText path={s.target} />
       </div>
-      <div className="jp-mlops-next">
-        {s.paused || !next ? (
-          'next run: none while paused'
-        ) : (
-          <>
-            next run: <span title={next}>{formatTime(next)}</span>{' '}
-            <span className="jp-mlops-muted">({relativeTime(next)})</span>
-          </>
-        )}
+      <div className="jp-mlops-schedule-when">
+        <code title="cron expression">{s.cron}</code> in {s.timezone} time
+      </div>
+      <div className="jp-mlops-next" title={next ? `${next} (UTC)` : undefined}>
+        {s.paused || !next ? 'next run: none while paused' : `next run: ${nextRunText(next, s.timezone)}`}
       </div>
       <div className="jp-mlops-schedule-actions">
         <ToolbarButtonComponent
@@ -624,10 +654,12 @@ function JobItem(props: { job: IJobRow; actions: IJobActions }): JSX.Element {
             title={`Open the executed notebook of run ${job.run_id}`}
             onClick={() => actions.openJobNotebook(job)}
           >
-            {label}
+            <PathText path={label} />
           </button>
         ) : (
-          <span className="jp-mlops-job-name">{label}</span>
+          <span className="jp-mlops-job-name">
+            <PathText path={label} />
+          </span>
         )}
         <span className="jp-mlops-time" title={job.start ?? ''}>
           {formatTime(job.start)}
@@ -657,7 +689,7 @@ export class JobsView extends VDomRenderer<JobsModel> {
     const model = this.model;
     const retry = () => void model.refresh();
     return (
-      <>
+      <div className="jp-mlops-section-body">
         {model.loading && <div className="jp-mlops-loading">Loading schedules and jobs…</div>}
         <SchedulerNote model={model} />
         <h3 className="jp-mlops-subhead">Schedules</h3>
@@ -694,7 +726,7 @@ export class JobsView extends VDomRenderer<JobsModel> {
             <JobItem key={j.run_id ?? `job-${j.job_id}`} job={j} actions={this.actions} />
           ))}
         </ul>
-      </>
+      </div>
     );
   }
 }

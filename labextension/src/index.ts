@@ -12,7 +12,7 @@ import { IDocumentManager } from '@jupyterlab/docmanager';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon, SidePanel, ToolbarButton, refreshIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
-import { Widget } from '@lumino/widgets';
+import { AccordionPanel, Widget } from '@lumino/widgets';
 
 import registrySvg from '../style/icons/registry.svg';
 import {
@@ -28,6 +28,7 @@ import {
 } from './actions';
 import { fetchModel } from './api';
 import { IActions, IJobActions, JobsView, RegistryView, VersionDetailView } from './components';
+import { fitSectionsToContent } from './layout';
 import { JobsModel, RegistryModel } from './model';
 
 export const registryIcon = new LabIcon({ name: 'mlops-nb:registry', svgstr: registrySvg });
@@ -113,6 +114,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
       });
     };
 
+    // Dialogs about aliases read them live: what the list shows may be 30 s old.
+    const aliasesOf = async (name: string): Promise<{ [alias: string]: string } | null> => {
+      try {
+        return (await fetchModel(name, 1)).aliases;
+      } catch (error) {
+        reportFailure(`Could not read ${name}`, error);
+        return null;
+      }
+    };
+
     const actions: IActions = {
       openDetail: (name, version) => {
         const id = `mlops-nb-version-${name}-${version}`;
@@ -133,14 +144,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       openNotebook: (name, version) => void openSourceNotebook(docManager, addToMainArea, name, version),
       copySnippet: copyLoadSnippet,
       setAlias: async (name, version) => {
-        let current: { [alias: string]: string };
-        try {
-          current = (await fetchModel(name, 1)).aliases;
-        } catch (error) {
-          reportFailure(`Could not read ${name}`, error);
-          return;
-        }
-        if (await setAliasFlow(model, name, version, current)) {
+        const current = await aliasesOf(name);
+        if (current && (await setAliasFlow(model, name, version, current))) {
           await afterChange(name);
         }
       },
@@ -149,8 +154,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
           await afterChange(name);
         }
       },
-      promote: async (name, version, aliases, metrics) => {
-        if (await promoteFlow(model, name, version, aliases, metrics)) {
+      promote: async (name, version, metrics) => {
+        const current = await aliasesOf(name);
+        if (current && (await promoteFlow(model, name, version, current, metrics))) {
           await afterChange(name);
         }
       }
@@ -170,6 +176,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     jobsView.id = 'mlops-nb-jobs';
     jobsView.title.label = 'Jobs';
     panel.addWidget(jobsView);
+    fitSectionsToContent(panel.content as AccordionPanel);
     panel.toolbar.addItem(
       'refresh',
       new ToolbarButton({
