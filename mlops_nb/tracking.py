@@ -62,7 +62,10 @@ __all__ = [
     "MetricBuffer",
     "Tracker",
     "list_runs",
+    "metric_series",
+    "read_run",
     "RunRow",
+    "ui_hint",
 ]
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
@@ -315,6 +318,17 @@ def _row(run: Any, experiments: Mapping[str, str]) -> RunRow:
     )
 
 
+
+def read_run(client: "MlflowClient", run_id: str) -> RunRow:
+    """One run as listings show it (status, duration, last value of each metric), as
+    the store has it now: what a finished cell's summary line says."""
+    try:
+        run = client.get_run(run_id)
+        experiment = client.get_experiment(run.info.experiment_id)
+    except Exception as exc:
+        raise StoreError(f"cannot read run {run_id} from {client.tracking_uri}: {_one_line(exc)}") from None
+    return _row(run, {experiment.experiment_id: experiment.name})
+
 @dataclass(frozen=True)
 class RunsPage:
     """One page of runs and the token of the next page (``None`` on the last page)."""
@@ -400,6 +414,33 @@ def list_runs(
         raise
     except Exception as exc:
         raise StoreError(f"cannot list runs from {client.tracking_uri}: {_one_line(exc)}") from None
+
+
+def metric_series(
+    client: "MlflowClient", run_ids: Iterable[str], keys: Iterable[str]
+) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """The histories of the metrics that some run logged at more than one step.
+
+    Returns ``key -> run id -> [(step, value), ...]`` in step order (the last value
+    logged at a step wins, as in MLflow's UI); a metric every run logged at one step
+    only is left out: it is a single value, not a series. A run without the metric is
+    absent from its mapping.
+    """
+    ids = list(run_ids)
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for key in keys:
+        per_run: dict[str, list[tuple[int, float]]] = {}
+        for run_id in ids:
+            try:
+                history = client.get_metric_history(run_id, key)
+            except Exception as exc:
+                raise StoreError(f"cannot read metric {key!r} of run {run_id}: {_one_line(exc)}") from None
+            by_step = {m.step: m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
+            if by_step:
+                per_run[run_id] = sorted(by_step.items())
+        if any(len(points) > 1 for points in per_run.values()):
+            out[key] = per_run
+    return out
 
 
 # ---------------------------------------------------------------- tracker
@@ -1233,7 +1274,7 @@ class Tracker:
                 else "git commit/branch and installed packages only (code capture is off)"
             ),
             "pending_metrics": len(self._buffer) if self._buffer else 0,
-            "ui": _ui_hint(cfg),
+            "ui": ui_hint(cfg),
         }
 
 
@@ -1277,7 +1318,8 @@ def _install_nested_default(tracker_owns: Callable[[str], bool]) -> None:
     fluent.install_start_run_defaults(tracker_owns)
 
 
-def _ui_hint(cfg: ProjectConfig) -> str:
+def ui_hint(cfg: ProjectConfig) -> str:
+    """How to open the store in MLflow's own UI: the command for a SQLite store, else the server's address."""
     if cfg.sqlite_path is not None:
         return f"mlflow ui --backend-store-uri {cfg.tracking_uri}"
     return cfg.tracking_uri

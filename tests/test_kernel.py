@@ -3,6 +3,7 @@ and a kernel that is killed."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -151,6 +152,7 @@ def test_headless_notebook_keeps_the_final_chart_values(train_project: Path, mon
         cwd=str(train_project / "notebooks"), kernel_name="python3", progress_bar=False,
     )
     nb = nbformat.read(out, as_version=4)
-    texts = [o.get("data", {}).get("text/plain", "") for c in nb.cells for o in c.get("outputs", [])]
-    # The forest cell logs test_accuracy: its chart's saved text shows the final value.
-    assert any("forest (live)" in t and "test_accuracy:" in t for t in texts), texts
+    streams = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    # The forest cell logs test_accuracy once: the saved notebook keeps its final value in the
+    # line that closes the tracked cell (a value logged once is not charted).
+    assert re.search(r"\(forest\) ended FINISHED in .*\n  .*test_accuracy = 0\.\d", streams), streams

@@ -103,6 +103,37 @@ def test_exception_ends_the_cell_run_failed_and_next_cells_work(ip, client, caps
     assert fine.info.status == "FINISHED"
 
 
+def test_a_tracked_cell_ends_with_one_line_saying_how_its_run_ended(ip, project: Path, client, capsys):
+    """Run name and id, status, duration and where to see it; then the values logged."""
+    import re
+
+    code = """
+    %%mlops track --name fit --no-autolog --no-chart
+    import time
+    import mlops_nb as mnb
+    time.sleep(0.3)
+    mnb.log_metric("accuracy", 0.9312)
+    """
+    assert run(ip, code).success
+    (fit,) = runs_of(client)
+    lines = capsys.readouterr().out.splitlines()
+    store = __import__("mlops_nb").get_tracker().config.tracking_uri
+    assert store == f"sqlite:///{project / '.mlops' / 'mlflow.db'}"
+    line = re.fullmatch(
+        rf"mlops-nb: run {fit.info.run_id} \(fit\) ended FINISHED in (\d+\.\d) s · see it: %mlops runs, "
+        rf"or mlflow ui --backend-store-uri {re.escape(store)}",
+        lines[-2],
+    )
+    assert line, lines
+    assert float(line.group(1)) == pytest.approx((fit.info.end_time - fit.info.start_time) / 1000, abs=0.051)
+    assert float(line.group(1)) >= 0.3
+    assert lines[-1] == "  accuracy = 0.9312"
+
+    assert not run(ip, "%%mlops track --name boom --no-autolog\n1 / 0").success
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(r"mlops-nb: run [0-9a-f]{32} \(boom\) ended FAILED after \d+\.\d s · see it: .*", last), last
+
+
 def test_keyboard_interrupt_ends_the_run_killed(ip, client):
     result = run(ip, "%%mlops track --name stop --no-autolog\nraise KeyboardInterrupt")
     assert isinstance(result.error_in_exec, KeyboardInterrupt)

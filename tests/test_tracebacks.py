@@ -74,7 +74,7 @@ def test_a_failing_tracked_cell_shows_the_plain_cells_traceback_and_its_count(ke
     assert (tracked_reply["ename"], tracked_reply["evalue"]) == (plain_reply["ename"], plain_reply["evalue"])
     # ...then one line: which run the failure ended.
     last = tracked.strip().splitlines()[-1]
-    assert re.fullmatch(r"mlops-nb: run [0-9a-f]{32} \(boom\) ended FAILED", last), tracked
+    assert re.fullmatch(r"mlops-nb: run [0-9a-f]{32} \(boom\) ended FAILED after \d+\.\d s · see it: .*", last), tracked
     assert "ended" not in plain
     # A tracked cell's last expression is its value, as in a plain cell.
     assert value_reply["status"] == "ok" and "42" in value

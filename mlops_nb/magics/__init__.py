@@ -27,10 +27,10 @@ import mlops_nb
 from ..exceptions import MlopsError
 from ..registry import PromotionRefusedError
 from ..provenance import locate_notebook
-from ..tracking import FAILED, FINISHED, KILLED, RunHandle, Tracker
+from ..tracking import FAILED, FINISHED, KILLED, RunHandle, RunRow, Tracker, read_run, ui_hint
 from . import warmup
 
-__all__ = ["MlopsMagics", "load", "unload", "HELP"]
+__all__ = ["MlopsMagics", "load", "unload", "run_summary", "HELP"]
 
 HELP = """\
 %mlops: experiment tracking from notebook cells (MLflow underneath)
@@ -84,6 +84,25 @@ def tracked_cell_lines(lines: list[str]) -> list[str]:
     args = lines[0].strip()[len("%%mlops") :].strip()[len("track") :].strip()
     call = f"{BEGIN_CELL} {args}".strip()
     return [f"get_ipython().run_line_magic('mlops', {call!r})\n", *lines[1:]]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def run_summary(row: RunRow, ui: str) -> str:
+    """The line that closes a tracked cell: the run, how it ended, how long it took and
+    where to see it; then its metrics' last values (``name = value``), which is where a
+    value logged once belongs (the live chart draws series only)."""
+    took = ""
+    if row.duration_s is not None:
+        took = (" in " if row.status == FINISHED else " after ") + _duration(row.duration_s)
+    line = f"mlops-nb: run {row.run_id} ({row.name}) ended {row.status}{took} · see it: %mlops runs, or {ui}"
+    values = " · ".join(f"{k} = {v:.4g}" for k, v in sorted(row.metrics.items()))
+    return line + (f"\n  {values}" if values else "")
 
 
 def _status_of(error: BaseException | None) -> str:
@@ -422,11 +441,8 @@ class MlopsMagics(Magics):
         while self._open_cells:
             handle, detach = self._open_cells.pop()
             try:
-                already = handle is None or handle.ended  # e.g. mnb.end() inside the cell
+                # After IPython's traceback, if any: the one line saying how the run ended.
                 self._end_cell_run(handle, status, error, detach)
-                if handle is not None and not already and status != FINISHED:
-                    # After IPython's traceback: which run the failure ended, in one line.
-                    print(f"mlops-nb: run {handle.run_id} ({handle.name}) ended {status}")
             except Exception as exc:  # a hook must never break the user's next cell
                 self.tracker.report(f"warning: could not end the cell's run: {exc}")
 
@@ -467,19 +483,32 @@ class MlopsMagics(Magics):
 
             from ..widgets.live import attach
 
-            return attach(self.tracker, handle.run_id, f"{handle.name} (live)", display)
+            return attach(self.tracker, handle.run_id, handle.name, display)
         except Exception as exc:  # no widgets here: training goes on without a chart
             self.tracker.report(f"warning: no live chart ({exc})")
             return None
 
     def _end_cell_run(self, handle: Any, status: str, error: BaseException | None, detach: Any) -> None:
-        if detach is not None:
-            try:
-                detach()
-            except Exception:
-                pass
+        """End the run, title its chart with how it ended, and print the summary line."""
+        row = None
         if handle is not None:
             self.tracker.end_run(handle, status, error)
+            row = self._read_back(handle, status)
+        if detach is not None:
+            try:
+                detach(row.status if row is not None else status)
+            except Exception:
+                pass
+        if row is not None:
+            print(run_summary(row, ui_hint(self.tracker.config)), flush=True)
+
+    def _read_back(self, handle: RunHandle, status: str) -> RunRow:
+        """The run as stored now; what this kernel knows of it when the store cannot say."""
+        try:
+            return read_run(self.tracker.client, handle.run_id)
+        except MlopsError as exc:
+            self.tracker.report(f"warning: {exc}")
+            return RunRow(handle.run_id, handle.name, handle.experiment_name, status, None, None, "", {}, {})
 
     def _execute(self, cell: str) -> Any:
         """Run the cell body in the user namespace; return the last expression's value."""

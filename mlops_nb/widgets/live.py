@@ -1,5 +1,11 @@
 """A live training curve under a tracked cell.
 
+Charts are for series: a metric appears on the chart from its second point on, and the
+chart itself appears under the cell with the first series. A value logged once (a test
+score) is no curve: the line that closes the cell lists it (``name = value``; see
+:mod:`mlops_nb.magics`), and a chart of single values would be axes and a legend with
+nothing drawn.
+
 Fed by the tracker's metric listener; drawing is throttled (at most one update every
 ``interval`` seconds, plus a final one when the run ends) so that a training loop does
 not wait on the browser.
@@ -16,16 +22,22 @@ from typing import Any
 import ipywidgets as W
 
 from . import FallbackMixin
+from .theme import SERIES_COLORS, css_widget, style_figure
 
-__all__ = ["LiveChart"]
+__all__ = ["LiveChart", "attach"]
+
+#: Up to this many points a line also marks each point (a short series reads as points).
+MARKED_POINTS = 25
 
 
 class LiveChart(FallbackMixin, W.VBox):
-    """One line per metric of one run, redrawn at most every ``interval`` seconds.
+    """One line per metric series of one run, redrawn at most every ``interval`` seconds.
 
-    The first point always draws. ``clock`` (seconds, any origin) is injectable so a
-    test can stand where a freshly booted machine stands: ``time.monotonic()`` counts
-    from boot, so it may be smaller than ``interval`` when the first point arrives.
+    The title is the run's name and its state: "running" until :meth:`finish` gives
+    how the run ended. The first point always draws. ``clock`` (seconds, any origin) is
+    injectable so a test can stand where a freshly booted machine stands:
+    ``time.monotonic()`` counts from boot, so it may be smaller than ``interval`` when the
+    first point arrives.
     """
 
     def __init__(
@@ -36,19 +48,23 @@ class LiveChart(FallbackMixin, W.VBox):
         self._bq = bq
         self._x_scale = bq.LinearScale()
         self._y_scale = bq.LinearScale()
-        self.figure = bq.Figure(
-            marks=[],
-            axes=[
-                bq.Axis(scale=self._x_scale, label="step"),
-                bq.Axis(scale=self._y_scale, orientation="vertical", tick_format=".3g"),
-            ],
-            title=title,
-            legend_location="top-right",
-            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
-            layout=W.Layout(height="280px", width="100%"),
+        self.figure = style_figure(
+            bq.Figure(
+                marks=[],
+                axes=[
+                    bq.Axis(scale=self._x_scale, label="step", tick_format="d"),
+                    bq.Axis(scale=self._y_scale, side="left", tick_format=".3~g"),
+                ],
+                title=f"{title} · running",
+                legend_location="top-right",
+                fig_margin={"top": 36, "bottom": 44, "left": 60, "right": 20},
+                layout=W.Layout(height="260px", width="100%"),
+            )
         )
-        super().__init__([self.figure], **kwargs)
+        super().__init__([css_widget(), self.figure], **kwargs)
+        self.add_class("mlops-nb-live")
         self.title = title
+        self.status: str | None = None
         self.interval = interval
         self.points: dict[str, tuple[list[int], list[float]]] = {}
         self._lines: dict[str, Any] = {}
@@ -57,6 +73,11 @@ class LiveChart(FallbackMixin, W.VBox):
         self._last_draw = -math.inf
         self._dirty = False
         self.draws = 0
+
+    @property
+    def series(self) -> dict[str, tuple[list[int], list[float]]]:
+        """The metrics with more than one point: the ones drawn."""
+        return {k: v for k, v in self.points.items() if len(v[0]) > 1}
 
     def add(self, key: str, value: float, step: int) -> None:
         """Record one point; redraw when the last drawing is older than ``interval``."""
@@ -68,25 +89,29 @@ class LiveChart(FallbackMixin, W.VBox):
             self.draw()
 
     def draw(self) -> None:
-        """Push the points to the chart now (if anything changed)."""
+        """Push the series to the chart now (if anything changed)."""
         if not self._dirty:
             return
         import numpy as np
 
-        colors = self._bq.CATEGORY10
         with self.figure.hold_sync():
             new = False
-            for i, (key, (xs, ys)) in enumerate(self.points.items()):
+            for key, (xs, ys) in self.series.items():
                 line = self._lines.get(key)
                 if line is None:
                     line = self._bq.Lines(
                         scales={"x": self._x_scale, "y": self._y_scale},
                         labels=[key],
                         display_legend=True,
-                        colors=[colors[i % len(colors)]],
+                        colors=[SERIES_COLORS[len(self._lines) % len(SERIES_COLORS)]],
+                        marker_size=24,
+                        stroke_width=2,
                     )
                     self._lines[key] = line
                     new = True
+                marker = "circle" if len(xs) <= MARKED_POINTS else None
+                if line.marker != marker:
+                    line.marker = marker
                 line.x = np.asarray(xs)
                 line.y = np.asarray(ys)
             if new:
@@ -95,56 +120,76 @@ class LiveChart(FallbackMixin, W.VBox):
         self._last_draw = self._clock()
         self.draws += 1
 
+    def finish(self, status: str | None) -> None:
+        """The run ended (``status``: FINISHED, FAILED, KILLED): draw the last points and
+        say so in the title instead of "running"."""
+        self.status = status
+        self.figure.title = f"{self.title} · {status.lower()}" if status else self.title
+        self.draw()
+
     def _summary(self) -> list[tuple[str, int, float, int]]:
-        return [(k, len(xs), ys[-1], xs[-1]) for k, (xs, ys) in self.points.items() if xs]
+        return [(k, len(xs), ys[-1], xs[-1]) for k, (xs, ys) in self.series.items()]
 
     def fallback_text(self) -> str:
         rows = self._summary()
         if not rows:
-            return f"{self.title}: no metrics yet"
-        return f"{self.title}\n" + "\n".join(f"  {k}: {v:.6g} at step {s} ({n} points)" for k, n, v, s in rows)
+            return f"{self.figure.title}: no series yet"
+        return f"{self.figure.title}\n" + "\n".join(f"  {k}: {v:.6g} at step {s} ({n} points)" for k, n, v, s in rows)
 
     def fallback_html(self) -> str:
         rows = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{v:.6g}</td><td>{s}</td><td>{n}</td></tr>" for k, n, v, s in self._summary()
         )
         return (
-            f"<p><b>{html.escape(self.title)}</b></p><table class='mlops-nb-table'><thead><tr><th>metric</th>"
+            f"<p><b>{html.escape(self.figure.title)}</b></p><table class='mlops-nb-table'><thead><tr><th>metric</th>"
             f"<th>last</th><th>step</th><th>points</th></tr></thead><tbody>{rows}</tbody></table>"
         )
 
 
-def attach(tracker: Any, run_id: str, title: str, display: Any) -> Any:
-    """Show a :class:`LiveChart` under the current cell once ``run_id`` logs a metric.
+def attach(tracker: Any, run_id: str, title: str, display: Any) -> Callable[[str | None], LiveChart | None]:
+    """Show a :class:`LiveChart` under the current cell once ``run_id`` logs a series
+    (a metric's second point).
 
     ``display`` is IPython's: the chart is shown with a display id and updated when
     the run ends, so a notebook saved headless keeps the final values in its text and
-    HTML renderings, not the empty chart of the first metric.
-    Returns a function that draws the last points and detaches the chart.
+    HTML renderings, not the chart as the first points left it.
+    Returns ``detach(status)``: it draws the last points, titles the chart with how the
+    run ended and stops following the run.
     """
+    # Points wait here until a metric has two: most tracked cells log single values only,
+    # and a widget created is a comm opened with the browser even if never shown.
+    early: list[tuple[str, float, int]] = []
+    seen: set[str] = set()
     state: dict[str, Any] = {}
 
     def on_metric(rid: str, key: str, value: float, step: int) -> None:
         if rid != run_id:
             return
         chart = state.get("chart")
-        if chart is None:
-            chart = state["chart"] = LiveChart(title)
+        if chart is not None:
             chart.add(key, value, step)
-            state["handle"] = display(chart, display_id=True)
             return
-        chart.add(key, value, step)
+        early.append((key, value, step))
+        if key not in seen:
+            seen.add(key)
+            return
+        chart = state["chart"] = LiveChart(title)
+        for point in early:
+            chart.add(*point)
+        early.clear()
+        chart.draw()
+        state["handle"] = display(chart, display_id=True)
 
     tracker.add_metric_listener(on_metric)
 
-    def detach() -> LiveChart | None:
+    def detach(status: str | None = None) -> LiveChart | None:
         tracker.remove_metric_listener(on_metric)
-        chart = state.get("chart")
-        if chart is not None:
-            chart.draw()
-            handle = state.get("handle")
-            if handle is not None:
-                handle.update(chart)
+        chart, handle = state.get("chart"), state.get("handle")
+        if chart is None:
+            return None
+        chart.finish(status)
+        if handle is not None:
+            handle.update(chart)
         return chart
 
     return detach
