@@ -145,3 +145,24 @@ def wait_for_kernel(page: object, timeout: float = 90_000) -> None:
         " return w?.sessionContext?.session?.kernel?.status === 'idle'; }",
         timeout=timeout,
     )
+
+
+# The WCAG contrast ratio between an element's text and the opaque background behind it
+# (Playwright: locator.evaluate(CONTRAST_JS)).
+CONTRAST_JS = """
+(el) => {
+  const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  let bg = null;
+  for (let n = el; n; n = n.parentElement) {
+    const c = rgb(getComputedStyle(n).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) { bg = c.slice(0, 3); break; }
+  }
+  const fg = rgb(getComputedStyle(el).color).slice(0, 3);
+  const [a, b] = [lum(fg), lum(bg || [255, 255, 255])].sort((x, y) => y - x);
+  return (a + 0.05) / (b + 0.05);
+}
+"""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser import ARTIFACTS, browser_page, chromium_path, jupyterlab, wait_for_kernel
+from browser import ARTIFACTS, CONTRAST_JS, browser_page, chromium_path, jupyterlab, wait_for_kernel
 from conftest import make_notebook
 
 from mlops_nb.config import resolve_config
@@ -25,23 +25,6 @@ RUNS = {
     "other": (0.5, 0.9, 3.0, "1.0", [1.0]),
 }
 
-CONTRAST_JS = """
-(el) => {
-  const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
-  const lum = ([r, g, b]) => {
-    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
-    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
-  };
-  let bg = null;
-  for (let n = el; n; n = n.parentElement) {
-    const c = rgb(getComputedStyle(n).backgroundColor);
-    if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) { bg = c.slice(0, 3); break; }
-  }
-  const fg = rgb(getComputedStyle(el).color).slice(0, 3);
-  const [a, b] = [lum(fg), lum(bg || [255, 255, 255])].sort((x, y) => y - x);
-  return (a + 0.05) / (b + 0.05);
-}
-"""
 
 
 def _make_runs(root: Path) -> dict[str, str]:
