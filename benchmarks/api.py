@@ -67,9 +67,21 @@ def main(models: int = 1000, versions: int = 5, page: int = 50, repeats: int = 3
     token = secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "server", "--allow-root", "--no-browser", "--ip=127.0.0.1",
-         f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "server",
+            "--allow-root",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}/mlops-nb/api"
 
@@ -88,16 +100,27 @@ def main(models: int = 1000, versions: int = 5, page: int = 50, repeats: int = 3
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        models_api = lambda: get(f"/models?page_size={page}")
-        models_raw = lambda: client.search_registered_models(max_results=page, order_by=["name ASC"])
-        versions_api = lambda: get("/models/model-0500/versions?page_size=20")
-        versions_raw = lambda: client.search_model_versions(
-            "name = 'model-0500'", max_results=20, order_by=["version_number DESC"]
-        )
+
+        def models_api():
+            return get(f"/models?page_size={page}")
+
+        def models_raw():
+            return client.search_registered_models(max_results=page, order_by=["name ASC"])
+
+        def versions_api():
+            return get("/models/model-0500/versions?page_size=20")
+
+        def versions_raw():
+            return client.search_model_versions("name = 'model-0500'", max_results=20, order_by=["version_number DESC"])
+
         # The raw calls that give what the model endpoint gives: search_model_versions
         # leaves a version's aliases empty on SQL stores; only the model has them.
-        versions_raw_aliases = lambda: (versions_raw(), client.get_registered_model("model-0500"))
-        model_api = lambda: get("/models/model-0500")
+        def versions_raw_aliases():
+            return (versions_raw(), client.get_registered_model("model-0500"))
+
+        def model_api():
+            return get("/models/model-0500")
+
         calls = (models_api, models_raw, versions_api, versions_raw, versions_raw_aliases, model_api)
         _medians(3, *calls)  # warm every path
         api_models, raw_models, api_versions, raw_versions, raw_with_aliases, api_model = _medians(repeats, *calls)
@@ -111,15 +134,26 @@ def main(models: int = 1000, versions: int = 5, page: int = 50, repeats: int = 3
         server.terminate()
         server.wait(15)
     return {
-        "models_api_s": api_models, "models_raw_s": raw_models, "models_ratio": api_models / raw_models,
-        "versions_api_s": api_versions, "versions_raw_s": raw_versions, "versions_ratio": api_versions / raw_versions,
+        "models_api_s": api_models,
+        "models_raw_s": raw_models,
+        "models_ratio": api_models / raw_models,
+        "versions_api_s": api_versions,
+        "versions_raw_s": raw_versions,
+        "versions_ratio": api_versions / raw_versions,
         "versions_raw_with_aliases_s": raw_with_aliases,
-        "model_api_s": api_model, "model_ratio": api_model / raw_with_aliases,
+        "model_api_s": api_model,
+        "model_ratio": api_model / raw_with_aliases,
     }
 
 
 if __name__ == "__main__":
     r = main()
-    print(f"| API first page of models (of 1,000 x 5 versions) vs raw `search_registered_models` | {r['models_api_s']*1000:.1f} ms | {r['models_raw_s']*1000:.1f} ms | {r['models_ratio']:.2f}x | <= 1.5 |")
-    print(f"| API page of a model's versions (`/versions`) vs raw `search_model_versions` | {r['versions_api_s']*1000:.1f} ms | {r['versions_raw_s']*1000:.1f} ms | {r['versions_ratio']:.2f}x | <= 1.5 |")
-    print(f"| (for information) API model with aliases and first versions page vs raw `get_registered_model` + `search_model_versions` | {r['model_api_s']*1000:.1f} ms | {r['versions_raw_with_aliases_s']*1000:.1f} ms | {r['model_ratio']:.2f}x | |")
+    print(
+        f"| API first page of models (of 1,000 x 5 versions) vs raw `search_registered_models` | {r['models_api_s'] * 1000:.1f} ms | {r['models_raw_s'] * 1000:.1f} ms | {r['models_ratio']:.2f}x | <= 1.5 |"
+    )
+    print(
+        f"| API page of a model's versions (`/versions`) vs raw `search_model_versions` | {r['versions_api_s'] * 1000:.1f} ms | {r['versions_raw_s'] * 1000:.1f} ms | {r['versions_ratio']:.2f}x | <= 1.5 |"
+    )
+    print(
+        f"| (for information) API model with aliases and first versions page vs raw `get_registered_model` + `search_model_versions` | {r['model_api_s'] * 1000:.1f} ms | {r['versions_raw_with_aliases_s'] * 1000:.1f} ms | {r['model_ratio']:.2f}x | |"
+    )

@@ -47,8 +47,8 @@ def _notebook(folder: Path) -> Path:
 
 
 def _sweep_on(cluster_address: str, nb: Path, config, experiment: str, offset: int) -> float:
-    from mlops_nb.jobs.executors import DaskExecutor
-    from mlops_nb.jobs.sweep import sweep
+    from mlops_nb.jobs.batch.sweep import sweep
+    from mlops_nb.jobs.run.executors import DaskExecutor
 
     with DaskExecutor(cluster_address) as executor:
         start = time.perf_counter()
@@ -69,7 +69,9 @@ def main(repeats: int = 3) -> dict:
     with postgres(base) as pg, mlflow_server(pg.url("mlflow"), base / "artifacts") as server:
         root = base / "proj"
         (root / ".mlops").mkdir(parents=True)
-        (root / "pyproject.toml").write_text(f"[project]\nname = 'b'\n\n[tool.mlops-nb]\ntracking_uri = '{server.uri}'\n")
+        (root / "pyproject.toml").write_text(
+            f"[project]\nname = 'b'\n\n[tool.mlops-nb]\ntracking_uri = '{server.uri}'\n"
+        )
         nb = _notebook(root)
         config = resolve_config(root, environ={})
         get_client(config)
@@ -81,16 +83,23 @@ def main(repeats: int = 3) -> dict:
                     times.append(_sweep_on(cluster.address, nb, config, f"w{workers}", 100 * r))
     t1, t2 = statistics.median(one), statistics.median(two)
     return {
-        "jobs": JOBS, "one_worker_s": t1, "two_workers_s": t2,
-        "one_worker_jobs_per_s": JOBS / t1, "two_workers_jobs_per_s": JOBS / t2,
-        "throughput_ratio": t1 / t2, "one_worker_runs_s": one, "two_workers_runs_s": two,
+        "jobs": JOBS,
+        "one_worker_s": t1,
+        "two_workers_s": t2,
+        "one_worker_jobs_per_s": JOBS / t1,
+        "two_workers_jobs_per_s": JOBS / t2,
+        "throughput_ratio": t1 / t2,
+        "one_worker_runs_s": one,
+        "two_workers_runs_s": two,
     }
 
 
 if __name__ == "__main__":
     r = main()
-    print(f"| sweep of {r['jobs']} scikit-learn jobs on 2 single-threaded Dask workers vs 1 (PostgreSQL-backed mlflow server) "
-          f"| {r['two_workers_s']:.1f} s | {r['one_worker_s']:.1f} s | {r['throughput_ratio']:.2f}x throughput | >= 1.6 |")
+    print(
+        f"| sweep of {r['jobs']} scikit-learn jobs on 2 single-threaded Dask workers vs 1 (PostgreSQL-backed mlflow server) "
+        f"| {r['two_workers_s']:.1f} s | {r['one_worker_s']:.1f} s | {r['throughput_ratio']:.2f}x throughput | >= 1.6 |"
+    )
     out = REPO / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "cluster.json").write_text(json.dumps(r, indent=1))

@@ -44,7 +44,7 @@ def main(jobs: int = 20, workers: int = 2, repeats: int = 5) -> dict:
     import papermill
 
     from mlops_nb.config import resolve_config
-    from mlops_nb.jobs.sweep import sweep
+    from mlops_nb.jobs.batch.sweep import sweep
     from mlops_nb.store import get_client
 
     root = Path(tempfile.mkdtemp(prefix="mlops-nb-jobs-"))
@@ -62,7 +62,9 @@ def main(jobs: int = 20, workers: int = 2, repeats: int = 5) -> dict:
 
     start = time.perf_counter()
     for i in range(jobs):
-        papermill.execute_notebook(str(nb), str(out / f"seq-{i}.ipynb"), parameters={"x": i}, progress_bar=False, cwd=str(root))
+        papermill.execute_notebook(
+            str(nb), str(out / f"seq-{i}.ipynb"), parameters={"x": i}, progress_bar=False, cwd=str(root)
+        )
     sequential = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -71,12 +73,27 @@ def main(jobs: int = 20, workers: int = 2, repeats: int = 5) -> dict:
     assert result.ok and len(result.jobs) == jobs
 
     cli_ours = [sys.executable, "-m", "mlops_nb.cli", "run", str(nb), "-p", "x=3", "--json"]
-    cli_raw = [sys.executable, "-m", "papermill", "--log-level", "WARNING", str(nb), str(out / "cli.ipynb"), "-p", "x", "3"]
+    cli_raw = [
+        sys.executable,
+        "-m",
+        "papermill",
+        "--log-level",
+        "WARNING",
+        str(nb),
+        str(out / "cli.ipynb"),
+        "-p",
+        "x",
+        "3",
+    ]
     agent = [sys.executable, "-m", "mlops_nb.cli", "agent"]
     subprocess.run([*agent, "start"], cwd=root, check=True, capture_output=True)
     try:
         # Warm the file cache, and the agent's kernel pool for this folder.
-        _timed(cli_ours, root, MLOPS_NB_AGENT="auto"), _timed(cli_raw, root), _timed(cli_ours, root, MLOPS_NB_AGENT="off")
+        (
+            _timed(cli_ours, root, MLOPS_NB_AGENT="auto"),
+            _timed(cli_raw, root),
+            _timed(cli_ours, root, MLOPS_NB_AGENT="off"),
+        )
         ours, raw, cold = [], [], []
         for _ in range(repeats):
             ours.append(_timed(cli_ours, root, MLOPS_NB_AGENT="auto"))
@@ -85,16 +102,26 @@ def main(jobs: int = 20, workers: int = 2, repeats: int = 5) -> dict:
     finally:
         subprocess.run([*agent, "stop"], cwd=root, check=True, capture_output=True)
     return {
-        "sweep_s": swept, "sequential_s": sequential, "sweep_ratio": swept / sequential,
-        "run_cli_s": statistics.median(ours), "papermill_cli_s": statistics.median(raw),
+        "sweep_s": swept,
+        "sequential_s": sequential,
+        "sweep_ratio": swept / sequential,
+        "run_cli_s": statistics.median(ours),
+        "papermill_cli_s": statistics.median(raw),
         "run_ratio": statistics.median(ours) / statistics.median(raw),
-        "run_cold_s": statistics.median(cold), "run_cold_ratio": statistics.median(cold) / statistics.median(raw),
+        "run_cold_s": statistics.median(cold),
+        "run_cold_ratio": statistics.median(cold) / statistics.median(raw),
     }
 
 
 if __name__ == "__main__":
     r = main()
-    print(f"| sweep of 20 jobs, 2 workers vs 20 `papermill.execute_notebook` one after another | {r['sweep_s']:.1f} s | {r['sequential_s']:.1f} s | {r['sweep_ratio']:.2f}x | <= 0.5 |")
-    print(f"| one `mlops-nb run` vs the `papermill` command, small notebook (job agent running) | {r['run_cli_s']:.2f} s | {r['papermill_cli_s']:.2f} s | {r['run_ratio']:.2f}x | <= 1.0 |")
-    print(f"| (information) the same without the agent (`MLOPS_NB_AGENT=off`: a first run, CI) | {r['run_cold_s']:.2f} s | {r['papermill_cli_s']:.2f} s | {r['run_cold_ratio']:.2f}x | |")
+    print(
+        f"| sweep of 20 jobs, 2 workers vs 20 `papermill.execute_notebook` one after another | {r['sweep_s']:.1f} s | {r['sequential_s']:.1f} s | {r['sweep_ratio']:.2f}x | <= 0.5 |"
+    )
+    print(
+        f"| one `mlops-nb run` vs the `papermill` command, small notebook (job agent running) | {r['run_cli_s']:.2f} s | {r['papermill_cli_s']:.2f} s | {r['run_ratio']:.2f}x | <= 1.0 |"
+    )
+    print(
+        f"| (information) the same without the agent (`MLOPS_NB_AGENT=off`: a first run, CI) | {r['run_cold_s']:.2f} s | {r['papermill_cli_s']:.2f} s | {r['run_cold_ratio']:.2f}x | |"
+    )
     print(json.dumps(r))

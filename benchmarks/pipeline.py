@@ -42,14 +42,17 @@ def _cli(root: Path) -> float:
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "mlops_nb.cli", "pipeline", "run", "pipeline.yaml", "--json"],
-        cwd=root, check=True, capture_output=True, env={**environ, "MLOPS_NB_AGENT": "off"},
+        cwd=root,
+        check=True,
+        capture_output=True,
+        env={**environ, "MLOPS_NB_AGENT": "off"},
     )
     return time.perf_counter() - start
 
 
 def main(repeats: int = 3) -> dict:
     from mlops_nb.config import resolve_config
-    from mlops_nb.jobs.pipeline import run_pipeline
+    from mlops_nb.jobs.batch.pipeline import run_pipeline
     from mlops_nb.store import get_client
 
     root = _project()
@@ -72,13 +75,21 @@ def main(repeats: int = 3) -> dict:
     cached_s, cli_cached_s = statistics.median(cached), statistics.median(cli_cached)
     return {
         "steps": len(first.steps),
-        "first_s": first_s, "cached_s": cached_s, "ratio": cached_s / first_s,
-        "cli_first_s": cli_first, "cli_cached_s": cli_cached_s, "cli_ratio": cli_cached_s / cli_first,
+        "first_s": first_s,
+        "cached_s": cached_s,
+        "ratio": cached_s / first_s,
+        "cli_first_s": cli_first,
+        "cli_cached_s": cli_cached_s,
+        "cli_ratio": cli_cached_s / cli_first,
     }
 
 
 if __name__ == "__main__":
     r = main()
-    print(f"| fully cached re-run of the example pipeline vs its first run ({r['steps']} steps, in-process `run_pipeline`) | {r['cached_s']:.2f} s | {r['first_s']:.1f} s | {r['ratio']:.3f}x | <= 0.1 |")
-    print(f"| (information) the same with `mlops-nb pipeline run` as a fresh process (`MLOPS_NB_AGENT=off`) | {r['cli_cached_s']:.2f} s | {r['cli_first_s']:.1f} s | {r['cli_ratio']:.3f}x | |")
+    print(
+        f"| fully cached re-run of the example pipeline vs its first run ({r['steps']} steps, in-process `run_pipeline`) | {r['cached_s']:.2f} s | {r['first_s']:.1f} s | {r['ratio']:.3f}x | <= 0.1 |"
+    )
+    print(
+        f"| (information) the same with `mlops-nb pipeline run` as a fresh process (`MLOPS_NB_AGENT=off`) | {r['cli_cached_s']:.2f} s | {r['cli_first_s']:.1f} s | {r['cli_ratio']:.3f}x | |"
+    )
     print(json.dumps(r))

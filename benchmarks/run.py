@@ -44,7 +44,9 @@ def bench_load_ext(repeats: int = 7) -> dict:
         ),
         repeats,
     )
-    raw = _median_subprocess("import time\nt = time.perf_counter()\nimport mlflow\nprint(time.perf_counter() - t)", repeats)
+    raw = _median_subprocess(
+        "import time\nt = time.perf_counter()\nimport mlflow\nprint(time.perf_counter() - t)", repeats
+    )
     return {"load_ext_s": load, "import_mlflow_s": raw, "ratio": load / raw, "target": "<= 0.1"}
 
 
@@ -53,10 +55,18 @@ def _project() -> Path:
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)
     nb = {
         "cells": [
-            {"cell_type": "code", "id": "p", "metadata": {"tags": ["parameters"]}, "source": "alpha = 1",
-             "outputs": [], "execution_count": None},
+            {
+                "cell_type": "code",
+                "id": "p",
+                "metadata": {"tags": ["parameters"]},
+                "source": "alpha = 1",
+                "outputs": [],
+                "execution_count": None,
+            },
         ],
-        "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
     }
     (root / "bench.ipynb").write_text(json.dumps(nb))
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
@@ -94,7 +104,11 @@ def bench_in_process(repeats: int = 30, n_metrics: int = 20000, n_sync: int = 30
     tracker = mnb.get_tracker()
     client = tracker.client  # creates the store once, outside the timings
     mlflow.set_tracking_uri(tracker.config.tracking_uri)
-    ip.user_ns.update(mnb=mnb, mlflow=mlflow, raw_exp=client.create_experiment("raw", artifact_location=str(root / ".mlops" / "artifacts" / "raw")))
+    ip.user_ns.update(
+        mnb=mnb,
+        mlflow=mlflow,
+        raw_exp=client.create_experiment("raw", artifact_location=str(root / ".mlops" / "artifacts" / "raw")),
+    )
 
     def cell(code: str) -> float:
         t = time.perf_counter()
@@ -239,7 +253,9 @@ def main() -> int:
     le, tc, ml = results["load_ext"], results["tracked_cell"], results["metric_logging"]
     print("| figure | mlops-nb | raw tool (same run) | ratio | target |")
     print("|---|---|---|---|---|")
-    print(f"| `%load_ext mlops_nb` vs `import mlflow` | {le['load_ext_s'] * 1000:.0f} ms | {le['import_mlflow_s'] * 1000:.0f} ms | {le['ratio']:.3f}x | {le['target']} |")
+    print(
+        f"| `%load_ext mlops_nb` vs `import mlflow` | {le['load_ext_s'] * 1000:.0f} ms | {le['import_mlflow_s'] * 1000:.0f} ms | {le['ratio']:.3f}x | {le['target']} |"
+    )
     print(
         f"| tracked cell (start, 10 params, 10 metrics, end, capture on) vs raw `with mlflow.start_run()` "
         f"| {tc['tracked_cell_s'] * 1000:.1f} ms | {tc['raw_start_run_s'] * 1000:.1f} ms | {tc['ratio']:.2f}x | {tc['target']} |"

@@ -10,7 +10,7 @@ Each writer repeats what one notebook job writes to the store, as fast as it can
 - ``raw``: the job's writes through plain ``MlflowClient`` calls: a run with 6 tags,
   5 params, 200 metric values in one ``log_batch``, the executed notebook (34 KB) as an
   artifact, the run ended (6 requests);
-- ``mlops-nb``: the same job as ``mlops_nb.jobs.runner.run_notebook`` writes it, minus
+- ``mlops-nb``: the same job as ``mlops_nb.jobs.run.execution.run_notebook`` writes it, minus
   the kernel: a :class:`~mlops_nb.tracking.Tracker` run (its dead-run check, the
   experiment lookup), the runner's job tags, the params, the metrics through the
   tracker's buffer (one ``log_batch``), ``job_duration_s``, the notebook and its HTML,
@@ -40,9 +40,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -120,18 +121,21 @@ class Writer:
         client.set_terminated(run_id, "FINISHED")
 
     def job_ours(self, store: str) -> None:
-        # The store writes of run_notebook (mlops_nb/jobs/runner.py), in its order,
+        # The store writes of run_notebook (mlops_nb/jobs/run/execution.py), in its order,
         # with the kernel's metric writes done by this process's tracker instead.
         from mlflow.entities import RunTag
 
-        from mlops_nb.jobs.runner import _recovery_due
+        from mlops_nb.jobs.run.execution import _recovery_due
         from mlops_nb.provenance import NotebookLocation
         from mlops_nb.tracking import TAG, Tracker
 
         s = self.stores[store]
         self.jobs += 1
         tracker = Tracker(
-            notebook=NotebookLocation(self.notebook, "mlops-nb run"), config=s["config"], fluent=False, report=self.report,
+            notebook=NotebookLocation(self.notebook, "mlops-nb run"),
+            config=s["config"],
+            fluent=False,
+            report=self.report,
             recover=_recovery_due(s["config"].tracking_uri),
         )
         handle = tracker.start_notebook_run("load-mlops-nb", f"w{self.index} job {self.jobs}", autolog=False)
@@ -245,9 +249,11 @@ def _notebook(folder: Path, name: str, size: int = 0, steps: int = 0) -> Path:
             )
         )
     if size:
-        cell = nbformat.v4.new_code_cell("for i in range(600):\n    print(f'epoch {i:4d}  loss {1 / (i + 1):.6f}  accuracy {1 - 1 / (i + 2):.6f}')")
+        cell = nbformat.v4.new_code_cell(
+            "for i in range(600):\n    print(f'epoch {i:4d}  loss {1 / (i + 1):.6f}  accuracy {1 - 1 / (i + 2):.6f}')"
+        )
         text = "".join(f"epoch {i:4d}  loss {1 / (i + 1):.6f}  accuracy {1 - 1 / (i + 2):.6f}\n" for i in range(600))
-        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text[: size])]
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text[:size])]
         cell.execution_count = 2
         nb.cells.append(cell)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -280,7 +286,9 @@ def _server(backend_uri: str, artifacts: Path, workers: int, logdir: Path) -> It
     ]  # fmt: skip
     log = logdir / f"mlflow-workers{workers}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -375,16 +383,20 @@ def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run_load(spec: dict[str, Any], phases: list[tuple[str, str]], n: int, seconds: float, servers: dict[str, int], workdir: Path) -> list[dict]:
+def run_load(
+    spec: dict[str, Any], phases: list[tuple[str, str]], n: int, seconds: float, servers: dict[str, int], workdir: Path
+) -> list[dict]:
     """Start ``n`` writers, run each (store, kind) phase on all of them at once."""
     procs: list[subprocess.Popen] = []
     logs = []
     try:
         for i in range(n):
-            log = open(workdir / f"writer-{n}-{i}.log", "w")
+            log = open(  # noqa: SIM115 (closed after the writers end)
+                workdir / f"writer-{n}-{i}.log", "w"
+            )
             logs.append(log)
             proc = subprocess.Popen(
                 [sys.executable, __file__, "--writer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -397,7 +409,7 @@ def run_load(spec: dict[str, Any], phases: list[tuple[str, str]], n: int, second
         def answer(proc: subprocess.Popen) -> dict[str, Any]:
             for line in proc.stdout:
                 if line.startswith(PREFIX):
-                    return json.loads(line[len(PREFIX):])
+                    return json.loads(line[len(PREFIX) :])
             raise RuntimeError(f"a writer exited (code {proc.wait()}); see {workdir}/writer-{n}-*.log")
 
         for proc in procs:
@@ -413,7 +425,9 @@ def run_load(spec: dict[str, Any], phases: list[tuple[str, str]], n: int, second
             start = time.time() + 0.3
             with CpuMeter(groups) as cpu:
                 for proc in procs:
-                    proc.stdin.write(json.dumps({"store": store, "kind": kind, "start": start, "seconds": seconds}) + "\n")
+                    proc.stdin.write(
+                        json.dumps({"store": store, "kind": kind, "start": start, "seconds": seconds}) + "\n"
+                    )
                     proc.stdin.flush()
                 answers = [answer(p) for p in procs]
             wall = max(a["finish"] for a in answers) - start
@@ -434,7 +448,9 @@ def run_load(spec: dict[str, Any], phases: list[tuple[str, str]], n: int, second
             # CPU seconds a run (or a batch of 1,000 values) costs each process group:
             # what the store's capacity follows from, whatever else the machine is doing.
             units = done if kind != "metrics" else row["metrics_per_s"] * wall / BATCH
-            row["cpu_s_per_unit"] = {k: v * wall / units if units else None for k, v in cpu.cores.items() if k != "machine"}
+            row["cpu_s_per_unit"] = {
+                k: v * wall / units if units else None for k, v in cpu.cores.items() if k != "machine"
+            }
             out.append(row)
             print(_row_line(row), flush=True)
         for proc in procs:
@@ -496,8 +512,8 @@ def time_jobs(notebook: Path, config: Any, repeats: int) -> dict[str, Any]:
     time the runner spent in requests to the store."""
     import requests
 
-    from mlops_nb.jobs.pool import KernelPool
-    from mlops_nb.jobs.runner import run_notebook
+    from mlops_nb.jobs.run.execution import run_notebook
+    from mlops_nb.jobs.run.pool import KernelPool
 
     spent = {"s": 0.0, "n": 0}
     original = requests.Session.request
@@ -566,7 +582,7 @@ def _measure(args: argparse.Namespace, counts: list[int], work: Path) -> int:
     from services import mlflow_server, postgres
 
     from mlops_nb.config import resolve_config
-    from mlops_nb.jobs.runner import _html
+    from mlops_nb.jobs.run.execution import _html
     from mlops_nb.store import get_client
 
     began = time.monotonic()
@@ -592,7 +608,11 @@ def _measure(args: argparse.Namespace, counts: list[int], work: Path) -> int:
             projects[name] = {"root": str(root), "uri": uri, "config": config}
         html = work / "train.html"
         html.write_text(_html(payload) or "", encoding="utf-8")
-        results["payload"] = {"notebook_bytes": payload.stat().st_size, "html_bytes": html.stat().st_size, "metrics_per_job": METRICS_PER_JOB}
+        results["payload"] = {
+            "notebook_bytes": payload.stat().st_size,
+            "html_bytes": html.stat().st_size,
+            "metrics_per_job": METRICS_PER_JOB,
+        }
 
         # One real job, end to end, against the 1-worker server.
         jobs = time_jobs(Path(projects["server"]["root"]) / "tiny.ipynb", projects["server"]["config"], args.jobs)
@@ -628,7 +648,10 @@ def _measure(args: argparse.Namespace, counts: list[int], work: Path) -> int:
     print(f"({results['seconds']:.0f} s; results in {RESULTS / 'store_load.json'})")
     errors = sum(r["errors"] for r in rows)
     if errors:
-        print(f"{errors} store errors under load (first: {next(r['first_error'] for r in rows if r['errors'])})", file=sys.stderr)
+        print(
+            f"{errors} store errors under load (first: {next(r['first_error'] for r in rows if r['errors'])})",
+            file=sys.stderr,
+        )
     return 0
 
 

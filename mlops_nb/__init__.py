@@ -22,29 +22,29 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .registry import PromotionResult, RegisteredVersion
-    from .tables import Table
-    from .tracking import Tracker
+    from mlops_nb.registry import PromotionResult, RegisteredVersion
+    from mlops_nb.tables import Table
+    from mlops_nb.tracking import Tracker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
-    "get_tracker",
-    "track",
     "end",
+    "flush",
+    "get_tracker",
+    "load",
     "log",
     "log_metric",
     "log_params",
-    "flush",
-    "status",
-    "runs",
-    "register",
-    "set_alias",
-    "remove_alias",
-    "promote",
-    "load",
     "models",
+    "promote",
+    "register",
+    "remove_alias",
+    "runs",
+    "set_alias",
+    "status",
+    "track",
 ]
 
 _tracker: Tracker | None = None
@@ -52,7 +52,7 @@ _tracker: Tracker | None = None
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     """The Jupyter server extension (the registry REST API under /mlops-nb/api/)."""
-    from .server import MlopsNbApp
+    from mlops_nb.server import MlopsNbApp
 
     return [{"module": "mlops_nb", "app": MlopsNbApp}]
 
@@ -68,8 +68,8 @@ def load_ipython_extension(ipython: Any) -> None:
     MLflow is not imported here: it imports on a background thread once the cell that
     loaded the extension ends (see :mod:`mlops_nb.magics.warmup`).
     """
-    from .fluent import point_kernel_at_project
-    from .magics import load
+    from mlops_nb.fluent import point_kernel_at_project
+    from mlops_nb.magics import load
 
     load(ipython)
     point_kernel_at_project(get_tracker())  # the notebook's own mlflow.* calls go to the project's store
@@ -77,7 +77,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext mlops_nb``: end open runs and remove the magics' hooks."""
-    from .magics import unload
+    from mlops_nb.magics import unload
 
     unload(ipython)
 
@@ -86,7 +86,7 @@ def get_tracker() -> Tracker:
     """The tracker of this process (one per kernel or script), created on first use."""
     global _tracker
     if _tracker is None:
-        from .tracking import Tracker
+        from mlops_nb.tracking import Tracker
 
         _tracker = Tracker()
     return _tracker
@@ -112,7 +112,7 @@ def track(experiment: str | None = None, run_name: str | None = None, autolog: b
 def end(status: str = "FINISHED") -> str | None:
     """End the active run (flushing its metrics) and return its id."""
     if status not in ("FINISHED", "FAILED", "KILLED"):
-        from .exceptions import UsageError
+        from mlops_nb.exceptions import UsageError
 
         raise UsageError(f"status must be FINISHED, FAILED or KILLED, not {status!r}")
     handle = get_tracker().end_run(None, status)
@@ -141,7 +141,7 @@ def flush() -> int:
 
 def status() -> Table:
     """Where runs go, why, and what is captured."""
-    from .tables import status_table
+    from mlops_nb.tables import status_table
 
     return status_table(get_tracker().status())
 
@@ -152,8 +152,8 @@ def runs(experiment: str | None = None, n: int = 20) -> Any:
     Shows ``n`` runs a page, of one experiment (default: all). Where widgets cannot
     render, it shows as a text or HTML table.
     """
-    from .exceptions import UsageError
-    from .widgets.runs import RunsTable
+    from mlops_nb.exceptions import UsageError
+    from mlops_nb.widgets.runs import RunsTable
 
     if not 1 <= n <= 1000:
         raise UsageError(f"-n must be between 1 and 1000, not {n}")
@@ -173,14 +173,14 @@ def register(
 
 def set_alias(name: str, alias: str, version: str | int) -> str | None:
     """Point ``name@alias`` at ``version`` (recorded in the audit trail); return the old version."""
-    from .registry import set_alias as _set_alias
+    from mlops_nb.registry import set_alias as _set_alias
 
     return _set_alias(get_tracker().client, name, alias, version, why="mlops_nb.set_alias")
 
 
 def remove_alias(name: str, alias: str) -> str:
     """Remove ``name@alias``; return the version it pointed at."""
-    from .registry import remove_alias as _remove_alias
+    from mlops_nb.registry import remove_alias as _remove_alias
 
     return _remove_alias(get_tracker().client, name, alias, why="mlops_nb.remove_alias")
 
@@ -197,7 +197,7 @@ def promote(
 
     Raises :class:`mlops_nb.registry.PromotionRefusedError` (with both values) otherwise.
     """
-    from .registry import promote as _promote
+    from mlops_nb.registry import promote as _promote
 
     return _promote(get_tracker().client, name, metric, from_alias, to_alias, min_delta, lower_is_better)
 
@@ -210,6 +210,6 @@ def load(uri: str) -> Any:
 
 def models(name: str | None = None) -> Any:
     """The registry browser widget: models, versions, aliases, metrics and lineage."""
-    from .widgets.models import RegistryBrowser
+    from mlops_nb.widgets.models import RegistryBrowser
 
     return RegistryBrowser(get_tracker().client, name)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ConfigError, UsageError
+from mlops_nb.exceptions import ConfigError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,7 +58,7 @@ CONFIG_KEYS = {
 _EXECUTOR = re.compile(r"^(local|dask://\[?[A-Za-z0-9_.:-]+\]?:\d{1,5})$")
 
 
-def executor_name(flag: str | None, config: "ProjectConfig") -> str:
+def executor_name(flag: str | None, config: ProjectConfig) -> str:
     """The executor a job command uses: ``--executor`` when given (a bad value is a
     :class:`UsageError`), else the project's ``executor`` setting."""
     if not flag:

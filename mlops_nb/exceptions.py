@@ -8,13 +8,13 @@ its only argument.
 from __future__ import annotations
 
 __all__ = [
-    "MlopsError",
     "ConfigError",
-    "UsageError",
+    "ExecutorUnreachableError",
+    "MlopsError",
+    "NotFoundError",
     "StoreError",
     "StoreUnreachableError",
-    "NotFoundError",
-    "ExecutorUnreachableError",
+    "UsageError",
 ]
 
 

@@ -13,7 +13,7 @@ notebook does:
 - The source: ``MLFLOW_RUN_CONTEXT`` (MLflow's documented hook for context tags) makes runs
   and logged models the notebook creates carry the notebook's path, relative to the project
   root, as ``mlflow.source.name``, as mlops-nb's own runs do.
-- In a job (a kernel of :class:`mlops_nb.jobs.pool.KernelPool`, which loads this module as
+- In a job (a kernel of :class:`mlops_nb.jobs.run.pool.KernelPool`, which loads this module as
   an IPython extension): the job's run is MLflow's active run before the notebook's first
   MLflow call, so ``mlflow.log_*``, autologging and ``log_model`` land in it. The first
   ``mlflow.start_run()`` without a run id returns the job's run itself (as ``mlflow run``
@@ -42,11 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import STORE_DIRNAME, find_project_root, resolve_config, sqlite_path
-from .exceptions import MlopsError
+from mlops_nb.config import STORE_DIRNAME, find_project_root, resolve_config, sqlite_path
+from mlops_nb.exceptions import MlopsError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .tracking import Tracker
+    from mlops_nb.tracking import Tracker
 
 __all__ = [
     "enter_job",

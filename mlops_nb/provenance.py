@@ -25,19 +25,19 @@ from typing import Any
 
 __all__ = [
     "NO_CAPTURE_TAG",
-    "NotebookLocation",
     "GitState",
+    "NotebookLocation",
     "NotebookSnapshot",
-    "locate_notebook",
-    "kernel_id",
-    "session_notebook",
-    "notebook_saved",
-    "git_state",
     "environment_lock",
-    "read_snapshot",
+    "git_state",
+    "kernel_id",
+    "locate_notebook",
+    "notebook_saved",
     "parameter_values",
-    "process_identity",
     "process_alive",
+    "process_identity",
+    "read_snapshot",
+    "session_notebook",
 ]
 
 #: Cells carrying this tag (or starting with a ``# mlops:no-capture`` comment) are left
@@ -176,7 +176,7 @@ def _sessions(server: Mapping[str, Any], timeout: float) -> list[dict[str, Any]]
     url = str(server["url"]).rstrip("/") + "/api/sessions"
     headers = {"Authorization": f"token {server['token']}"} if server.get("token") else {}
     request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - a local Jupyter server
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
         data = json.loads(resp.read(1_000_000))
     return data if isinstance(data, list) else []
 

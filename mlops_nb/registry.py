@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import MlopsError, NotFoundError, StoreError, UsageError
-from .store import explain_missing_artifact, explain_missing_run_artifacts
+from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from mlops_nb.store import explain_missing_artifact, explain_missing_run_artifacts
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -29,33 +29,33 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlflow.entities.model_registry import ModelVersion
 
 __all__ = [
-    "PromotionRefusedError",
+    "PAGE_TOKEN_PATTERN",
+    "VERSION_PATTERN",
     "NotAModelError",
-    "RegisteredVersion",
+    "PromotionRefusedError",
     "PromotionResult",
+    "RegisteredVersion",
+    "VersionNotebook",
+    "audit_trail",
     "check_alias",
     "check_model_name",
     "check_page_token",
-    "VERSION_PATTERN",
-    "PAGE_TOKEN_PATTERN",
-    "parse_model_uri",
-    "detect_flavor",
-    "register_model",
-    "metrics_tag",
-    "set_alias",
-    "remove_alias",
-    "promote",
-    "resolve_alias",
-    "load_model",
-    "audit_trail",
-    "model_files",
-    "get_model",
-    "models_page",
-    "versions_page",
-    "version_detail",
     "compare_versions",
-    "VersionNotebook",
+    "detect_flavor",
+    "get_model",
+    "load_model",
+    "metrics_tag",
+    "model_files",
+    "models_page",
+    "parse_model_uri",
+    "promote",
+    "register_model",
+    "remove_alias",
+    "resolve_alias",
+    "set_alias",
+    "version_detail",
     "version_notebook",
+    "versions_page",
 ]
 
 TAG = "mlops_nb."
@@ -184,12 +184,12 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def _known_models(client: "MlflowClient", limit: int = 10) -> str:
+def _known_models(client: MlflowClient, limit: int = 10) -> str:
     names = [m.name for m in client.search_registered_models(max_results=limit)]
     return ", ".join(names) if names else "none yet"
 
 
-def get_version(client: "MlflowClient", name: str, version: str) -> "ModelVersion":
+def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
     """A model version, or :class:`NotFoundError` naming the model or version."""
     check_model_name(name)
     version = _check_version(version)
@@ -207,7 +207,7 @@ def get_version(client: "MlflowClient", name: str, version: str) -> "ModelVersio
     raise NotFoundError(f"model {name!r} has no version {version}") from None
 
 
-def get_model(client: "MlflowClient", name: str) -> Any:
+def get_model(client: MlflowClient, name: str) -> Any:
     """A registered model, or :class:`NotFoundError` naming the models that exist."""
     check_model_name(name)
     try:
@@ -218,13 +218,13 @@ def get_model(client: "MlflowClient", name: str) -> Any:
         raise
 
 
-def alias_holder(client: "MlflowClient", name: str, alias: str) -> str | None:
+def alias_holder(client: MlflowClient, name: str, alias: str) -> str | None:
     """The version ``alias`` points at, or ``None``; :class:`NotFoundError` for no model."""
     version = get_model(client, name).aliases.get(alias)
     return str(version) if version is not None else None
 
 
-def resolve_alias(client: "MlflowClient", name: str, alias: str) -> "ModelVersion":
+def resolve_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion:
     """The version ``alias`` points at, or :class:`NotFoundError` saying what exists."""
     model = get_model(client, name)
     version = model.aliases.get(alias)
@@ -244,8 +244,7 @@ def detect_flavor(model: Any) -> str:
     if flavor is None:
         supported = "scikit-learn estimators and pipelines, XGBoost, LightGBM, CatBoost, PyTorch, Keras"
         raise NotAModelError(
-            f"a {type(model).__module__}.{type(model).__name__} is not a model mlops-nb can log; "
-            f"supported: {supported}"
+            f"a {type(model).__module__}.{type(model).__name__} is not a model mlops-nb can log; supported: {supported}"
         )
     if module == "sklearn":
         from sklearn.base import BaseEstimator
@@ -253,9 +252,7 @@ def detect_flavor(model: Any) -> str:
         from sklearn.utils.validation import check_is_fitted
 
         if not isinstance(model, BaseEstimator):
-            raise NotAModelError(
-                f"{type(model).__name__} comes from scikit-learn but is not an estimator or pipeline"
-            )
+            raise NotAModelError(f"{type(model).__name__} comes from scikit-learn but is not an estimator or pipeline")
         try:
             check_is_fitted(model)
         except NotFittedError:
@@ -265,7 +262,7 @@ def detect_flavor(model: Any) -> str:
     return flavor
 
 
-def _lineage(client: "MlflowClient", run: "Run") -> dict[str, str]:
+def _lineage(client: MlflowClient, run: Run) -> dict[str, str]:
     run_id = run.info.run_id
     tags = run.data.tags
     lineage = {TAG + "run_id": run_id}
@@ -338,7 +335,7 @@ def _tagged_metrics(tags: Mapping[str, str]) -> dict[str, float] | None:
 
 
 def register_model(
-    client: "MlflowClient",
+    client: MlflowClient,
     model: Any,
     name: str,
     run_id: str,
@@ -440,7 +437,7 @@ def _who() -> str:
 
 
 def _audit(
-    client: "MlflowClient",
+    client: MlflowClient,
     name: str,
     on_version: str,
     action: str,
@@ -469,7 +466,7 @@ def _audit(
 
 
 def set_alias(
-    client: "MlflowClient", name: str, alias: str, version: str | int, who: str | None = None, why: str = ""
+    client: MlflowClient, name: str, alias: str, version: str | int, who: str | None = None, why: str = ""
 ) -> str | None:
     """Point ``alias`` at ``version``; record the move on both versions. Returns the
     version the alias pointed at before (or ``None``)."""
@@ -494,7 +491,7 @@ def set_alias(
     return previous
 
 
-def remove_alias(client: "MlflowClient", name: str, alias: str, who: str | None = None, why: str = "") -> str:
+def remove_alias(client: MlflowClient, name: str, alias: str, who: str | None = None, why: str = "") -> str:
     """Remove ``alias``; return the version it pointed at."""
     check_alias(alias)
     holder = str(resolve_alias(client, name, alias).version)
@@ -503,7 +500,7 @@ def remove_alias(client: "MlflowClient", name: str, alias: str, who: str | None 
     return holder
 
 
-def audit_trail(client: "MlflowClient", name: str, version: str) -> list[dict[str, Any]]:
+def audit_trail(client: MlflowClient, name: str, version: str) -> list[dict[str, Any]]:
     """The alias moves recorded on a version, oldest first."""
     mv = get_version(client, name, version)
     events = []
@@ -518,7 +515,7 @@ def audit_trail(client: "MlflowClient", name: str, version: str) -> list[dict[st
 # ---------------------------------------------------------------- promotion
 
 
-def _metric(client: "MlflowClient", mv: "ModelVersion", metric: str) -> float | None:
+def _metric(client: MlflowClient, mv: ModelVersion, metric: str) -> float | None:
     """The metric of the version's source run; NaN counts as missing (it compares false)."""
     if not mv.run_id:
         return None
@@ -526,14 +523,13 @@ def _metric(client: "MlflowClient", mv: "ModelVersion", metric: str) -> float | 
     return None if value is None or math.isnan(value) else value
 
 
-def model_files(client: "MlflowClient", mv: "ModelVersion") -> str:
+def model_files(client: MlflowClient, mv: ModelVersion) -> str:
     """A local folder holding the version's MLmodel files, found through ``client``.
 
     ``models:/`` references would otherwise resolve through MLflow's process-global
     registry URI (and, unset, create ``mlflow.db`` in the current folder).
     """
     import mlflow.artifacts
-
     from mlflow.exceptions import MlflowException
 
     source = location = mv.source or ""
@@ -557,7 +553,7 @@ def model_files(client: "MlflowClient", mv: "ModelVersion") -> str:
         raise
 
 
-def _signature_inputs(client: "MlflowClient", mv: "ModelVersion") -> Any:
+def _signature_inputs(client: MlflowClient, mv: ModelVersion) -> Any:
     from mlflow.models import Model
 
     try:
@@ -568,7 +564,7 @@ def _signature_inputs(client: "MlflowClient", mv: "ModelVersion") -> Any:
 
 
 def promote(
-    client: "MlflowClient",
+    client: MlflowClient,
     name: str,
     metric: str,
     from_alias: str = "challenger",
@@ -633,7 +629,14 @@ def promote(
         why = f"promoted from @{from_alias}: no version held @{to_alias} ({metric}={cand_value:.6g})"
     previous = set_alias(client, name, to_alias, candidate.version, who=who, why=why)
     return PromotionResult(
-        name, to_alias, str(candidate.version), previous, metric, cand_value, cur_value, f"{name} v{candidate.version} is now @{to_alias}: {why}"
+        name,
+        to_alias,
+        str(candidate.version),
+        previous,
+        metric,
+        cand_value,
+        cur_value,
+        f"{name} v{candidate.version} is now @{to_alias}: {why}",
     )
 
 
@@ -707,7 +710,12 @@ def _ts(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc) if ms else None
 
 
-_ORDERS = {"name": "name ASC", "-name": "name DESC", "updated": "last_updated_timestamp ASC", "-updated": "last_updated_timestamp DESC"}
+_ORDERS = {
+    "name": "name ASC",
+    "-name": "name DESC",
+    "updated": "last_updated_timestamp ASC",
+    "-updated": "last_updated_timestamp DESC",
+}
 
 
 def _literal(text: str) -> tuple[str, bool]:
@@ -725,7 +733,7 @@ def _literal(text: str) -> tuple[str, bool]:
 
 
 def models_page(
-    client: "MlflowClient",
+    client: MlflowClient,
     name_contains: str | None = None,
     page_size: int = 50,
     page_token: str | None = None,
@@ -755,23 +763,31 @@ def models_page(
             continue  # % and _ in the search text are wildcards to MLflow: keep true matches
         latest = max((int(v.version) for v in (m.latest_versions or [])), default=None)
         rows.append(
-            ModelRow(m.name, str(latest) if latest else None, {k: str(v) for k, v in m.aliases.items()}, _ts(m.last_updated_timestamp), m.description or "")
+            ModelRow(
+                m.name,
+                str(latest) if latest else None,
+                {k: str(v) for k, v in m.aliases.items()},
+                _ts(m.last_updated_timestamp),
+                m.description or "",
+            )
         )
     return rows, _token(page.token)
 
 
-def list_models(client: "MlflowClient", name_contains: str | None = None, max_results: int = 50) -> tuple[list[ModelRow], bool]:
+def list_models(
+    client: MlflowClient, name_contains: str | None = None, max_results: int = 50
+) -> tuple[list[ModelRow], bool]:
     """Registered models by name (paged through MLflow, never cut silently)."""
-    from .tracking import collect_pages
+    from mlops_nb.tracking import collect_pages
 
     return collect_pages(lambda size, token: models_page(client, name_contains, size, token), max_results)
 
 
-def _run_metrics(client: "MlflowClient", run_ids: list[str]) -> dict[str, dict[str, float]]:
+def _run_metrics(client: MlflowClient, run_ids: list[str]) -> dict[str, dict[str, float]]:
     """The metrics of several runs in one search (not one query a version)."""
     if not run_ids:
         return {}
-    from .tracking import experiment_ids
+    from mlops_nb.tracking import experiment_ids
 
     ids = sorted(set(run_ids))
     found: dict[str, dict[str, float]] = {}
@@ -785,7 +801,7 @@ def _run_metrics(client: "MlflowClient", run_ids: list[str]) -> dict[str, dict[s
 
 
 def versions_page(
-    client: "MlflowClient",
+    client: MlflowClient,
     name: str,
     page_size: int = 20,
     page_token: str | None = None,
@@ -841,15 +857,15 @@ def versions_page(
     return rows, _token(page.token)
 
 
-def list_versions(client: "MlflowClient", name: str, max_results: int = 50) -> tuple[list[VersionRow], bool]:
+def list_versions(client: MlflowClient, name: str, max_results: int = 50) -> tuple[list[VersionRow], bool]:
     """A model's versions, newest first (paged through MLflow, never cut silently)."""
-    from .tracking import collect_pages
+    from mlops_nb.tracking import collect_pages
 
     model = get_model(client, name)
     return collect_pages(lambda size, token: versions_page(client, name, size, token, model=model), max_results)
 
 
-def version_detail(client: "MlflowClient", name: str, version: str) -> dict[str, Any]:
+def version_detail(client: MlflowClient, name: str, version: str) -> dict[str, Any]:
     """Everything about one version: source run params and metrics, signature, lineage,
     and the audit trail of alias moves."""
     mv = get_version(client, name, version)
@@ -891,7 +907,7 @@ def version_detail(client: "MlflowClient", name: str, version: str) -> dict[str,
     }
 
 
-def compare_versions(client: "MlflowClient", name: str, a: str, b: str) -> dict[str, Any]:
+def compare_versions(client: MlflowClient, name: str, a: str, b: str) -> dict[str, Any]:
     """Two versions' source-run metrics and params side by side, with what differs."""
     left, right = version_detail(client, name, a), version_detail(client, name, b)
     metric_keys = sorted(set(left["metrics"]) | set(right["metrics"]))
@@ -938,7 +954,7 @@ def _file_inside(root: Path, candidate: Path) -> str | None:
 
 
 def _snapshot(
-    client: "MlflowClient", run_id: str, recorded: str | None, folder: str = "code", suffix: str = ".ipynb"
+    client: MlflowClient, run_id: str, recorded: str | None, folder: str = "code", suffix: str = ".ipynb"
 ) -> tuple[str, str] | None:
     """(file name, text) of the ``*<suffix>`` file the run saved under ``<folder>/`` (the
     one named like ``recorded`` if there is one), or ``None``: the notebook snapshot by
@@ -966,7 +982,7 @@ def _snapshot(
             raise StoreError(f"cannot read the file {folder}/{chosen} of run {run_id}: {_first_line(exc)}") from None
 
 
-def _why_no_snapshot(client: "MlflowClient", run_id: str) -> str:
+def _why_no_snapshot(client: MlflowClient, run_id: str) -> str:
     """Why a run kept no notebook snapshot, as its tags tell (read only on this error path)."""
     try:
         saved = client.get_run(run_id).data.tags.get(TAG + "notebook_saved")
@@ -978,7 +994,7 @@ def _why_no_snapshot(client: "MlflowClient", run_id: str) -> str:
 
 
 def version_notebook(
-    client: "MlflowClient", name: str, version: str, project_root: str | Path, root: str | Path | None = None
+    client: MlflowClient, name: str, version: str, project_root: str | Path, root: str | Path | None = None
 ) -> VersionNotebook:
     """The notebook that trained a version: the file itself when it is still in the
     workspace, otherwise the snapshot mlops-nb saved with the run.
@@ -1018,7 +1034,7 @@ def version_notebook(
 # ---------------------------------------------------------------- loading
 
 
-def load_model(client: "MlflowClient", uri: str) -> tuple[Any, "ModelVersion"]:
+def load_model(client: MlflowClient, uri: str) -> tuple[Any, ModelVersion]:
     """Load ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` in its native flavor.
 
     Returns the model object and the version it resolved to.

@@ -25,13 +25,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
-from .config import STORE_DIRNAME, ProjectConfig, sqlite_path
-from .exceptions import StoreError, StoreUnreachableError, UsageError
+from mlops_nb.config import STORE_DIRNAME, ProjectConfig, sqlite_path
+from mlops_nb.exceptions import StoreError, StoreUnreachableError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import sqlite3
@@ -51,7 +52,7 @@ __all__ = [
     "relocate_artifacts",
 ]
 
-_clients: dict[str, "MlflowClient"] = {}
+_clients: dict[str, MlflowClient] = {}
 _ready: set[str] = set()
 _lock = threading.Lock()
 
@@ -130,8 +131,7 @@ def _init_sqlite(config: ProjectConfig, db: Path) -> None:
             _write_record(marker, db, anchor)
     except Timeout:
         raise StoreError(
-            f"timed out waiting for another process to initialise {db}; remove {db}.lock "
-            "if no other process is running"
+            f"timed out waiting for another process to initialise {db}; remove {db}.lock if no other process is running"
         ) from None
     except StoreError:
         raise
@@ -141,9 +141,7 @@ def _init_sqlite(config: ProjectConfig, db: Path) -> None:
             "check that the folder is writable and the disk is not full"
         ) from None
     except Exception as exc:  # MLflow/SQLAlchemy errors: corrupt file, locked, ...
-        raise StoreUnreachableError(
-            f"cannot open the tracking store {config.tracking_uri}: {_one_line(exc)}"
-        ) from None
+        raise StoreUnreachableError(f"cannot open the tracking store {config.tracking_uri}: {_one_line(exc)}") from None
 
 
 # ---------------------------------------------------------------- a project that moved
@@ -243,7 +241,7 @@ def _new_anchor(record: dict[str, str], db: Path) -> str | None:
     return here[: -len(rel) - 1] or os.sep
 
 
-def _infer_anchor(con: "sqlite3.Connection", config: ProjectConfig, db: Path, anchor: str) -> str | None:
+def _infer_anchor(con: sqlite3.Connection, config: ProjectConfig, db: Path, anchor: str) -> str | None:
     """The anchor a store without a record was written for, read from its experiments'
     artifact locations (the Default experiment first): the part before this project's
     artifact root (``<old root>/.mlops/artifacts/0`` gives ``<old root>``)."""
@@ -259,7 +257,7 @@ def _infer_anchor(con: "sqlite3.Connection", config: ProjectConfig, db: Path, an
     return None
 
 
-def _rewrite(con: "sqlite3.Connection", old: str, new: str) -> int:
+def _rewrite(con: sqlite3.Connection, old: str, new: str) -> int:
     """Point every artifact location under folder ``old`` at ``new`` (paths and
     ``file:`` URIs alike); return how many were changed. The caller holds the transaction."""
     forms = {old: new, "file://" + old: "file://" + new, Path(old).as_uri(): Path(new).as_uri()}
@@ -317,7 +315,7 @@ def _same_folder(a: str, b: str) -> bool:
         return False
 
 
-def _rewrite_in_one_transaction(con: "sqlite3.Connection", old: str, new: str) -> int:
+def _rewrite_in_one_transaction(con: sqlite3.Connection, old: str, new: str) -> int:
     con.execute("BEGIN IMMEDIATE")  # the write lock now: nothing half-written is ever read
     try:
         changed = _rewrite(con, old.rstrip(os.sep), new.rstrip(os.sep) or os.sep)
@@ -390,9 +388,7 @@ def explain_missing_artifact(tracking_uri: str, location: str | None, what: str)
     )
 
 
-def explain_missing_run_artifacts(
-    client: "MlflowClient", run_id: str, what: str, expected: bool = False
-) -> str | None:
+def explain_missing_run_artifacts(client: MlflowClient, run_id: str, what: str, expected: bool = False) -> str | None:
     """:func:`explain_missing_artifact` for the artifact folder of run ``run_id``
     (``None`` also when the run cannot be read: the caller's own error says so).
 
@@ -435,7 +431,7 @@ def _http_problem(uri: str, timeout: float) -> str:
     url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
     problem = ""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - http(s) only
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             resp.read(256)
     except urllib.error.HTTPError as exc:
         if exc.code >= 500:  # the server (or a proxy before it) answered that it cannot serve
@@ -448,8 +444,8 @@ def _http_problem(uri: str, timeout: float) -> str:
     return problem
 
 
-def _error_detail(exc: "urllib.error.HTTPError") -> str:
-    """": <first line of MLflow's error message>" from an error answer, or ""."""
+def _error_detail(exc: urllib.error.HTTPError) -> str:
+    """ ": <first line of MLflow's error message>" from an error answer, or ""."""
     try:
         message = json.loads(exc.read(4096) or b"{}").get("message", "")
     except Exception:
@@ -604,7 +600,7 @@ def ensure_store(config: ProjectConfig) -> None:
     _ready.add(uri)
 
 
-def get_client(config: ProjectConfig) -> "MlflowClient":
+def get_client(config: ProjectConfig) -> MlflowClient:
     """Return the process's one ``MlflowClient`` for this store, creating the store if new."""
     ensure_store(config)
     with _lock:
@@ -620,7 +616,7 @@ def get_client(config: ProjectConfig) -> "MlflowClient":
     return client
 
 
-def get_or_create_experiment(client: "MlflowClient", config: ProjectConfig, name: str) -> str:
+def get_or_create_experiment(client: MlflowClient, config: ProjectConfig, name: str) -> str:
     """Return the id of experiment ``name``, creating it with the project's artifact root.
 
     Safe when several processes create the same experiment at once.
@@ -631,8 +627,7 @@ def get_or_create_experiment(client: "MlflowClient", config: ProjectConfig, name
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             raise StoreError(
-                f"experiment {name!r} is deleted; restore it in MLflow or choose another "
-                "name with --experiment"
+                f"experiment {name!r} is deleted; restore it in MLflow or choose another name with --experiment"
             )
         return exp.experiment_id
     location = None

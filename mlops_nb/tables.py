@@ -9,21 +9,22 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from datetime import datetime
-
 from typing import TYPE_CHECKING
 
-from .tracking import RunRow
+from mlops_nb.tracking import RunRow
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .registry import ModelRow, VersionRow
+    from mlops_nb.registry import ModelRow, VersionRow
 
-__all__ = ["Table", "runs_table", "status_table", "models_table", "versions_table"]
+__all__ = ["Table", "models_table", "runs_table", "status_table", "versions_table"]
 
 
 class Table:
     """A titled table of strings with a text and an HTML rendering."""
 
-    def __init__(self, columns: Sequence[str], rows: Sequence[Sequence[str]], title: str = "", footer: str = "") -> None:
+    def __init__(
+        self, columns: Sequence[str], rows: Sequence[Sequence[str]], title: str = "", footer: str = ""
+    ) -> None:
         self.columns = list(columns)
         self.rows = [list(r) for r in rows]
         self.title = title
@@ -54,7 +55,9 @@ class Table:
         )
         title = f"<p><b>{esc(self.title)}</b></p>" if self.title else ""
         footer = f"<p>{esc(self.footer)}</p>" if self.footer else ""
-        return f"{title}<table class='mlops-nb-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{footer}"
+        return (
+            f"{title}<table class='mlops-nb-table'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{footer}"
+        )
 
 
 def _fmt_time(value: datetime | None) -> str:
@@ -130,7 +133,7 @@ def status_table(status: dict[str, object]) -> Table:
     return Table(["", ""], rows, title="mlops-nb status")
 
 
-def models_table(rows: Sequence["ModelRow"], more: bool, store: str) -> Table:
+def models_table(rows: Sequence[ModelRow], more: bool, store: str) -> Table:
     """``%mlops models``: the registered models."""
     if not rows:
         return Table(
@@ -150,10 +153,12 @@ def models_table(rows: Sequence["ModelRow"], more: bool, store: str) -> Table:
         for r in rows
     ]
     footer = f"{len(rows)} model(s)" + ("; more exist: narrow with a name" if more else "")
-    return Table(["model", "latest", "aliases", "updated", "description"], body, title=f"Models in {store}", footer=footer)
+    return Table(
+        ["model", "latest", "aliases", "updated", "description"], body, title=f"Models in {store}", footer=footer
+    )
 
 
-def versions_table(rows: Sequence["VersionRow"], more: bool, name: str) -> Table:
+def versions_table(rows: Sequence[VersionRow], more: bool, name: str) -> Table:
     """``%mlops models NAME``: a model's versions with their runs' metrics."""
     body = [
         [
@@ -167,4 +172,9 @@ def versions_table(rows: Sequence["VersionRow"], more: bool, name: str) -> Table
         for r in rows
     ]
     footer = f"{len(rows)} version(s)" + ("; more exist" if more else "")
-    return Table(["version", "aliases", "created", "run", "notebook", "metrics"], body, title=f"Versions of {name}", footer=footer)
+    return Table(
+        ["version", "aliases", "created", "run", "notebook", "metrics"],
+        body,
+        title=f"Versions of {name}",
+        footer=footer,
+    )

@@ -21,8 +21,8 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import json
-import os
 import numbers
+import os
 import posixpath
 import re
 import sys
@@ -36,10 +36,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import fluent
-from .config import ProjectConfig, resolve_config
-from .exceptions import MlopsError, NotFoundError, StoreError, UsageError
-from .provenance import (
+from mlops_nb import fluent
+from mlops_nb.config import ProjectConfig, resolve_config
+from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from mlops_nb.provenance import (
     NotebookLocation,
     environment_lock,
     git_state,
@@ -55,16 +55,16 @@ from .provenance import (
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
-    from .registry import RegisteredVersion
+    from mlops_nb.registry import RegisteredVersion
 
 __all__ = [
-    "RunHandle",
     "MetricBuffer",
+    "RunHandle",
+    "RunRow",
     "Tracker",
     "list_runs",
     "metric_series",
     "read_run",
-    "RunRow",
     "ui_hint",
 ]
 
@@ -100,12 +100,7 @@ def check_key(name: Any, what: str) -> str:
     if not isinstance(name, str) or not name:
         raise UsageError(f"{what} name must be a non-empty string, not {name!r}")
     norm = posixpath.normpath(name)
-    if (
-        len(name) > _MAX_KEY_LEN
-        or not _KEY.match(name)
-        or norm != name
-        or norm.startswith(("..", "/"))
-    ):
+    if len(name) > _MAX_KEY_LEN or not _KEY.match(name) or norm != name or norm.startswith(("..", "/")):
         raise UsageError(
             f"{what} name {name!r} is not allowed: use at most {_MAX_KEY_LEN} letters, digits, "
             "underscores, dashes, periods, spaces, colons and single slashes"
@@ -154,7 +149,7 @@ class MetricBuffer:
 
     def __init__(
         self,
-        client_getter: Callable[[], "MlflowClient"],
+        client_getter: Callable[[], MlflowClient],
         report: Callable[[str], None],
         interval: float = 0.5,
     ) -> None:
@@ -278,7 +273,7 @@ class RunRow:
     metrics: dict[str, float]
 
 
-def experiment_ids(client: "MlflowClient", names: Iterable[str] | None) -> dict[str, str]:
+def experiment_ids(client: MlflowClient, names: Iterable[str] | None) -> dict[str, str]:
     """Map experiment id -> name for the named experiments (or all active ones)."""
     if names is not None:
         out = {}
@@ -318,8 +313,7 @@ def _row(run: Any, experiments: Mapping[str, str]) -> RunRow:
     )
 
 
-
-def read_run(client: "MlflowClient", run_id: str) -> RunRow:
+def read_run(client: MlflowClient, run_id: str) -> RunRow:
     """One run as listings show it (status, duration, last value of each metric), as
     the store has it now: what a finished cell's summary line says."""
     try:
@@ -328,6 +322,7 @@ def read_run(client: "MlflowClient", run_id: str) -> RunRow:
     except Exception as exc:
         raise StoreError(f"cannot read run {run_id} from {client.tracking_uri}: {_one_line(exc)}") from None
     return _row(run, {experiment.experiment_id: experiment.name})
+
 
 @dataclass(frozen=True)
 class RunsPage:
@@ -338,7 +333,7 @@ class RunsPage:
 
 
 def runs_page(
-    client: "MlflowClient",
+    client: MlflowClient,
     experiments: Iterable[str] | None = None,
     filter_string: str | None = None,
     order_by: str | None = None,
@@ -375,7 +370,9 @@ def runs_page(
     return RunsPage([_row(run, ids) for run in page], page.token or None)
 
 
-def collect_pages(fetch: Callable[[int, str | None], tuple[list[Any], str | None]], max_results: int) -> tuple[list[Any], bool]:
+def collect_pages(
+    fetch: Callable[[int, str | None], tuple[list[Any], str | None]], max_results: int
+) -> tuple[list[Any], bool]:
     """Gather up to ``max_results`` rows from ``fetch(page_size, token) -> (rows, next_token)``.
 
     Returns the rows and whether more exist: pages go on past MLflow's 1,000.
@@ -391,7 +388,7 @@ def collect_pages(fetch: Callable[[int, str | None], tuple[list[Any], str | None
 
 
 def list_runs(
-    client: "MlflowClient",
+    client: MlflowClient,
     experiments: Iterable[str] | None = None,
     max_results: int = 20,
 ) -> tuple[list[RunRow], bool]:
@@ -417,7 +414,7 @@ def list_runs(
 
 
 def metric_series(
-    client: "MlflowClient", run_ids: Iterable[str], keys: Iterable[str]
+    client: MlflowClient, run_ids: Iterable[str], keys: Iterable[str]
 ) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """The histories of the metrics that some run logged at more than one step.
 
@@ -536,9 +533,9 @@ class Tracker:
         return self._config
 
     @property
-    def client(self) -> "MlflowClient":
+    def client(self) -> MlflowClient:
         """The MLflow client for the project store (created, and the store initialised, once)."""
-        from .store import get_client
+        from mlops_nb.store import get_client
 
         return get_client(self.config)
 
@@ -665,9 +662,7 @@ class Tracker:
         if autolog is None:
             autolog = parent.autolog if parent else True
         exp = experiment or (parent.experiment_name if parent else None)
-        label = name or (
-            f"{self.notebook.name or 'cell'} [{execution_count}]" if execution_count is not None else None
-        )
+        label = name or (f"{self.notebook.name or 'cell'} [{execution_count}]" if execution_count is not None else None)
         tags = {}
         if execution_count is not None:
             tags[TAG + "cell"] = str(execution_count)
@@ -689,7 +684,7 @@ class Tracker:
         params: dict[str, str],
         extra_tags: dict[str, str],
     ) -> RunHandle:
-        from .store import get_or_create_experiment
+        from mlops_nb.store import get_or_create_experiment
 
         try:
             client = self.client
@@ -711,16 +706,14 @@ class Tracker:
         except MlopsError:
             raise
         except Exception as exc:
-            from .store import check_store
+            from mlops_nb.store import check_store
 
             # A server that went down since it last answered: say so in one line, not
             # with MLflow's retry trace.
             health = check_store(self.config, timeout=2.0)
             if health.reachable is False:
                 raise health.error() from None
-            raise StoreError(
-                f"cannot start a run in {self.config.tracking_uri}: {_one_line(exc)}"
-            ) from None
+            raise StoreError(f"cannot start a run in {self.config.tracking_uri}: {_one_line(exc)}") from None
         self._implicit_failed_at = None
         handle = RunHandle(
             run_id=run_id,
@@ -970,7 +963,9 @@ class Tracker:
             self.log_metric(name, value)
         return list(metrics), list(params)
 
-    def record_cell(self, execution_count: int | None, source: str, cell_id: str | None = None, failed: bool = False) -> None:
+    def record_cell(
+        self, execution_count: int | None, source: str, cell_id: str | None = None, failed: bool = False
+    ) -> None:
         """Note a cell the notebook run executed (its code goes into the run's snapshot)."""
         self.last_cell_failed = failed
         handle = self.session
@@ -993,7 +988,9 @@ class Tracker:
 
     # -- ending ---------------------------------------------------------
 
-    def end_run(self, handle: RunHandle | None = None, status: str = FINISHED, error: BaseException | None = None) -> RunHandle | None:
+    def end_run(
+        self, handle: RunHandle | None = None, status: str = FINISHED, error: BaseException | None = None
+    ) -> RunHandle | None:
         """End a run (default: the active one) and everything nested in it.
 
         Metrics are flushed and the capture written first. Failures of the store are
@@ -1131,9 +1128,9 @@ class Tracker:
         alias: str | None = None,
         input_example: Any = None,
         description: str | None = None,
-    ) -> "RegisteredVersion":
+    ) -> RegisteredVersion:
         """Log ``model`` under the active run (or a new run) and register a version."""
-        from .registry import check_alias, check_model_name, detect_flavor, register_model
+        from mlops_nb.registry import check_alias, check_model_name, detect_flavor, register_model
 
         check_model_name(name)
         if alias is not None:
@@ -1160,7 +1157,7 @@ class Tracker:
 
     def load_model(self, uri: str) -> tuple[Any, Any]:
         """Load a model version; remember which version an alias resolved to."""
-        from .registry import load_model, parse_model_uri
+        from mlops_nb.registry import load_model, parse_model_uri
 
         name, alias, _ = parse_model_uri(uri)
         model, mv = load_model(self.client, uri)
@@ -1172,7 +1169,7 @@ class Tracker:
         """Warnings for loaded models whose alias has moved since (each move once)."""
         if not self.loaded:
             return []
-        from .registry import alias_holder
+        from mlops_nb.registry import alias_holder
 
         out = []
         client = self.client
@@ -1244,7 +1241,7 @@ class Tracker:
         The store is probed with a short timeout (:func:`mlops_nb.store.check_store`);
         nothing here raises because the store is down.
         """
-        from .store import check_store
+        from mlops_nb.store import check_store
 
         cfg = self.config
         capture = self.capture
@@ -1323,4 +1320,3 @@ def ui_hint(cfg: ProjectConfig) -> str:
     if cfg.sqlite_path is not None:
         return f"mlflow ui --backend-store-uri {cfg.tracking_uri}"
     return cfg.tracking_uri
-

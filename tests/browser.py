@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -66,7 +66,11 @@ def jupyterlab(root: Path, tmp: Path, app: str = "lab") -> Iterator[Lab]:
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME", "MLOPS_NB_NOTEBOOK")},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME", "MLOPS_NB_NOTEBOOK")
+        },
         "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
         "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
@@ -81,8 +85,16 @@ def jupyterlab(root: Path, tmp: Path, app: str = "lab") -> Iterator[Lab]:
     )
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyter", app, "--allow-root", "--no-browser", "--ip=127.0.0.1",
-            f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+            sys.executable,
+            "-m",
+            "jupyter",
+            app,
+            "--allow-root",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
             *app_flags,
         ],
         env=env,

@@ -65,8 +65,13 @@ def git(cwd: Path, *args: str) -> str:
 #: What a test's own process may carry from outside or from an earlier test's kernel code
 #: (%load_ext points MLflow at the project through these, as it does in a real kernel).
 _PER_TEST_ENV = (
-    "MLFLOW_TRACKING_URI", "MLOPS_NB_NOTEBOOK", "JPY_SESSION_NAME", "MLFLOW_RUN_ID",
-    "MLFLOW_RUN_CONTEXT", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_TRACKING_URI",
+    "MLOPS_NB_NOTEBOOK",
+    "JPY_SESSION_NAME",
+    "MLFLOW_RUN_ID",
+    "MLFLOW_RUN_CONTEXT",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
 )
 
 
@@ -154,4 +159,3 @@ def artifact_text(client, run_id: str, path: str) -> str:
     import mlflow.artifacts
 
     return mlflow.artifacts.load_text(f"{client.get_run(run_id).info.artifact_uri}/{path}")
-

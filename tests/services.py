@@ -169,9 +169,7 @@ class MlflowServer:
 
 
 @contextmanager
-def mlflow_server(
-    backend_uri: str, artifacts: Path, port: int | None = None
-) -> Iterator[MlflowServer]:
+def mlflow_server(backend_uri: str, artifacts: Path, port: int | None = None) -> Iterator[MlflowServer]:
     """``mlflow server`` on ``backend_uri`` with artifacts served from ``artifacts``,
     on 127.0.0.1 (``port`` or a free one), running for the block."""
     logdir = Path(tempfile.mkdtemp(prefix="mlops-nb-mlflow-"))
@@ -242,9 +240,7 @@ def dask_cluster(
         return proc
 
     def logs() -> str:
-        return "\n".join(
-            f"--- {p.name}:\n{_log_tail(p, 20)}" for p in sorted(logdir.glob("*.log"))
-        )
+        return "\n".join(f"--- {p.name}:\n{_log_tail(p, 20)}" for p in sorted(logdir.glob("*.log")))
 
     cluster = None
     try:
@@ -256,13 +252,24 @@ def dask_cluster(
         workers = [
             spawn(
                 f"worker-{i}",
-                [str(BIN / "dask"), "worker", address,
-                 "--nthreads", str(nthreads), "--nworkers", "1", "--no-dashboard",
-                 "--host", "127.0.0.1", "--no-nanny",
-                 "--local-directory", str(logdir / f"worker-{i}")],
+                [
+                    str(BIN / "dask"),
+                    "worker",
+                    address,
+                    "--nthreads",
+                    str(nthreads),
+                    "--nworkers",
+                    "1",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-nanny",
+                    "--local-directory",
+                    str(logdir / f"worker-{i}"),
+                ],
                 env=worker_env,
                 cwd=str(cwd) if cwd else None,
-            )  # fmt: skip
+            )
             for i in range(n_workers)
         ]
         cluster = DaskCluster(address, scheduler, workers)
@@ -275,7 +282,7 @@ def dask_cluster(
                 client = Client(address, timeout=5, set_as_default=False)
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"dask scheduler on {address} did not answer:\n{logs()}")
+                    raise RuntimeError(f"dask scheduler on {address} did not answer:\n{logs()}") from None
                 time.sleep(0.25)
         try:
             client.wait_for_workers(n_workers, timeout=max(1.0, deadline - time.monotonic()))
@@ -382,9 +389,7 @@ def postgres(workdir: Path) -> Iterator[Postgres]:
 
     def run(*cmd: str) -> subprocess.CompletedProcess:
         full = (["runuser", "-u", PG_USER, "--"] if as_root else []) + list(cmd)
-        return subprocess.run(
-            full, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=home
-        )
+        return subprocess.run(full, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=home)
 
     started = False
     try:
@@ -397,7 +402,7 @@ def postgres(workdir: Path) -> Iterator[Postgres]:
         )  # fmt: skip
         if done.returncode:
             raise RuntimeError(f"initdb failed:\n{done.stdout}{done.stderr}")
-        for attempt in range(3):
+        for _attempt in range(3):
             port = free_port()
             settings = (
                 f"port = {port}\n"

@@ -42,7 +42,11 @@ def agent_env():
 
 def _cli(*args: str, cwd: Path, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mlops_nb.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "mlops_nb.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **env},
     )
 
@@ -78,8 +82,17 @@ def test_jobs_through_the_agent_store_what_a_run_in_the_command_stores(tmp_path:
     pid = _status(root, agent_env)["pid"]
 
     # From another folder, with relative paths: they mean what they mean to the command.
-    done = _cli("run", "../train.ipynb", "-p", "n_steps=2", "--output", "out.ipynb", "--json",
-                cwd=root / "sub", env={**agent_env, "SCORE": "0.25"})
+    done = _cli(
+        "run",
+        "../train.ipynb",
+        "-p",
+        "n_steps=2",
+        "--output",
+        "out.ipynb",
+        "--json",
+        cwd=root / "sub",
+        env={**agent_env, "SCORE": "0.25"},
+    )
     assert done.returncode == 0, done.stderr
     first = json.loads(done.stdout)
     assert first["status"] == "FINISHED" and first["params"] == {"n_steps": 2}
@@ -125,10 +138,20 @@ def test_sigterm_on_the_command_stops_the_job_in_the_agent(tmp_path: Path, agent
     root = new_project(tmp_path)
     _train_notebook(root, body="import time\ntime.sleep(120)")
     assert _cli("agent", "start", cwd=root, env=agent_env).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb", "--json"], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **agent_env})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb", "--json"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **agent_env},
+    )
     try:
-        _wait(lambda: (runs := _runs(root)[1]) and runs[0].data.metrics.get("loss") is not None, "the job never got going", 90)
+        _wait(
+            lambda: (runs := _runs(root)[1]) and runs[0].data.metrics.get("loss") is not None,
+            "the job never got going",
+            90,
+        )
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -147,12 +170,22 @@ def test_an_agent_killed_mid_job_leaves_no_run_running(tmp_path: Path, agent_env
     _train_notebook(root, body="import time\ntime.sleep(120)")
     assert _cli("agent", "start", cwd=root, env=agent_env).returncode == 0
     pid = _status(root, agent_env)["pid"]
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb"], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **agent_env})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **agent_env},
+    )
     try:
-        _wait(lambda: (runs := _runs(root)[1]) and runs[0].data.metrics.get("loss") is not None, "the job never got going", 90)
+        _wait(
+            lambda: (runs := _runs(root)[1]) and runs[0].data.metrics.get("loss") is not None,
+            "the job never got going",
+            90,
+        )
         os.kill(pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -182,7 +215,9 @@ def test_a_run_starts_an_agent_for_the_next_one_which_exits_when_idle(tmp_path: 
     _wait(lambda: not _alive(pid), "the idle agent did not exit", 60)
     # It shut its waiting kernel down on the way out.
     kernels = subprocess.run(["pgrep", "-f", "mlops-nb-kernels-"], capture_output=True, text=True).stdout.split()
-    assert not [k for k in kernels if Path(f"/proc/{k}").exists() and f"PPid:\t{pid}\n" in Path(f"/proc/{k}/status").read_text()]
+    assert not [
+        k for k in kernels if Path(f"/proc/{k}").exists() and f"PPid:\t{pid}\n" in Path(f"/proc/{k}/status").read_text()
+    ]
     assert len(_runs(root)[1]) == 4
 
     bad = _cli("run", "small.ipynb", cwd=root, env={**agent_env, "MLOPS_NB_AGENT": "sometimes"})

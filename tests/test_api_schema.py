@@ -45,7 +45,7 @@ def _seed_project(root: Path) -> None:
     from conftest import make_notebook
     from sklearn.linear_model import LogisticRegression
 
-    from mlops_nb.jobs.schedule import ScheduleStore
+    from mlops_nb.jobs.schedules.store import ScheduleStore
 
     (root / ".mlops").mkdir(parents=True)
     (root / "pyproject.toml").write_text("[project]\nname = 'fuzzed'\n")
@@ -54,7 +54,11 @@ def _seed_project(root: Path) -> None:
     config = resolve_config(root, environ={})
     tracker = Tracker(notebook=NotebookLocation(notebook, "test"), config=config)
     model = LogisticRegression().fit([[0.0, 1.0], [1.0, 0.0]], [0, 1])
-    versions = (("tumour-classifier", 0.90, "champion"), ("tumour-classifier", 0.95, "challenger"), ("other", 0.5, None))
+    versions = (
+        ("tumour-classifier", 0.90, "champion"),
+        ("tumour-classifier", 0.95, "challenger"),
+        ("other", 0.5, None),
+    )
     for name, acc, alias in versions:
         handle = tracker.start_cell_run(f"fit-{acc}", autolog=False)
         tracker.log_params({"C": str(acc)})
@@ -66,7 +70,11 @@ def _seed_project(root: Path) -> None:
     ScheduleStore.for_project(config).add("nightly", "0 2 * * *", "nb/train.ipynb")
     # One finished job, so /jobs lists a row and its executed notebook can be opened.
     job = subprocess.run(
-        [str(BIN / "mlops-nb"), "run", "nb/train.ipynb", "--json"], cwd=root, capture_output=True, text=True, timeout=300
+        [str(BIN / "mlops-nb"), "run", "nb/train.ipynb", "--json"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert job.returncode == 0, job.stdout + job.stderr
 
@@ -84,7 +92,11 @@ def api_server(tmp_path_factory: pytest.TempPathFactory):
         json.dumps({"ServerApp": {"jpserver_extensions": {"mlops_nb": True}, "allow_unauthenticated_access": False}})
     )
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME", "MLOPS_NB_NOTEBOOK")},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME", "MLOPS_NB_NOTEBOOK")
+        },
         "JUPYTER_CONFIG_DIR": str(config_dir),
         "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
         "JUPYTER_DATA_DIR": str(tmp / "data"),
@@ -104,7 +116,9 @@ def api_server(tmp_path_factory: pytest.TempPathFactory):
         deadline = time.monotonic() + 120
         while True:
             try:
-                request = urllib.request.Request(f"{base}/mlops-nb/api/models", headers={"Authorization": f"token {token}"})
+                request = urllib.request.Request(
+                    f"{base}/mlops-nb/api/models", headers={"Authorization": f"token {token}"}
+                )
                 with urllib.request.urlopen(request, timeout=5):
                     break
             except OSError:
@@ -142,7 +156,9 @@ def test_schemathesis_finds_no_server_error_and_no_difference_from_the_openapi_f
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "api_fuzz_hooks", "PYTHONPATH": python_path}
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     server_log = log_path.read_text()
-    assert done.returncode == 0, f"{done.stdout[-12000:]}\n{done.stderr[-3000:]}\n-- server log --\n{server_log[-3000:]}"
+    assert done.returncode == 0, (
+        f"{done.stdout[-12000:]}\n{done.stderr[-3000:]}\n-- server log --\n{server_log[-3000:]}"
+    )
     # It did fuzz: every selected route, every phase, hundreds of cases; and the server
     # logged no uncaught exception.
     result = json.loads(report.read_text())

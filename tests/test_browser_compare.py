@@ -26,7 +26,6 @@ RUNS = {
 }
 
 
-
 def _make_runs(root: Path) -> dict[str, str]:
     from mlflow.entities import Metric, Param
 
@@ -135,7 +134,9 @@ def test_runs_table_and_compare_in_both_themes(tmp_path: Path):
             title = page.locator(".bqplot.mlops-nb-chart text.mainheading").first
             assert title.evaluate("e => getComputedStyle(e).fill") != "rgb(255, 165, 0)"  # not bqplot's orange
             if light == "false":
-                page.locator(".widget-hbox:has(table.mlops-nb-runs)").screenshot(path=str(ARTIFACTS / "runs-table-dark.png"))
+                page.locator(".widget-hbox:has(table.mlops-nb-runs)").screenshot(
+                    path=str(ARTIFACTS / "runs-table-dark.png")
+                )
                 compare.screenshot(path=str(ARTIFACTS / "compare-dark.png"))
 
         assert page.locator(":text('Error displaying widget')").count() == 0

@@ -13,7 +13,7 @@ from browser import ARTIFACTS, browser_page, chromium_path, jupyterlab
 from conftest import make_notebook, new_project
 
 from mlops_nb.config import resolve_config
-from mlops_nb.jobs.schedule import ScheduleStore
+from mlops_nb.jobs.schedules.store import ScheduleStore
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,7 +26,10 @@ JOBS = "#mlops-nb-jobs"
 
 def test_jobs_section_empty_state_schedule_pause_resume_run_now_and_executed_notebook(tmp_path: Path):
     root = new_project(tmp_path)
-    make_notebook(root / "nb" / "tiny.ipynb", [("code", "word = 'hello'", ["parameters"]), ("code", "print('TINY-RAN', word)", [])])
+    make_notebook(
+        root / "nb" / "tiny.ipynb",
+        [("code", "word = 'hello'", ["parameters"]), ("code", "print('TINY-RAN', word)", [])],
+    )
     store = ScheduleStore.for_project(resolve_config(root, environ={}))
     with jupyterlab(root, tmp_path) as lab, browser_page(tmp_path, "jobs-panel") as page:
         page.goto(lab.url("/lab"))
@@ -95,7 +98,9 @@ def test_jobs_section_says_what_to_do_when_the_server_extension_is_off(tmp_path:
     root = new_project(tmp_path)
     config = tmp_path / "config"  # the JUPYTER_CONFIG_DIR jupyterlab() gives the server
     config.mkdir()
-    (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {"mlops_nb": False}}}))
+    (config / "jupyter_server_config.json").write_text(
+        json.dumps({"ServerApp": {"jpserver_extensions": {"mlops_nb": False}}})
+    )
     with jupyterlab(root, tmp_path) as lab, browser_page(tmp_path, "jobs-missing") as page:
         page.goto(lab.url("/lab"))
         page.wait_for_selector(PANEL_TAB, timeout=60_000)

@@ -51,7 +51,11 @@ def test_models_widget_version_details_alias_moves_and_themes(tmp_path: Path):
         root / NOTEBOOK,
         [
             ("code", "%load_ext mlops_nb", []),
-            ("code", "from sklearn.linear_model import LogisticRegression\nmodel = LogisticRegression().fit([[0.0], [1.0]], [0, 1])", []),
+            (
+                "code",
+                "from sklearn.linear_model import LogisticRegression\nmodel = LogisticRegression().fit([[0.0], [1.0]], [0, 1])",
+                [],
+            ),
             ("code", REGISTER.format(alias="champion", acc=0.81), []),
             ("code", REGISTER.format(alias="challenger", acc=0.87), []),
             ("code", "%mlops models tiny", []),
@@ -112,7 +116,12 @@ def test_models_widget_version_details_alias_moves_and_themes(tmp_path: Path):
             page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
             page.wait_for_selector(f"body[data-jp-theme-light='{light}']", state="attached", timeout=30_000)
             page.wait_for_timeout(500)  # the theme's stylesheet applies
-            for selector in ("table.mlops-nb-versions td", "table.mlops-nb-lineage td", ".mlops-nb-alias", ".mlops-nb-history li"):
+            for selector in (
+                "table.mlops-nb-versions td",
+                "table.mlops-nb-lineage td",
+                ".mlops-nb-alias",
+                ".mlops-nb-history li",
+            ):
                 ratio = widget.locator(selector).first.evaluate(CONTRAST_JS)
                 assert ratio >= 4.5, f"{selector} in {theme}: contrast {ratio:.2f}"
             widget.screenshot(path=str(ARTIFACTS / f"models-widget-moved-{name}.png"))

@@ -17,7 +17,7 @@ from browser import ARTIFACTS, browser_page, chromium_path, jupyterlab
 from conftest import make_notebook, new_project
 
 from mlops_nb.config import resolve_config
-from mlops_nb.jobs.schedule import ScheduleStore
+from mlops_nb.jobs.schedules.store import ScheduleStore
 from mlops_nb.provenance import NotebookLocation
 from mlops_nb.tracking import Tracker
 
@@ -38,8 +38,18 @@ ACTIONS = ["Details", "Notebook", "Copy code", "Set alias…", "Promote…"]
 # As scikit-learn autologging and a notebook log them: the alphabetically first is
 # autologging's test score; the key metric is the one the person logged, test_accuracy.
 METRICS = {
-    "1": {"RandomForestClassifier_score_X_test": 0.90, "test_accuracy": 0.90, "training_accuracy_score": 1.0, "training_log_loss": 0.05},
-    "2": {"RandomForestClassifier_score_X_test": 0.95, "test_accuracy": 0.95, "training_accuracy_score": 1.0, "training_log_loss": 0.04},
+    "1": {
+        "RandomForestClassifier_score_X_test": 0.90,
+        "test_accuracy": 0.90,
+        "training_accuracy_score": 1.0,
+        "training_log_loss": 0.05,
+    },
+    "2": {
+        "RandomForestClassifier_score_X_test": 0.95,
+        "test_accuracy": 0.95,
+        "training_accuracy_score": 1.0,
+        "training_log_loss": 0.04,
+    },
 }
 
 # The WCAG contrast ratio between an element's text and the opaque background behind it.
@@ -176,7 +186,9 @@ def _assert_jobs_in_view(page, registry_fits: bool) -> None:
     are sized to their content (``registry_fits``: the registry's all fits)."""
     schedule = page.locator(f"{JOBS} [data-schedule='nightly-train']")
     page.wait_for_function(
-        f"(el) => ({ON_SCREEN_JS})(el)", arg=schedule.locator(".jp-mlops-schedule-name").element_handle(), timeout=10_000
+        f"(el) => ({ON_SCREEN_JS})(el)",
+        arg=schedule.locator(".jp-mlops-schedule-name").element_handle(),
+        timeout=10_000,
     )
     run_now = schedule.locator(".jp-ToolbarButtonComponent", has_text="Run now")
     assert run_now.evaluate(ON_SCREEN_JS), "Run now is below the fold"
@@ -192,7 +204,9 @@ def _assert_jobs_in_view(page, registry_fits: bool) -> None:
 def _check_actions(page, theme: str) -> None:
     """Every version row offers its actions in words, drawn and readable."""
     for version in ("1", "2"):
-        buttons = page.locator(f"{MODEL} [data-version='{version}'] .jp-mlops-version-actions .jp-ToolbarButtonComponent")
+        buttons = page.locator(
+            f"{MODEL} [data-version='{version}'] .jp-mlops-version-actions .jp-ToolbarButtonComponent"
+        )
         assert [t.strip() for t in buttons.all_inner_texts()] == ACTIONS
         for i in range(buttons.count()):
             label = buttons.nth(i).locator(".jp-ToolbarButtonComponent-label")
@@ -289,7 +303,10 @@ def _check_promote_dialog(page, theme: str, slug: str) -> None:
     metric = form.locator("select[name=metric]")
     assert metric.input_value() == "test_accuracy"
     assert metric.locator("option").all_inner_texts() == [
-        "test_accuracy (key metric)", "RandomForestClassifier_score_X_test", "training_accuracy_score", "training_log_loss",
+        "test_accuracy (key metric)",
+        "RandomForestClassifier_score_X_test",
+        "training_accuracy_score",
+        "training_log_loss",
     ]
     assert not form.locator("input[name=lower]").is_checked()
     assert form.locator("select[name=from]").input_value() == "challenger"

@@ -29,7 +29,9 @@ def _train(root: Path, notebook: str, versions: list[tuple[str, float, str | Non
     """Register real scikit-learn versions from runs of ``root/notebook`` (captured)."""
     from sklearn.linear_model import LogisticRegression
 
-    path = make_notebook(root / notebook, [("code", "%load_ext mlops_nb", []), ("code", f"print('trained in {notebook}')", [])])
+    path = make_notebook(
+        root / notebook, [("code", "%load_ext mlops_nb", []), ("code", f"print('trained in {notebook}')", [])]
+    )
     tracker = Tracker(notebook=NotebookLocation(path, "test"), config=resolve_config(root, environ={}))
     model = LogisticRegression().fit([[0.0, 1.0], [1.0, 0.0]], [0, 1])
     for name, accuracy, alias in versions:
@@ -160,7 +162,9 @@ def test_panel_search_alias_moves_promotion_guard_and_source_notebook(tmp_path: 
         cancer.locator("[data-version='2'] [aria-label='Remove @challenger']").click()
         assert "Remove @challenger from cancer v2?" in page.locator(".jp-Dialog").inner_text()
         _dialog_button(page, "Remove alias")
-        page.wait_for_selector(f"{PANEL} [data-version='2'] [data-alias='challenger']", state="detached", timeout=10_000)
+        page.wait_for_selector(
+            f"{PANEL} [data-version='2'] [data-alias='challenger']", state="detached", timeout=10_000
+        )
         assert "challenger" not in client.get_registered_model("cancer").aliases
 
         # Copy the load snippet of the champion.
@@ -193,7 +197,9 @@ def test_panel_search_alias_moves_promotion_guard_and_source_notebook(tmp_path: 
 
         # Readable in both themes: text against its background keeps a 4.5:1 contrast.
         panel.locator("input[aria-label='Search models by name']").fill("cancer")
-        page.wait_for_selector(f"{PANEL} [data-model='cancer'] [data-version='3'] [data-alias='champion']", timeout=10_000)
+        page.wait_for_selector(
+            f"{PANEL} [data-model='cancer'] [data-version='3'] [data-alias='champion']", timeout=10_000
+        )
 
         # An out-of-band change shows after the toolbar's refresh (auto-refresh is 30 s here).
         client.create_registered_model("cancer-late")
@@ -203,7 +209,13 @@ def test_panel_search_alias_moves_promotion_guard_and_source_notebook(tmp_path: 
             page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
             page.wait_for_selector(f"body[data-jp-theme-light='{light}']", state="attached", timeout=30_000)
             page.wait_for_timeout(500)  # the theme's stylesheet applies
-            for selector in (".jp-mlops-model-name", ".jp-mlops-badge", ".jp-mlops-metric b", ".jp-mlops-metric", ".jp-mlops-version-label"):
+            for selector in (
+                ".jp-mlops-model-name",
+                ".jp-mlops-badge",
+                ".jp-mlops-metric b",
+                ".jp-mlops-metric",
+                ".jp-mlops-version-label",
+            ):
                 ratio = page.evaluate(CONTRAST_JS, f"{PANEL} {selector}")
                 assert ratio >= 4.5, f"{selector} in {theme}: contrast {ratio:.2f}"
             page.screenshot(path=str(ARTIFACTS / f"registry-panel-{light}.png"))

@@ -102,7 +102,11 @@ def test_live_chart_summary_line_and_theme_colours(tmp_path: Path):
                 "mnb.log_metric('accuracy', 0.93)",
                 [],
             ),
-            ("code", "%%mlops track --name scores --no-autolog\nimport mlops_nb as mnb\nmnb.log_metric('accuracy', 0.9)\nmnb.log_metric('f1', 0.8)", []),
+            (
+                "code",
+                "%%mlops track --name scores --no-autolog\nimport mlops_nb as mnb\nmnb.log_metric('accuracy', 0.9)\nmnb.log_metric('f1', 0.8)",
+                [],
+            ),
             ("code", "print('ALL' + '-DONE')", []),
         ],
     )
@@ -132,14 +136,20 @@ def test_live_chart_summary_line_and_theme_colours(tmp_path: Path):
         ARTIFACTS.mkdir(exist_ok=True)
         for theme, light, name in (("JupyterLab Light", "true", "light"), ("JupyterLab Dark", "false", "dark")):
             _switch_theme(page, theme, light)
-            text1, text2 = page.evaluate(RESOLVE_JS, "--jp-ui-font-color1"), page.evaluate(RESOLVE_JS, "--jp-ui-font-color2")
+            text1, text2 = (
+                page.evaluate(RESOLVE_JS, "--jp-ui-font-color1"),
+                page.evaluate(RESOLVE_JS, "--jp-ui-font-color2"),
+            )
             fill = "e => getComputedStyle(e).fill"
             assert fig.locator("text.mainheading").evaluate(fill) == text1, theme
             assert fig.locator("text.axislabel").first.evaluate(fill) == text1, theme
             assert fig.locator(".tick text").first.evaluate(fill) == text2, theme
             assert fig.locator("text.legendtext").first.evaluate(fill) == text1, theme
             family = "e => getComputedStyle(e).fontFamily"
-            ui_font = page.evaluate(RESOLVE_JS.replace("style.color", "style.fontFamily").replace(").color", ").fontFamily"), "--jp-ui-font-family")
+            ui_font = page.evaluate(
+                RESOLVE_JS.replace("style.color", "style.fontFamily").replace(").color", ").fontFamily"),
+                "--jp-ui-font-family",
+            )
             assert fig.locator("text.mainheading").evaluate(family) == ui_font, theme
             assert fig.locator(".tick text").first.evaluate(family) == ui_font, theme
             curve.scroll_into_view_if_needed()

@@ -121,8 +121,15 @@ def test_a_closed_stdout_ends_the_command_quietly(store_with_runs: Path, args, u
     read, write = os.pipe()
     os.close(read)
     try:
-        proc = subprocess.run([sys.executable, "-m", "mlops_nb", *args], cwd=store_with_runs, stdout=write,
-                              stderr=subprocess.PIPE, text=True, timeout=120, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlops_nb", *args],
+            cwd=store_with_runs,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=env,
+        )
     finally:
         os.close(write)
     assert proc.stderr == ""
@@ -131,7 +138,13 @@ def test_a_closed_stdout_ends_the_command_quietly(store_with_runs: Path, args, u
 
 
 def test_runs_piped_into_head_prints_no_traceback(store_with_runs: Path):
-    out = subprocess.run(f"'{sys.executable}' -m mlops_nb runs --json | head -c 40", shell=True,
-                         cwd=store_with_runs, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        f"'{sys.executable}' -m mlops_nb runs --json | head -c 40",
+        shell=True,
+        cwd=store_with_runs,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.stdout.startswith("{") and len(out.stdout) == 40
     assert out.stderr == ""

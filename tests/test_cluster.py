@@ -21,8 +21,8 @@ from conftest import make_notebook
 from services import dask_cluster, mlflow_server, postgres
 
 from mlops_nb.config import resolve_config
-from mlops_nb.jobs.executors import KEY_TAG, LOST_TAG, WORKER_TAG, DaskExecutor
-from mlops_nb.jobs.sweep import sweep
+from mlops_nb.jobs.batch.sweep import sweep
+from mlops_nb.jobs.run.executors import KEY_TAG, LOST_TAG, WORKER_TAG, DaskExecutor
 from mlops_nb.store import get_client
 
 pytestmark = pytest.mark.slow
@@ -35,12 +35,18 @@ def shared(tmp_path_factory: pytest.TempPathFactory):
     with postgres(base) as pg, mlflow_server(pg.url("mlflow"), base / "artifacts") as server:
         root = base / "proj"
         (root / ".mlops").mkdir(parents=True)
-        (root / "pyproject.toml").write_text(f"[project]\nname = 'p'\n\n[tool.mlops-nb]\ntracking_uri = '{server.uri}'\n")
+        (root / "pyproject.toml").write_text(
+            f"[project]\nname = 'p'\n\n[tool.mlops-nb]\ntracking_uri = '{server.uri}'\n"
+        )
         make_notebook(
             root / "train.ipynb",
             [
                 ("code", "n = 1\ndelay = 0.0", ["parameters"]),
-                ("code", "import time, os\ntime.sleep(delay)\nimport mlops_nb as mnb\nmnb.log_metric('score', n * 2.0)", []),
+                (
+                    "code",
+                    "import time, os\ntime.sleep(delay)\nimport mlops_nb as mnb\nmnb.log_metric('score', n * 2.0)",
+                    [],
+                ),
             ],
         )
         make_notebook(
@@ -53,7 +59,11 @@ def shared(tmp_path_factory: pytest.TempPathFactory):
 
 def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mlops_nb.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "mlops_nb.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={k: v for k, v in os.environ.items() if k != "MLOPS_NB_EXECUTOR"},
     )
 
@@ -66,8 +76,20 @@ def _runs(root: Path, experiment: str):
 
 def test_a_sweep_of_8_runs_across_both_workers_into_the_postgresql_store(shared):
     root, server, cluster = shared
-    done = _cli("sweep", "train.ipynb", "-p", "n=1,2,3,4,5,6,7,8", "--metric", "score", "--experiment", "sweep8",
-                "--executor", cluster.address.replace("tcp://", "dask://"), "--json", cwd=root)
+    done = _cli(
+        "sweep",
+        "train.ipynb",
+        "-p",
+        "n=1,2,3,4,5,6,7,8",
+        "--metric",
+        "score",
+        "--experiment",
+        "sweep8",
+        "--executor",
+        cluster.address.replace("tcp://", "dask://"),
+        "--json",
+        cwd=root,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert [j["status"] for j in result["jobs"]] == ["FINISHED"] * 8
@@ -111,7 +133,9 @@ def test_bad_or_unreachable_executor_is_one_line(shared):
     gone = _cli("sweep", "train.ipynb", "-p", "n=1,2", "--executor", "dask://127.0.0.1:9", cwd=root, timeout=120)
     assert gone.returncode == 1
     lines = gone.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mlops-nb: error: cannot reach the Dask scheduler at dask://127.0.0.1:9")
+    assert len(lines) == 1 and lines[0].startswith(
+        "mlops-nb: error: cannot reach the Dask scheduler at dask://127.0.0.1:9"
+    )
 
 
 def test_pipeline_and_scheduled_jobs_run_on_the_cluster(shared, monkeypatch: pytest.MonkeyPatch):
@@ -130,7 +154,7 @@ def test_pipeline_and_scheduled_jobs_run_on_the_cluster(shared, monkeypatch: pyt
         assert client.get_run(step["run_id"]).data.tags[WORKER_TAG].startswith("tcp://")
 
     # The scheduler follows the project's `executor` setting.
-    from mlops_nb.jobs.schedule import ScheduleStore, run_now, scheduler_url
+    from mlops_nb.jobs.schedules.store import ScheduleStore, run_now, scheduler_url
 
     monkeypatch.setenv("MLOPS_NB_EXECUTOR", address)
     config = resolve_config(root)
@@ -147,9 +171,23 @@ def test_pipeline_and_scheduled_jobs_run_on_the_cluster(shared, monkeypatch: pyt
 def test_sigterm_stops_the_job_on_its_worker(shared):
     root, _, cluster = shared
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb", "-p", "delay=120", "--experiment", "stopped",
-         "--executor", cluster.address.replace("tcp://", "dask://")],
-        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mlops_nb.cli",
+            "run",
+            "train.ipynb",
+            "-p",
+            "delay=120",
+            "--experiment",
+            "stopped",
+            "--executor",
+            cluster.address.replace("tcp://", "dask://"),
+        ],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     client = get_client(resolve_config(root, environ={}))
     deadline = time.monotonic() + 120
@@ -176,8 +214,14 @@ def test_a_worker_killed_mid_sweep_is_retried_and_nothing_is_left_running(shared
 
     def go() -> None:
         with DaskExecutor(cluster.address) as executor:
-            outcome["result"] = sweep(root / "train.ipynb", {"n": "1,2,3,4,5,6,7,8", "delay": "3"}, experiment="lost",
-                                      metric="score", config=config, executor=executor)
+            outcome["result"] = sweep(
+                root / "train.ipynb",
+                {"n": "1,2,3,4,5,6,7,8", "delay": "3"},
+                experiment="lost",
+                metric="score",
+                config=config,
+                executor=executor,
+            )
 
     from distributed import Client
 
@@ -200,7 +244,9 @@ def test_a_worker_killed_mid_sweep_is_retried_and_nothing_is_left_running(shared
     thread.join(600)
     assert not thread.is_alive()
     result = outcome["result"]
-    assert result.status == "FINISHED" and [j.status for j in result.jobs] == ["FINISHED"] * 8
+    assert result.status == "FINISHED" and [j.status for j in result.jobs] == ["FINISHED"] * 8, [
+        (j.status, j.error) for j in result.jobs
+    ]
     assert sorted(j.params["n"] for j in result.jobs) == list(range(1, 9))
     _, runs = _runs(root, "lost")
     assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from mlops_nb.exceptions import UsageError
-from mlops_nb.jobs.params import (
+from mlops_nb.jobs.run.params import (
     Parameter,
     check_params,
     declared_parameters,
@@ -103,7 +103,17 @@ def test_annotations_magics_multiline_values_and_expressions(tmp_path: Path):
     )
     got = declared_parameters(write_notebook(tmp_path / "nb.ipynb", cell))
     assert list(got) == [
-        "epochs", "ratio", "limit", "cutoff", "hidden", "data_dir", "path", "required", "pattern", "a", "b"
+        "epochs",
+        "ratio",
+        "limit",
+        "cutoff",
+        "hidden",
+        "data_dir",
+        "path",
+        "required",
+        "pattern",
+        "a",
+        "b",
     ]
     assert got["epochs"].type_name == "int"
     assert got["ratio"].type_name == "float" and got["ratio"].help == "an int default for a float"
@@ -200,7 +210,7 @@ def test_texts_converted_by_declared_type(train):
         max_depth="-3",
         learning_rate="1.10",
         use_pca="YES",
-        layers='[128, 64]',
+        layers="[128, 64]",
     )
     assert got == {"n_estimators": 10, "max_depth": -3, "learning_rate": 1.1, "use_pca": True, "layers": [128, 64]}
     assert check(train, learning_rate="3")["learning_rate"] == 3.0
@@ -416,7 +426,7 @@ def test_grid_of_nothing_is_one_run_with_the_defaults(train):
 
 def test_module_imports_no_jupyter_papermill_or_yaml():
     code = (
-        "import sys, mlops_nb.jobs.params\n"
+        "import sys, mlops_nb.jobs.run.params\n"
         "heavy = ['papermill', 'nbformat', 'IPython', 'tornado', 'jupyter_client', 'yaml', 'mlflow']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )

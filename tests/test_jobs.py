@@ -151,8 +151,13 @@ def test_a_kernel_killed_mid_job_fails_the_job_and_leaves_nothing_running(tmp_pa
 def test_sigterm_shuts_the_kernel_down_and_ends_the_run_killed(tmp_path: Path):
     root = new_project(tmp_path)
     _train_notebook(root, body="import os, time\nprint('kernel pid', os.getpid(), flush=True)\ntime.sleep(120)")
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb", "--json"], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb", "--json"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -163,7 +168,7 @@ def test_sigterm_shuts_the_kernel_down_and_ends_the_run_killed(tmp_path: Path):
             time.sleep(0.5)
         time.sleep(2)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        out, _err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -174,7 +179,7 @@ def test_sigterm_shuts_the_kernel_down_and_ends_the_run_killed(tmp_path: Path):
 
 
 def test_eight_parallel_jobs_on_the_embedded_store_lose_nothing(tmp_path: Path):
-    from mlops_nb.jobs.runner import run_notebook
+    from mlops_nb.jobs.run.execution import run_notebook
 
     root = new_project(tmp_path)
     make_notebook(
@@ -208,8 +213,22 @@ def test_eight_parallel_jobs_on_the_embedded_store_lose_nothing(tmp_path: Path):
 def test_sweep_runs_the_grid_as_child_runs_and_names_the_best(tmp_path: Path):
     root = new_project(tmp_path)
     _train_notebook(root, body="final = rate * n_steps\n%mlops log final")
-    done = _cli("sweep", "train.ipynb", "-p", "n_steps=1,2", "-p", "rate=0.5,1.0", "--workers", "2",
-                "--metric", "final", "--junit", "sweep.xml", cwd=root, timeout=300)
+    done = _cli(
+        "sweep",
+        "train.ipynb",
+        "-p",
+        "n_steps=1,2",
+        "-p",
+        "rate=0.5,1.0",
+        "--workers",
+        "2",
+        "--metric",
+        "final",
+        "--junit",
+        "sweep.xml",
+        cwd=root,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["n_steps", "rate", "final", "status", "run"]
@@ -219,7 +238,10 @@ def test_sweep_runs_the_grid_as_child_runs_and_names_the_best(tmp_path: Path):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
     assert sorted((r.data.params["n_steps"], r.data.params["rate"]) for r in children) == [
-        ("1", "0.5"), ("1", "1.0"), ("2", "0.5"), ("2", "1.0")
+        ("1", "0.5"),
+        ("1", "1.0"),
+        ("2", "0.5"),
+        ("2", "1.0"),
     ]
     best = parent.data.tags["mlops_nb.sweep.best_run_id"]
     assert client.get_run(best).data.metrics["final"] == 2.0
@@ -235,7 +257,7 @@ def test_reproduce_from_the_command_line_says_yes_and_exits_0(tmp_path: Path):
     done = _cli("reproduce", first["run_id"], cwd=root, timeout=240)
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert "score" in done.stdout and "reproduces: yes" in done.stdout
-    client, runs = _runs(root)
+    client, _ = _runs(root)
     original = client.get_run(first["run_id"])
     assert original.data.tags["mlops_nb.reproduced"] == "yes"
     again = client.get_run(original.data.tags["mlops_nb.reproduced_by"])
@@ -247,7 +269,7 @@ def test_the_example_notebooks_train_then_evaluate_the_champion(tmp_path: Path):
     evaluation loads the champion and logs its held-out metrics into its job's run."""
     import shutil
 
-    from mlops_nb.jobs.runner import run_notebook
+    from mlops_nb.jobs.run.execution import run_notebook
 
     root = new_project(tmp_path)
     for name in ("train.ipynb", "evaluate.ipynb"):
@@ -294,11 +316,21 @@ def test_the_stop_button_ends_a_background_job_killed(ip, project: Path):
     status = ip.run_line_magic("mlops", "run slow.ipynb")
     deadline = time.monotonic() + 60
     client = get_client(resolve_config(project, environ={}))
-    while not [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id]) if r.info.run_name == "slow"]:
+    while not [
+        r
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id])
+        if r.info.run_name == "slow"
+    ]:
         assert time.monotonic() < deadline
         time.sleep(0.3)
     status._stop.click()
     result = status.wait(60)
     assert result.status == "KILLED" and "KILLED" in str(status)
-    (run,) = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id]) if r.info.run_name == "slow"]
+    (run,) = [
+        r
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id])
+        if r.info.run_name == "slow"
+    ]
     assert run.info.status == "KILLED"

@@ -134,7 +134,11 @@ def test_a_failing_headless_notebook_ends_its_run_failed(train_project: Path, mo
     monkeypatch.setenv("MLOPS_NB_NOTEBOOK", "broken.ipynb")
     with pytest.raises(papermill.PapermillExecutionError, match="data missing"):
         papermill.execute_notebook(
-            str(nb), str(train_project / "broken.out.ipynb"), cwd=str(nb.parent), kernel_name="python3", progress_bar=False
+            str(nb),
+            str(train_project / "broken.out.ipynb"),
+            cwd=str(nb.parent),
+            kernel_name="python3",
+            progress_bar=False,
         )
     (run,) = runs_of(_client(train_project), "broken")
     assert run.info.status == "FAILED"
@@ -148,11 +152,17 @@ def test_headless_notebook_keeps_the_final_chart_values(train_project: Path, mon
     monkeypatch.setenv("MLOPS_NB_NOTEBOOK", "train.ipynb")
     out = train_project / "out.ipynb"
     papermill.execute_notebook(
-        str(train_project / "notebooks" / "train.ipynb"), str(out), parameters={"epochs": 3},
-        cwd=str(train_project / "notebooks"), kernel_name="python3", progress_bar=False,
+        str(train_project / "notebooks" / "train.ipynb"),
+        str(out),
+        parameters={"epochs": 3},
+        cwd=str(train_project / "notebooks"),
+        kernel_name="python3",
+        progress_bar=False,
     )
     nb = nbformat.read(out, as_version=4)
-    streams = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    streams = "".join(
+        o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream"
+    )
     # The forest cell logs test_accuracy once: the saved notebook keeps its final value in the
     # line that closes the tracked cell (a value logged once is not charted).
     assert re.search(r"\(forest\) ended FINISHED in .*\n  .*test_accuracy = 0\.\d", streams), streams

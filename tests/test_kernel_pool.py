@@ -20,7 +20,7 @@ import pytest
 from jupyter_core.utils import ensure_event_loop
 
 from mlops_nb.exceptions import UsageError
-from mlops_nb.jobs.pool import JOB_FILE_ENV, KernelPool, KernelPoolError, PooledKernel
+from mlops_nb.jobs.run.pool import JOB_FILE_ENV, KernelPool, KernelPoolError, PooledKernel
 
 pytestmark = pytest.mark.slow
 
@@ -245,9 +245,11 @@ def test_a_kernel_that_cannot_start_fails_acquire_with_the_reason(tmp_path: Path
     argv = [sys.executable, "-c", "import sys; sys.exit(3)", "-f", "{connection_file}"]
     (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "broken", "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
-    with KernelPool("broken", size=1, cwd=tmp_path) as pool:
-        with pytest.raises(KernelPoolError, match="broken kernel failed to start.*died"):
-            pool.acquire(timeout=START)
+    with (
+        KernelPool("broken", size=1, cwd=tmp_path) as pool,
+        pytest.raises(KernelPoolError, match="broken kernel failed to start.*died"),
+    ):
+        pool.acquire(timeout=START)
     with pytest.raises(UsageError, match="no kernel named 'nope'"):
         KernelPool("nope")
 
@@ -255,7 +257,9 @@ def test_a_kernel_that_cannot_start_fails_acquire_with_the_reason(tmp_path: Path
 def test_papermill_command_line_runs_on_the_mlops_nb_engine(tmp_path: Path):
     work = tmp_path / "work"
     work.mkdir()
-    src = notebook(tmp_path / "in.ipynb", "import os\nprint(os.getcwd())", "print(os.environ['MLOPS_NB_JOB_FILE'] != '')")
+    src = notebook(
+        tmp_path / "in.ipynb", "import os\nprint(os.getcwd())", "print(os.environ['MLOPS_NB_JOB_FILE'] != '')"
+    )
     out = tmp_path / "out.ipynb"
     private = tmp_path / "tmp"  # where the command's pool keeps its kernels' files
     private.mkdir()
@@ -281,7 +285,9 @@ def test_papermill_in_process_runs_on_the_mlops_nb_engine(tmp_path: Path, monkey
 
     failing = notebook(tmp_path / "fail.ipynb", "import os\nprint(os.getpid())", "raise ValueError('boom')")
     with pytest.raises(papermill.PapermillExecutionError, match="boom"):
-        papermill.execute_notebook(str(failing), str(tmp_path / "fail-out.ipynb"), engine_name="mlops-nb", progress_bar=False)
+        papermill.execute_notebook(
+            str(failing), str(tmp_path / "fail-out.ipynb"), engine_name="mlops-nb", progress_bar=False
+        )
     failed = nbformat.read(str(tmp_path / "fail-out.ipynb"), as_version=4)
     assert gone(int(stdout(failed)))  # discarded after a failure too
 
@@ -299,7 +305,7 @@ def test_mlops_nb_engine_leaves_a_kernel_it_was_given_running(pool: KernelPool, 
 def test_importing_the_pool_before_papermill_registers_the_engine():
     # papermill loads engine entry points while papermill.engines is half-imported.
     code = (
-        "import mlops_nb.jobs.pool as pool\n"
+        "import mlops_nb.jobs.run.pool as pool\n"
         "from papermill.engines import papermill_engines\n"
         "assert papermill_engines.get_engine('mlops-nb') is pool.PooledEngine\n"
     )

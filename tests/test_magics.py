@@ -435,7 +435,7 @@ def test_autolog_is_paused_outside_tracked_runs(ip, client):
 #: A fresh IPython shell whose import of mlflow waits at a gate: only the cell that says
 #: "loading MLflow" opens it, so the test needs no timing (a magic that imported MLflow
 #: synchronously at %load_ext would block there and never print the first line).
-_GATED_SHELL = '''
+_GATED_SHELL = """
 import sys, threading
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -464,7 +464,7 @@ for cell in CELLS:
     shell.run_cell(cell, store_history=True)
     imported = "mlflow" in sys.modules and not getattr(sys.modules["mlflow"].__spec__, "_initializing", False)
     print("after cell:", "mlflow imported" if imported else "mlflow not imported", flush=True)
-'''
+"""
 
 
 @pytest.mark.parametrize(
@@ -478,7 +478,11 @@ def test_load_ext_leaves_mlflow_to_a_background_import_and_a_waiting_cell_says_s
     (root / "pyproject.toml").write_text("[project]\nname = 'p'\n")
     script = f"CELLS = {cells!r}\n{_GATED_SHELL}"
     out = subprocess.run(
-        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", script],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={k: v for k, v in __import__("os").environ.items() if k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME")},
     ).stdout
     lines = out.splitlines()

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from conftest import new_project
 from services import _kill_tree, _log_tail, free_port
 
@@ -78,7 +77,11 @@ class Server:
 def jupyter_server(root: Path, tmp: Path) -> Iterator[Server]:
     runtime = tmp / "runtime"
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME", "MLOPS_NB_NOTEBOOK")},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME", "MLOPS_NB_NOTEBOOK")
+        },
         "JUPYTER_RUNTIME_DIR": str(runtime),
         "JUPYTER_CONFIG_DIR": str(tmp / "config"),
         "JUPYTER_DATA_DIR": str(tmp / "data"),
@@ -88,10 +91,22 @@ def jupyter_server(root: Path, tmp: Path) -> Iterator[Server]:
     with log.open("w") as out:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "jupyter", "server", "--allow-root", "--no-browser", "--ip=127.0.0.1",
-                f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+                sys.executable,
+                "-m",
+                "jupyter",
+                "server",
+                "--allow-root",
+                "--no-browser",
+                "--ip=127.0.0.1",
+                f"--port={port}",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={root}",
             ],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     server = Server(f"http://127.0.0.1:{port}", token, runtime)
     try:
@@ -152,7 +167,8 @@ def test_a_notebook_renamed_on_its_first_save_is_named_as_it_is_now(tmp_path: Pa
         created = server.call("POST", "/api/contents/analysis", {"type": "notebook"})
         assert created["path"] == "analysis/Untitled.ipynb"  # a file with no cells, as JupyterLab makes it
         session = server.call(
-            "POST", "/api/sessions",
+            "POST",
+            "/api/sessions",
             {"path": created["path"], "name": "Untitled.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
         )
         with server.kernel_client(session["kernel"]["id"]) as kc:
@@ -172,10 +188,16 @@ def test_a_notebook_renamed_on_its_first_save_is_named_as_it_is_now(tmp_path: Pa
             # The first save: JupyterLab renames the file, moves the session, writes the cells.
             new_path = "analysis/walk-demo.ipynb"
             server.call("PATCH", "/api/contents/analysis/Untitled.ipynb", {"path": new_path})
-            moved = server.call("PATCH", f"/api/sessions/{session['id']}", {"path": new_path, "name": "walk-demo.ipynb"})
+            moved = server.call(
+                "PATCH", f"/api/sessions/{session['id']}", {"path": new_path, "name": "walk-demo.ipynb"}
+            )
             assert moved["path"] == new_path
             cells = ["%load_ext mlops_nb", "%mlops track --no-autolog", "%%mlops track --name fit --no-chart\nx = 1"]
-            server.call("PUT", f"/api/contents/{new_path}", {"type": "notebook", "format": "json", "content": notebook_json(cells)})
+            server.call(
+                "PUT",
+                f"/api/contents/{new_path}",
+                {"type": "notebook", "format": "json", "content": notebook_json(cells)},
+            )
 
             out, reply = execute(kc, cells[2])
             assert reply["status"] == "ok", out

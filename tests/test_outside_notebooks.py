@@ -27,8 +27,14 @@ BIN = Path(sys.executable).parent
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlops_nb", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=240, env={**os.environ, "MLOPS_NB_AGENT": "off"})
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_nb", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "MLOPS_NB_AGENT": "off"},
+    )
 
 
 def _run(root: Path, notebook: str, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
@@ -57,17 +63,26 @@ def _outside_notebook(path: Path, *, expected_error: bool, failure: bool) -> Pat
     that raises, and an untagged cell that fails."""
 
     def code(source: str, *tags: str, outputs: list | None = None) -> dict:
-        return {"cell_type": "code", "execution_count": None, "metadata": {"tags": list(tags)} if tags else {},
-                "outputs": outputs or [], "source": source}
+        return {
+            "cell_type": "code",
+            "execution_count": None,
+            "metadata": {"tags": list(tags)} if tags else {},
+            "outputs": outputs or [],
+            "source": source,
+        }
 
     cells = [
         {"cell_type": "markdown", "metadata": {}, "source": "# An outside notebook\nNo mlops-nb in it."},
         code("msg = None\nn = 3", "parameters"),
         code("%env OUTSIDE_NB=yes\n%time total = sum(range(n))\nimport os\nassert os.environ['OUTSIDE_NB'] == 'yes'"),
-        code("import sys\nprint('to stderr', file=sys.stderr)\nprint('msg is', msg)",
-             outputs=[{"name": "stdout", "output_type": "stream", "text": "stale output of an earlier run\n"}]),
-        code("from IPython.display import HTML, Markdown, display\ndisplay(HTML('<b>bold</b>'))\n"
-             "display(Markdown('*markdown*'))\n{'a': 1}"),
+        code(
+            "import sys\nprint('to stderr', file=sys.stderr)\nprint('msg is', msg)",
+            outputs=[{"name": "stdout", "output_type": "stream", "text": "stale output of an earlier run\n"}],
+        ),
+        code(
+            "from IPython.display import HTML, Markdown, display\ndisplay(HTML('<b>bold</b>'))\n"
+            "display(Markdown('*markdown*'))\n{'a': 1}"
+        ),
         code("%%capture captured\nprint('hidden')"),
         code("assert captured.stdout == 'hidden\\n'\n!echo from a shell"),
     ]
@@ -76,9 +91,15 @@ def _outside_notebook(path: Path, *, expected_error: bool, failure: bool) -> Pat
     cells.append(code("print('reached the end')"))
     if failure:
         cells.append(code("{}['missing']"))
-    nb = {"cells": cells, "nbformat": 4, "nbformat_minor": 4,
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                       "language_info": {"name": "python"}}}
+    nb = {
+        "cells": cells,
+        "nbformat": 4,
+        "nbformat_minor": 4,
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+    }
     path.write_text(json.dumps(nb, indent=1))
     return path
 
@@ -91,10 +112,20 @@ def test_an_outside_notebook_ends_as_papermill_and_nbclient_end_it(tmp_path: Pat
     root = new_project(tmp_path)
     _outside_notebook(root / "outside.ipynb", expected_error=expected_error, failure=failure)
     done, result = _run(root, "outside.ipynb", "-p", "msg=hello")
-    papermill = subprocess.run([str(BIN / "papermill"), "outside.ipynb", "pm.ipynb", "-p", "msg", "hello"],
-                               cwd=root, capture_output=True, text=True, timeout=240)
-    nbclient = subprocess.run([str(BIN / "jupyter-execute"), "outside.ipynb", "--output=nbc.ipynb"],
-                              cwd=root, capture_output=True, text=True, timeout=240)
+    papermill = subprocess.run(
+        [str(BIN / "papermill"), "outside.ipynb", "pm.ipynb", "-p", "msg", "hello"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    nbclient = subprocess.run(
+        [str(BIN / "jupyter-execute"), "outside.ipynb", "--output=nbc.ipynb"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     ours_ok = result["status"] == "FINISHED"
     assert (done.returncode == 0) is ours_ok and ours_ok is not failure, result
     assert (nbclient.returncode == 0) is ours_ok, nbclient.stderr[-2000:]
@@ -111,11 +142,14 @@ def test_an_outside_notebook_ends_as_papermill_and_nbclient_end_it(tmp_path: Pat
 
 def test_a_cell_tagged_raises_exception_does_not_fail_the_job(tmp_path: Path):
     root = new_project(tmp_path)
-    make_notebook(root / "expected.ipynb", [
-        ("markdown", "A cell that is meant to raise, as in nbclient's test notebooks.", []),
-        ("code", "raise ZeroDivisionError('meant to happen')", ["raises-exception"]),
-        ("code", "print('the rest ran')", []),
-    ])
+    make_notebook(
+        root / "expected.ipynb",
+        [
+            ("markdown", "A cell that is meant to raise, as in nbclient's test notebooks.", []),
+            ("code", "raise ZeroDivisionError('meant to happen')", ["raises-exception"]),
+            ("code", "print('the rest ran')", []),
+        ],
+    )
     done, result = _run(root, "expected.ipynb")
     assert done.returncode == 0 and result["status"] == "FINISHED" and result["error"] is None, result
     _, run = _the_run(root, result["run_id"])
@@ -130,20 +164,27 @@ def test_the_failing_cell_is_numbered_as_in_the_notebook_given_even_with_old_pap
     """The input is papermill's output of an earlier failed run: its two banner cells and
     its injected-parameters cell are cells the user sees, so they count."""
     root = new_project(tmp_path)
-    make_notebook(root / "original.ipynb", [
-        ("markdown", "# Report", []),
-        ("code", "n = 1", ["parameters"]),
-        ("code", "x = n", []),
-        ("markdown", "## The part that breaks", []),
-        ("code", "print('before')\n1 / (n - n)", []),
-    ])
-    subprocess.run([str(BIN / "papermill"), "original.ipynb", "given.ipynb", "-p", "n", "2"],
-                   cwd=root, capture_output=True, timeout=240)
+    make_notebook(
+        root / "original.ipynb",
+        [
+            ("markdown", "# Report", []),
+            ("code", "n = 1", ["parameters"]),
+            ("code", "x = n", []),
+            ("markdown", "## The part that breaks", []),
+            ("code", "print('before')\n1 / (n - n)", []),
+        ],
+    )
+    subprocess.run(
+        [str(BIN / "papermill"), "original.ipynb", "given.ipynb", "-p", "n", "2"],
+        cwd=root,
+        capture_output=True,
+        timeout=240,
+    )
     given = _cells(root / "given.ipynb")
     position = next(i for i, c in enumerate(given, 1) if "1 / (n - n)" in "".join(c["source"]))
     assert position == 8 and sum("papermill-error-cell-tag" in _tags(c) for c in given) == 2
     for args in ((), ("-p", "n=3")):  # papermill's injected cell: reused in place / replaced in place
-        done, result = _run(root, "given.ipynb", *args)
+        _done, result = _run(root, "given.ipynb", *args)
         assert result["error"] == "cell 8 failed: ZeroDivisionError: division by zero", result
         assert result["failed_cell"]["index"] == 8
         _, run = _the_run(root, result["run_id"])
@@ -167,12 +208,15 @@ def test_a_failed_line_magic_reports_what_the_cell_printed(tmp_path: Path):
 
 def test_the_error_tag_and_error_txt_start_with_the_users_exception_and_hold_its_traceback(tmp_path: Path):
     root = new_project(tmp_path)
-    make_notebook(root / "divide.ipynb", [
-        ("code", "d = 0", ["parameters"]),
-        ("code", "def ratio(a, b):\n    return a / b", []),
-        ("code", "print('computing')\nratio(1, d)", []),
-    ])
-    done, result = _run(root, "divide.ipynb", "-p", "d=0")  # an injected cell too
+    make_notebook(
+        root / "divide.ipynb",
+        [
+            ("code", "d = 0", ["parameters"]),
+            ("code", "def ratio(a, b):\n    return a / b", []),
+            ("code", "print('computing')\nratio(1, d)", []),
+        ],
+    )
+    _done, result = _run(root, "divide.ipynb", "-p", "d=0")  # an injected cell too
     assert result["error"] == "cell 3 failed: ZeroDivisionError: division by zero"
     client, run = _the_run(root, result["run_id"])
     assert run.data.tags["mlops_nb.error"] == "ZeroDivisionError: division by zero"

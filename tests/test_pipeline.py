@@ -18,7 +18,7 @@ from conftest import make_notebook, new_project
 
 from mlops_nb import cli
 from mlops_nb.config import resolve_config
-from mlops_nb.jobs.pipeline import pipeline_status, run_pipeline
+from mlops_nb.jobs.batch.pipeline import pipeline_status, run_pipeline
 from mlops_nb.store import get_client
 
 pytestmark = pytest.mark.slow
@@ -48,15 +48,21 @@ steps:
 
 
 def _notebooks(root: Path) -> None:
-    make_notebook(root / "a.ipynb", [
-        ("code", "rows = 1", ["parameters"]),
-        ("code", "%load_ext mlops_nb\n%mlops track", []),
-        ("code", "total = rows * 1.5\n%mlops log total", []),
-    ])
-    make_notebook(root / "b.ipynb", [
-        ("code", "total = 0.0\nupstream = ''\nexecuted = ''\nnote = ''", ["parameters"]),
-        ("code", "print('GOT', repr(total), upstream, executed.startswith(('file:', '/')), note)", []),
-    ])
+    make_notebook(
+        root / "a.ipynb",
+        [
+            ("code", "rows = 1", ["parameters"]),
+            ("code", "%load_ext mlops_nb\n%mlops track", []),
+            ("code", "total = rows * 1.5\n%mlops log total", []),
+        ],
+    )
+    make_notebook(
+        root / "b.ipynb",
+        [
+            ("code", "total = 0.0\nupstream = ''\nexecuted = ''\nnote = ''", ["parameters"]),
+            ("code", "print('GOT', repr(total), upstream, executed.startswith(('file:', '/')), note)", []),
+        ],
+    )
     make_notebook(root / "c.ipynb", [("code", "word = ''", ["parameters"]), ("code", "print('WORD', word)", [])])
 
 
@@ -82,8 +88,14 @@ def _states(result) -> dict[str, str]:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlops_nb.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=240, env={**os.environ, "MLOPS_NB_AGENT": "off"})
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_nb.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "MLOPS_NB_AGENT": "off"},
+    )
 
 
 def test_references_caching_edits_and_force(tmp_path: Path):
@@ -116,7 +128,11 @@ def test_references_caching_edits_and_force(tmp_path: Path):
         assert f"{step}: cached (run {run_id[:12]}…)" in done.stdout
     assert "0 ran, 3 cached" in done.stdout and len(_job_runs(root)) == jobs
     # A different pipeline parameter is a different key for a (and so b), not for c.
-    assert [s.state for s in pipeline_status(root / "p.yaml", params={"rows": "5"}, config=config)] == ["stale", "stale", "cached"]
+    assert [s.state for s in pipeline_status(root / "p.yaml", params={"rows": "5"}, config=config)] == [
+        "stale",
+        "stale",
+        "cached",
+    ]
 
     # Saving a notebook with outputs changes nothing; editing a's code re-runs a and b only.
     nb = json.loads((root / "c.ipynb").read_text())
@@ -127,7 +143,10 @@ def test_references_caching_edits_and_force(tmp_path: Path):
     nb["cells"][2]["source"] = "total = rows * 2.5\n%mlops log total"
     (root / "a.ipynb").write_text(json.dumps(nb))
     assert {s.name: s.state for s in pipeline_status(root / "p.yaml", params={"rows": "4"}, config=config)} == {
-        "a": "stale", "b": "stale", "c": "cached"}
+        "a": "stale",
+        "b": "stale",
+        "c": "cached",
+    }
     edited = run_pipeline(root / "p.yaml", params={"rows": "4"}, config=config)
     assert _states(edited) == {"a": "ran", "b": "ran", "c": "cached"}
     assert client.get_run(edited.steps[1].run_id).data.params["total"] == "10.0"
@@ -169,15 +188,27 @@ steps:
     shown = _cli("pipeline", "show", "f.yaml", "--json", cwd=root)
     assert shown.returncode == 0, shown.stderr
     assert {s["name"]: s["state"] for s in json.loads(shown.stdout)["steps"]} == {
-        "boom": "failed", "after": "stale", "c": "cached", "missing": "stale"}
+        "boom": "failed",
+        "after": "stale",
+        "c": "cached",
+        "missing": "stale",
+    }
 
 
 def test_sigterm_ends_the_running_step_killed(tmp_path: Path):
     root = new_project(tmp_path)
     make_notebook(root / "slow.ipynb", [("code", "import time\ntime.sleep(60)", [])])
-    (root / "s.yaml").write_text("steps:\n  slow: {notebook: slow.ipynb}\n  next: {notebook: slow.ipynb, needs: [slow]}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_nb.cli", "pipeline", "run", "s.yaml", "--json"], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "MLOPS_NB_AGENT": "off"})
+    (root / "s.yaml").write_text(
+        "steps:\n  slow: {notebook: slow.ipynb}\n  next: {notebook: slow.ipynb, needs: [slow]}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_nb.cli", "pipeline", "run", "s.yaml", "--json"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MLOPS_NB_AGENT": "off"},
+    )
     deadline = time.monotonic() + 60
     while not (root / ".mlops" / "jobs").exists() or not any((root / ".mlops" / "jobs").iterdir()):
         assert time.monotonic() < deadline and proc.poll() is None
@@ -198,8 +229,11 @@ def test_sigterm_ends_the_running_step_killed(tmp_path: Path):
         ("steps:\n  a: {notebook: c.ipynb, needs: [b]}\n  b: {notebook: c.ipynb, needs: [a]}\n", [], "form a cycle"),
         ("steps:\n  a: {notebook: c.ipynb, needs: [zz]}\n", [], "needs unknown step 'zz'"),
         ("steps:\n  a: {notebook: c.ipynb, params: {word: '${steps.nope.run_id}'}}\n", [], "unknown step 'nope'"),
-        ("steps:\n  a: {notebook: c.ipynb}\n  b: {notebook: c.ipynb, params: {word: '${steps.a.metric.x}'}}\n", [],
-         "'metric'"),
+        (
+            "steps:\n  a: {notebook: c.ipynb}\n  b: {notebook: c.ipynb, params: {word: '${steps.a.metric.x}'}}\n",
+            [],
+            "'metric'",
+        ),
         ("steps:\n  a: {notebook: c.ipynb, params: {word: '${params.nope}'}}\n", [], "no parameter 'nope'"),
         ("steps:\n  a: {notebook: c.ipynb, params: {wrod: x}}\n", [], "unknown parameter 'wrod'"),
         ("steps:\n  a: {notebook: b.ipynb, params: {total: many}}\n", [], "takes float"),
@@ -236,7 +270,9 @@ def test_the_example_pipeline_promotes_its_best_candidate_then_is_fully_cached(t
         shutil.copy(REPO / "notebooks" / name, root / name)
     config = resolve_config(root, environ={})
     first = run_pipeline(root / "pipeline.yaml", config=config)
-    assert first.ok and _states(first) == {"sweep": "ran", "candidate": "ran", "evaluate": "ran", "promote": "ran"}, first.to_dict()
+    assert first.ok and _states(first) == {"sweep": "ran", "candidate": "ran", "evaluate": "ran", "promote": "ran"}, (
+        first.to_dict()
+    )
     client = get_client(config)
     assert client.get_run(first.run_id).info.run_name == "pipeline"  # issue 13: it was "pipeline pipeline"
     sweep = client.get_run(first.steps[0].run_id)

@@ -17,7 +17,7 @@ import pytest
 from conftest import git, make_notebook, new_project
 
 from mlops_nb.config import resolve_config
-from mlops_nb.jobs.runner import run_notebook
+from mlops_nb.jobs.run.execution import run_notebook
 from mlops_nb.store import get_client
 
 pytestmark = pytest.mark.slow
@@ -71,7 +71,11 @@ def test_mlflow_example_notebook_through_the_cli_lands_in_the_job_run_and_reprod
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     out = subprocess.run(
         [sys.executable, "-m", "mlops_nb", "run", str(nb.relative_to(root)), "-p", "C=0.3", "--json"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr
     job = json.loads(out.stdout)
@@ -102,7 +106,11 @@ def test_mlflow_example_notebook_through_the_cli_lands_in_the_job_run_and_reprod
     # reproduce compares the notebook's own metrics.
     again = subprocess.run(
         [sys.executable, "-m", "mlops_nb", "reproduce", run.info.run_id, "--json"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     verdict = json.loads(again.stdout)
     assert again.returncode == 0 and verdict["reproduced"] is True, again.stdout + again.stderr
@@ -114,9 +122,13 @@ def test_autologging_and_a_failing_cell_in_a_job_the_runner_status_wins(tmp_path
         tmp_path,
         ("code", IMPORTS + "\nimport warnings\nmlflow.sklearn.autolog(log_models=False)", []),
         # A user's `with` block ends; the job's run stays active for what follows.
-        ("code", "with mlflow.start_run() as mine:\n    LogisticRegression(C=C, max_iter=500).fit(X, y)\n"
-                 "assert mlflow.active_run().info.run_id == mine.info.run_id\n"
-                 "warnings.warn(FutureWarning('the user warns'))", []),
+        (
+            "code",
+            "with mlflow.start_run() as mine:\n    LogisticRegression(C=C, max_iter=500).fit(X, y)\n"
+            "assert mlflow.active_run().info.run_id == mine.info.run_id\n"
+            "warnings.warn(FutureWarning('the user warns'))",
+            [],
+        ),
         ("code", "mlflow.log_metric('after', 1.0)\nraise RuntimeError('data missing')", []),
     )
     result = run_notebook(nb, {}, config=resolve_config(root, environ={}))
@@ -126,7 +138,9 @@ def test_autologging_and_a_failing_cell_in_a_job_the_runner_status_wins(tmp_path
     assert run.data.params["C"] == "0.5"  # autologged by the fit
     assert "training_accuracy_score" in run.data.metrics and run.data.metrics["after"] == 1.0
     executed = nbformat.read(result.output, as_version=4)
-    stderr = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []) if o.get("name") == "stderr")
+    stderr = "".join(
+        o.get("text", "") for c in executed.cells for o in c.get("outputs", []) if o.get("name") == "stderr"
+    )
     assert "the user warns" in stderr  # the user's own warning is shown
     assert "y_pred" not in stderr  # autologging's own metric calls warn no more
     assert _stray(nb.parent) == []
@@ -188,9 +202,13 @@ def test_parameters_the_notebook_logs_itself_match_what_the_job_recorded(tmp_pat
         root / "nbs" / "flags.ipynb",
         [
             ("code", "flag = True\nnames = ['a', 'b']\nlimit: int | None = None", ["parameters"]),
-            ("code", "import mlflow\nwith mlflow.start_run():\n"
-                     "    mlflow.log_params({'flag': flag, 'names': names, 'limit': limit})\n"
-                     "    mlflow.log_metric('n', len(names))", []),
+            (
+                "code",
+                "import mlflow\nwith mlflow.start_run():\n"
+                "    mlflow.log_params({'flag': flag, 'names': names, 'limit': limit})\n"
+                "    mlflow.log_metric('n', len(names))",
+                [],
+            ),
         ],
     )
     config = resolve_config(root, environ={})

@@ -177,7 +177,7 @@ def test_a_copy_reads_and_writes_its_own_store_and_leaves_the_original_unchanged
     # A job in the copy: its run, its artifacts, its model version, all in the copy.
     out = _mlops_nb("run", "train.ipynb", "-p", "alpha=1.5", "--json", cwd=copy)
     client = get_client(resolve_config(copy))
-    model, mv = load_model(client, "models:/lin@champion")
+    _model, mv = load_model(client, "models:/lin@champion")
     assert str(mv.version) == "2" and mv.run_id in out.stdout
     assert client.get_run(mv.run_id).info.artifact_uri.startswith(str(copy / ".mlops" / "artifacts") + "/")
     first = client.get_model_version("lin", "1")

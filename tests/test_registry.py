@@ -81,7 +81,11 @@ def test_register_outside_a_run_makes_its_own_run(trained, client):
     "setup, line, message",
     [
         ("thing = 5", "%mlops register thing --name m", "a builtins.int is not a model"),
-        ("from sklearn.linear_model import LogisticRegression\nraw = LogisticRegression()", "%mlops register raw --name m", "is not fitted yet"),
+        (
+            "from sklearn.linear_model import LogisticRegression\nraw = LogisticRegression()",
+            "%mlops register raw --name m",
+            "is not fitted yet",
+        ),
         ("", "%mlops register nope --name m", "no variable named 'nope'"),
         ("", "%mlops register model --name m --alias latest", "alias 'latest' is reserved"),
         ("", "%mlops register model --name m --alias v3", "alias 'v3' is reserved"),
@@ -116,7 +120,10 @@ def test_alias_set_move_remove_with_audit_trail(trained, client, capsys):
     from mlops_nb.registry import audit_trail
 
     trail = audit_trail(client, "cancer", "2")
-    assert [(e["action"], e["alias"]) for e in trail if e["alias"] == "champion"] == [("set", "champion"), ("removed", "champion")]
+    assert [(e["action"], e["alias"]) for e in trail if e["alias"] == "champion"] == [
+        ("set", "champion"),
+        ("removed", "champion"),
+    ]
     assert trail[-1]["who"] and trail[-1]["when"] and trail[-1]["why"] == "%mlops alias --remove"
     moved_away = [e for e in audit_trail(client, "cancer", "1") if e["action"] == "moved away"]
     assert moved_away and moved_away[0]["to_version"] == "2"
@@ -274,7 +281,10 @@ def test_a_forest_registers_and_loads_back(trained, client):
     %mlops register forest --name trees --alias champion --input-example X_example
     """
     assert run(ip, code).success
-    assert run(ip, "%mlops load models:/trees@champion --as loaded\nsame = (loaded.predict(X_test) == forest.predict(X_test)).all()").success
+    assert run(
+        ip,
+        "%mlops load models:/trees@champion --as loaded\nsame = (loaded.predict(X_test) == forest.predict(X_test)).all()",
+    ).success
     assert ip.user_ns["same"]
     mv = client.get_model_version("trees", "1")
     from mlflow.models import Model
@@ -389,7 +399,9 @@ def test_open_source_notebook_says_the_notebook_was_never_saved_not_that_capture
         client.create_model_version(name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
     with pytest.raises(NotFoundError) as info:
         version_notebook(client, "unsaved", "1", root)
-    assert "the notebook had never been saved when it ran" in str(info.value) and "capture was off" not in str(info.value)
+    assert "the notebook had never been saved when it ran" in str(info.value) and "capture was off" not in str(
+        info.value
+    )
     with pytest.raises(NotFoundError) as info:
         version_notebook(client, "nocapture", "1", root)
     assert "capture was off" in str(info.value) and "never been saved" not in str(info.value)

@@ -10,8 +10,8 @@ from conftest import make_notebook, new_project
 
 from mlops_nb.config import resolve_config
 from mlops_nb.exceptions import NotFoundError, UsageError
-from mlops_nb.jobs.reproduce import Reproduction, package_differences, reproduce, reproduction_table
-from mlops_nb.jobs.runner import run_notebook
+from mlops_nb.jobs.run.execution import run_notebook
+from mlops_nb.jobs.run.reproduce import Reproduction, package_differences, reproduce, reproduction_table
 from mlops_nb.store import get_client
 
 pytestmark = pytest.mark.slow

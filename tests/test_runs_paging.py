@@ -49,7 +49,10 @@ def test_pages_reach_every_run_past_1000(many_runs):
 @pytest.mark.slow
 def test_filter_and_sort_by_metric_and_param(many_runs):
     page = runs_page(
-        many_runs, ["many"], filter_string="params.parity = 'odd' and metrics.accuracy > 0.99", order_by="metrics.accuracy ASC"
+        many_runs,
+        ["many"],
+        filter_string="params.parity = 'odd' and metrics.accuracy > 0.99",
+        order_by="metrics.accuracy ASC",
     )
     names = [r.name for r in page.rows]
     assert names == sorted(names) and all(int(n[1:]) % 2 == 1 for n in names)

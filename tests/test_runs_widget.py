@@ -24,7 +24,9 @@ def store(tmp_path: Path):
     from mlflow.entities import Metric, Param
 
     (tmp_path / ".mlops").mkdir()
-    client = Tracker(notebook=NotebookLocation(None, "test"), config=resolve_config(tmp_path, environ={}), fluent=False).client
+    client = Tracker(
+        notebook=NotebookLocation(None, "test"), config=resolve_config(tmp_path, environ={}), fluent=False
+    ).client
     eid = client.create_experiment("cmp")
     specs = [("a", 0.91, 42.0, "0.1"), ("b", 0.87, None, "0.01"), (LONG_NAME, 0.95, 120.5, "0.001")]
     for i, (name, acc, fit_time, lr) in enumerate(specs):
@@ -35,7 +37,9 @@ def store(tmp_path: Path):
         metrics += [Metric("loss", 1.0 / (s + 1 + i), 1000 + s, s) for s in steps]
         if fit_time is not None:
             metrics.append(Metric("fit_time_s", fit_time, 0, 0))
-        client.log_batch(run.info.run_id, metrics=metrics, params=[Param("lr", lr), Param("seed", "0"), Param("depth", "12")])
+        client.log_batch(
+            run.info.run_id, metrics=metrics, params=[Param("lr", lr), Param("seed", "0"), Param("depth", "12")]
+        )
         client.set_terminated(run.info.run_id)
     return client
 
@@ -68,7 +72,9 @@ def test_cells_do_not_wrap_long_names_are_cut_with_the_full_text_in_a_title(stor
 def test_compact_time():
     now = datetime(2026, 12, 1, 15, 0, tzinfo=timezone.utc)
     assert re.fullmatch(r"\d\d:\d\d", compact_time(datetime(2026, 12, 1, 14, 5, tzinfo=timezone.utc), now))
-    assert re.fullmatch(r"[A-Z][a-z]{2} \d\d? \d\d:\d\d", compact_time(datetime(2026, 6, 3, 9, 5, tzinfo=timezone.utc), now))
+    assert re.fullmatch(
+        r"[A-Z][a-z]{2} \d\d? \d\d:\d\d", compact_time(datetime(2026, 6, 3, 9, 5, tzinfo=timezone.utc), now)
+    )
     assert compact_time(datetime(2024, 3, 1, 9, 5, tzinfo=timezone.utc), now) == "2024-03-01"
     assert compact_time(None, now) == ""
 
@@ -116,7 +122,10 @@ def test_compare_shows_each_metric_on_its_own_scale_and_a_missing_one_as_missing
     a, b = view.rows
     html = view.fallback_html()
     assert f"data-run-id='{a.run_id}' data-metric='fit_time_s' data-value='42.0'" in html
-    assert f"<td class='missing' data-run-id='{b.run_id}' data-metric='fit_time_s' data-missing='true'>missing</td>" in html
+    assert (
+        f"<td class='missing' data-run-id='{b.run_id}' data-metric='fit_time_s' data-missing='true'>missing</td>"
+        in html
+    )
     # each metric's bars are scaled to that metric's largest value: accuracy 0.91 vs 0.87
     bars = re.findall(r"data-metric='accuracy' data-value='([^']+)'><div class='cell'>.*?width:([\d.]+)%", html)
     assert [(float(v), float(w)) for v, w in bars] == [(0.91, 100.0), (0.87, pytest.approx(95.6, abs=0.1))]
@@ -136,8 +145,10 @@ def test_compare_params_diff_and_series(store):
     assert "2 param(s) the same in every run" in html
     assert list(view.series) == ["loss"] and len(view.figures) == 1
     lines = {m.labels[0]: m for m in view.figures[0].marks}
-    assert list(lines["a"].x) == [0, 1, 2, 3, 4] and list(lines["a"].y) == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])
-    assert list(lines[LONG_NAME].y)[0] == pytest.approx(1 / 3)
+    assert list(lines["a"].x) == [0, 1, 2, 3, 4] and list(lines["a"].y) == pytest.approx(
+        [1, 1 / 2, 1 / 3, 1 / 4, 1 / 5]
+    )
+    assert next(iter(lines[LONG_NAME].y)) == pytest.approx(1 / 3)
     assert "mlops-nb-chart" in view.figures[0]._dom_classes  # themed from JupyterLab's variables
 
 

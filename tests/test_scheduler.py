@@ -22,12 +22,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-
 from conftest import make_notebook, new_project
+
 from mlops_nb import cli
 from mlops_nb.config import resolve_config
-from mlops_nb.jobs.schedule import ScheduleStore, run_now, scheduler_url
-from mlops_nb.jobs.scheduler import Scheduler
+from mlops_nb.jobs.schedules.scheduler import Scheduler
+from mlops_nb.jobs.schedules.store import ScheduleStore, run_now, scheduler_url
 
 pytestmark = pytest.mark.slow
 UTC = timezone.utc
@@ -51,7 +51,11 @@ def proj(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root / "crash_once.ipynb",
         [
             ("code", "marker = ''", ["parameters"]),
-            ("code", "import os, pathlib\nm = pathlib.Path(marker)\nif not m.exists():\n    m.write_text('x')\n    os._exit(1)", []),
+            (
+                "code",
+                "import os, pathlib\nm = pathlib.Path(marker)\nif not m.exists():\n    m.write_text('x')\n    os._exit(1)",
+                [],
+            ),
         ],
     )
     # Logs accuracy into its job's run and registers a version from it.
@@ -137,9 +141,29 @@ def test_add_list_pause_resume_remove_history_through_the_cli(tmp_path: Path, ca
     make_notebook(root / "nb" / "train.ipynb", [("code", "n = 1", ["parameters"]), ("code", "n", [])])
     monkeypatch.chdir(root / "nb")
 
-    code, out, err = mnb(root, "schedule", "add", "nightly", "--cron", "0 2 * * *", "--timezone", "Europe/Berlin",
-                         "train.ipynb", "-p", "n=5", "--retries", "1", "--timeout", "600", "--missed", "once",
-                         "--webhook", "http://127.0.0.1:9/hook", "--json", capsys=capsys)
+    code, out, err = mnb(
+        root,
+        "schedule",
+        "add",
+        "nightly",
+        "--cron",
+        "0 2 * * *",
+        "--timezone",
+        "Europe/Berlin",
+        "train.ipynb",
+        "-p",
+        "n=5",
+        "--retries",
+        "1",
+        "--timeout",
+        "600",
+        "--missed",
+        "once",
+        "--webhook",
+        "http://127.0.0.1:9/hook",
+        "--json",
+        capsys=capsys,
+    )
     assert code == 0, err
     added = json.loads(out)
     assert added["target"] == "nb/train.ipynb" and added["kind"] == "notebook"  # relative to the project root
@@ -269,7 +293,9 @@ def test_two_schedulers_on_one_database_fire_each_occurrence_once(proj: Path, tm
         added = store.add(name, "0 3 * * *", "quick.ipynb")
     clock.to(added.next_run)
     # Two schedulers, each with its own connections, tick at the same moments.
-    schedulers = [Scheduler(store_for(proj, tmp_path, clock), resolve_config(proj), name=f"s{i}", max_running=3) for i in range(2)]
+    schedulers = [
+        Scheduler(store_for(proj, tmp_path, clock), resolve_config(proj), name=f"s{i}", max_running=3) for i in range(2)
+    ]
     barrier = threading.Barrier(2)
 
     def ticking(s: Scheduler) -> None:
@@ -363,7 +389,7 @@ def test_max_running_bounds_the_jobs_running_at_once(proj: Path, tmp_path: Path)
 class Hooks(BaseHTTPRequestHandler):
     received: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         Hooks.received.append({"path": self.path, "type": self.headers["Content-Type"], "body": json.loads(body)})
         self.send_response(204)
@@ -384,7 +410,9 @@ def hook_server():
     server.server_close()
 
 
-def test_webhooks_tell_a_failure_and_a_new_models_change_against_the_champion(proj: Path, tmp_path: Path, hook_server: str) -> None:
+def test_webhooks_tell_a_failure_and_a_new_models_change_against_the_champion(
+    proj: Path, tmp_path: Path, hook_server: str
+) -> None:
     from mlops_nb.store import get_client
 
     config = resolve_config(proj)
@@ -400,8 +428,14 @@ def test_webhooks_tell_a_failure_and_a_new_models_change_against_the_champion(pr
 
     store = store_for(proj, tmp_path)
     store.add("hook-fail", "0 6 * * *", "fails.ipynb", webhook=hook_server + "/fail")
-    store.add("hook-model", "0 6 * * *", "register.ipynb", params={"accuracy": "0.9"},
-              webhook=hook_server + "/ok", notify_success=True)
+    store.add(
+        "hook-model",
+        "0 6 * * *",
+        "register.ipynb",
+        params={"accuracy": "0.9"},
+        webhook=hook_server + "/ok",
+        notify_success=True,
+    )
     store.add("hook-quiet", "0 6 * * *", "quick.ipynb", webhook=hook_server + "/quiet")  # success: no call
     # A webhook that cannot be reached is logged; it never fails the job.
     store.add("hook-down", "0 6 * * *", "quick.ipynb", webhook="http://127.0.0.1:9/down", notify_success=True)
@@ -434,19 +468,38 @@ def _scheduler_process(root: Path, store: ScheduleStore, log: Path) -> subproces
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLOPS_NB_SCHEDULER_DB": store.url}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "mlops_nb", "--project", str(root), "scheduler", "--tick", "0.2", "--retry-backoff", "0.5"],
-        stdout=subprocess.DEVNULL, stderr=log.open("a"), env=env, cwd=root,
+        [
+            sys.executable,
+            "-m",
+            "mlops_nb",
+            "--project",
+            str(root),
+            "scheduler",
+            "--tick",
+            "0.2",
+            "--retry-backoff",
+            "0.5",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("a"),
+        env=env,
+        cwd=root,
     )
 
 
-def test_a_scheduler_killed_during_a_job_is_restarted_the_job_is_marked_and_retried_once(proj: Path, tmp_path: Path) -> None:
+def test_a_scheduler_killed_during_a_job_is_restarted_the_job_is_marked_and_retried_once(
+    proj: Path, tmp_path: Path
+) -> None:
     store = store_for(proj, tmp_path)
-    added = store.add("restart", "0 0 1 1 *", "sleepy.ipynb", params={"seconds": "4"}, retries=1)
+    store.add("restart", "0 0 1 1 *", "sleepy.ipynb", params={"seconds": "4"}, retries=1)
     # Due now: the yearly occurrence is moved to a second ago (no test waits for New Year).
     due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
     with store._write() as conn:
-        conn.execute(store.schedules.update().where(store.schedules.c.name == "restart")
-                     .values(next_run=due.replace(tzinfo=None)))
+        conn.execute(
+            store.schedules.update()
+            .where(store.schedules.c.name == "restart")
+            .values(next_run=due.replace(tzinfo=None))
+        )
     log = tmp_path / "scheduler.log"
     first = _scheduler_process(proj, store, log)
     try:
@@ -480,22 +533,30 @@ def test_a_scheduler_killed_during_a_job_is_restarted_the_job_is_marked_and_retr
 # ---------------------------------------------------------------- pipelines, timeouts, a clean stop
 
 
-def test_a_pipeline_is_checked_when_scheduled_and_runs_as_one_job(proj: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_pipeline_is_checked_when_scheduled_and_runs_as_one_job(
+    proj: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     (proj / "flow.yaml").write_text(
         "params:\n  n: 2\nsteps:\n"
         "  first:\n    notebook: quick.ipynb\n    params: {n: '${params.n}'}\n"
         "  second:\n    notebook: quick.ipynb\n    params: {label: '${steps.first.run_id}'}\n"
     )
-    (proj / "broken.yaml").write_text("steps:\n  only:\n    notebook: quick.ipynb\n    params: {label: '${steps.nope.run_id}'}\n")
+    (proj / "broken.yaml").write_text(
+        "steps:\n  only:\n    notebook: quick.ipynb\n    params: {label: '${steps.nope.run_id}'}\n"
+    )
     monkeypatch.setenv("MLOPS_NB_SCHEDULER_DB", f"sqlite:///{tmp_path / 'scheduler.db'}")
     monkeypatch.chdir(proj)
     code, _, err = mnb(proj, "schedule", "add", "flow", "--cron", "0 1 * * *", "broken.yaml", capsys=capsys)
     assert code == 2 and "nope" in err and err.count("\n") == 1
-    code, _, err = mnb(proj, "schedule", "add", "flow", "--cron", "0 1 * * *", "flow.yaml", "-p", "n=many", capsys=capsys)
+    code, _, err = mnb(
+        proj, "schedule", "add", "flow", "--cron", "0 1 * * *", "flow.yaml", "-p", "n=many", capsys=capsys
+    )
     assert code == 2 and err.count("\n") == 1
     assert json.loads(mnb(proj, "schedule", "list", "--json", capsys=capsys)[1])["schedules"] == []
 
-    code, out, err = mnb(proj, "schedule", "add", "flow", "--cron", "0 1 * * *", "flow.yaml", "-p", "n=3", "--json", capsys=capsys)
+    code, out, err = mnb(
+        proj, "schedule", "add", "flow", "--cron", "0 1 * * *", "flow.yaml", "-p", "n=3", "--json", capsys=capsys
+    )
     assert code == 0, err
     assert json.loads(out)["kind"] == "pipeline" and json.loads(out)["params"] == {"n": "3"}
     code, out, err = mnb(proj, "schedule", "run-now", "flow", "--json", capsys=capsys)
@@ -543,7 +604,7 @@ def test_stopping_a_scheduler_interrupts_its_job_and_queues_the_retry(proj: Path
 def test_recovery_ends_a_dead_pipeline_job_and_every_run_nested_under_it(proj: Path, tmp_path: Path) -> None:
     # A pipeline job whose scheduler died: its pipeline run, a step run and a sweep job
     # under that step were left RUNNING in the store.
-    from mlops_nb.jobs.schedule import _db
+    from mlops_nb.jobs.schedules.store import _db
     from mlops_nb.store import get_client
 
     client = get_client(resolve_config(proj))
@@ -558,11 +619,28 @@ def test_recovery_ends_a_dead_pipeline_job_and_every_run_nested_under_it(proj: P
     store.add("nightly-pipeline", "0 2 * * *", "p.yaml", retries=0)
     now = datetime.now(UTC)
     with store._write() as conn:
-        conn.execute(store.jobs.insert().values(
-            schedule="nightly-pipeline", occurrence=_db(now), trigger="schedule", attempt=1, state="running",
-            started=_db(now), run_id=pipeline.info.run_id, owner="gone@host-of-the-past:1:dead", lease_until=_db(now - timedelta(seconds=5)),
-        ))
+        conn.execute(
+            store.jobs.insert().values(
+                schedule="nightly-pipeline",
+                occurrence=_db(now),
+                trigger="schedule",
+                attempt=1,
+                state="running",
+                started=_db(now),
+                run_id=pipeline.info.run_id,
+                owner="gone@host-of-the-past:1:dead",
+                lease_until=_db(now - timedelta(seconds=5)),
+            )
+        )
     (marked,) = Scheduler(store, resolve_config(proj)).recover()
     assert store.job(marked.id).state == "interrupted"
-    status = {r: client.get_run(r).info.status for r in (pipeline.info.run_id, step.info.run_id, job.info.run_id, finished.info.run_id)}
-    assert status == {pipeline.info.run_id: "FAILED", step.info.run_id: "FAILED", job.info.run_id: "FAILED", finished.info.run_id: "FINISHED"}
+    status = {
+        r: client.get_run(r).info.status
+        for r in (pipeline.info.run_id, step.info.run_id, job.info.run_id, finished.info.run_id)
+    }
+    assert status == {
+        pipeline.info.run_id: "FAILED",
+        step.info.run_id: "FAILED",
+        job.info.run_id: "FAILED",
+        finished.info.run_id: "FINISHED",
+    }

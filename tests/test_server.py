@@ -31,14 +31,21 @@ def seeded(jp_root_dir: Path):
     from sklearn.linear_model import LogisticRegression
 
     (jp_root_dir / ".mlops").mkdir(exist_ok=True)
-    tracker = Tracker(notebook=NotebookLocation(jp_root_dir / "train.ipynb", "test"), config=resolve_config(jp_root_dir, environ={}))
+    tracker = Tracker(
+        notebook=NotebookLocation(jp_root_dir / "train.ipynb", "test"), config=resolve_config(jp_root_dir, environ={})
+    )
     model = LogisticRegression().fit([[0.0, 1.0], [1.0, 0.0]], [0, 1])
-    for name, acc, alias in (("cancer", 0.90, "champion"), ("cancer", 0.85, "challenger"), ("cancer", 0.95, None), ("other", 0.5, None)):
+    for name, acc, alias in (
+        ("cancer", 0.90, "champion"),
+        ("cancer", 0.85, "challenger"),
+        ("cancer", 0.95, None),
+        ("other", 0.5, None),
+    ):
         h = tracker.start_cell_run(f"fit-{acc}", autolog=False)
         tracker.log_params({"C": str(acc)})
         tracker.log_metric("accuracy", acc)
         tracker.flush()
-        tracker.register_model(model, name, alias, input_example=__import__('numpy').array([[0.0, 1.0]]))
+        tracker.register_model(model, name, alias, input_example=__import__("numpy").array([[0.0, 1.0]]))
         tracker.end_run(h)
     tracker.close()
     return tracker.client
@@ -52,7 +59,10 @@ def notebook_version(jp_root_dir: Path, seeded):
     from conftest import make_notebook
     from sklearn.linear_model import LogisticRegression
 
-    path = make_notebook(jp_root_dir / "nb" / "train.ipynb", [("markdown", "# Training the nbmodel", []), ("code", "fit_the_nbmodel()", [])])
+    path = make_notebook(
+        jp_root_dir / "nb" / "train.ipynb",
+        [("markdown", "# Training the nbmodel", []), ("code", "fit_the_nbmodel()", [])],
+    )
     tracker = Tracker(notebook=NotebookLocation(path, "test"), config=resolve_config(jp_root_dir, environ={}))
     model = LogisticRegression().fit([[0.0, 1.0], [1.0, 0.0]], [0, 1])
     h = tracker.start_cell_run("fit", autolog=False)
@@ -130,7 +140,9 @@ async def test_versions_page_reads_metrics_stored_at_registration_and_model_read
         ("2", None, {"accuracy": 0.85}),
     ]
     assert all(v["notebook"] == "train.ipynb" and v["run_id"] for v in data["versions"])
-    code, data = await call(jp_fetch, "models", "cancer", "versions", params={"page_size": "2", "page_token": data["next_page_token"]})
+    code, data = await call(
+        jp_fetch, "models", "cancer", "versions", params={"page_size": "2", "page_token": data["next_page_token"]}
+    )
     assert [v["version"] for v in data["versions"]] == ["1"]
     assert data["next_page_token"] is None
     assert (await call(jp_fetch, "models", "nope", "versions"))[0] == 404
@@ -138,7 +150,11 @@ async def test_versions_page_reads_metrics_stored_at_registration_and_model_read
     await call(jp_fetch, "models", "cancer", "aliases", "challenger", method="PUT", body={"version": 3})
     code, model = await call(jp_fetch, "models", "cancer")
     assert model["aliases"] == {"champion": "1", "challenger": "3"}
-    assert [(v["version"], v["aliases"]) for v in model["versions"]] == [("3", ["challenger"]), ("2", []), ("1", ["champion"])]
+    assert [(v["version"], v["aliases"]) for v in model["versions"]] == [
+        ("3", ["challenger"]),
+        ("2", []),
+        ("1", ["champion"]),
+    ]
     code, page = await call(jp_fetch, "models", params={"q": "cancer"})
     assert page["models"][0]["aliases"] == {"champion": "1", "challenger": "3"}
     # The snapshot is no lineage entry; the version's page reads the run's metrics live.
@@ -171,7 +187,10 @@ async def test_notebook_opens_from_the_workspace_else_from_the_runs_snapshot(jp_
     assert code == 200, data
     run_id = client.get_model_version("nbmodel", "1").run_id
     assert {k: data[k] for k in ("source", "name", "run_id", "recorded_path")} == {
-        "source": "snapshot", "name": "train.ipynb", "run_id": run_id, "recorded_path": "nb/train.ipynb"
+        "source": "snapshot",
+        "name": "train.ipynb",
+        "run_id": run_id,
+        "recorded_path": "nb/train.ipynb",
     }
     assert "fit_the_nbmodel" in data["html"] and "Training the nbmodel" in data["html"]
     assert data["html"].lstrip().lower().startswith("<!doctype html>")
@@ -180,7 +199,9 @@ async def test_notebook_opens_from_the_workspace_else_from_the_runs_snapshot(jp_
 async def test_notebook_outside_the_server_root_is_never_served(jp_fetch, jp_root_dir, notebook_version):
     client = notebook_version
     outside = jp_root_dir.parent / "outside.ipynb"
-    outside.write_text('{"cells": [{"cell_type": "markdown", "source": "SECRET-OUTSIDE", "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    outside.write_text(
+        '{"cells": [{"cell_type": "markdown", "source": "SECRET-OUTSIDE", "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    )
     (jp_root_dir / "link.ipynb").symlink_to(outside)
     for recorded in ("../outside.ipynb", str(outside), "link.ipynb"):
         client.set_model_version_tag("nbmodel", "1", "mlops_nb.notebook", recorded)
@@ -219,7 +240,14 @@ async def test_notebook_404_says_what_is_missing(jp_fetch, jp_root_dir, seeded):
         (("models", "cancer", "versions", "9"), "GET", None, None, 404, "has no version 9"),
         (("models", "cancer", "versions", "x"), "GET", None, None, 400, "positive whole number"),
         (("models", "cancer", "aliases", "latest"), "PUT", {"version": 1}, None, 400, "reserved"),
-        (("models", "cancer", "aliases", "champion"), "PUT", {}, None, 400, """give 'version' in the request body, e.g. {"version": "3"}"""),
+        (
+            ("models", "cancer", "aliases", "champion"),
+            "PUT",
+            {},
+            None,
+            400,
+            """give 'version' in the request body, e.g. {"version": "3"}""",
+        ),
         (("models", "cancer", "aliases", "gone"), "DELETE", None, None, 404, "has no alias 'gone'"),
         (("models", "cancer", "promotions"), "POST", {"metric": "f1"}, None, 404, "neither version"),
         (("models", "cancer", "promotions"), "POST", {"metric": "accuracy", "min_delta": "x"}, None, 400, "min_delta"),
@@ -269,7 +297,9 @@ async def test_versions_and_numbers_in_other_digits_or_out_of_range_are_a_400(jp
         ]:
             code, data = await call(jp_fetch, *path, params=params)
             assert code == 400 and "version must be a positive whole number" in data["error"], (path, version, data)
-        code, data = await call(jp_fetch, "models", "cancer", "aliases", "champion", method="PUT", body={"version": version})
+        code, data = await call(
+            jp_fetch, "models", "cancer", "aliases", "champion", method="PUT", body={"version": version}
+        )
         assert code == 400 and data["error"].startswith("version must be a version number"), (version, data)
     for name, value in (("page_size", "١٢"), ("page_size", "1_0"), ("page_size", "+5"), ("page_size", "9" * 5000)):
         code, data = await call(jp_fetch, "models", params={name: value})
@@ -280,7 +310,12 @@ async def test_versions_and_numbers_in_other_digits_or_out_of_range_are_a_400(jp
 async def test_request_bodies_are_held_to_the_openapi_file(jp_fetch, seeded):
     alias, promotions = ("models", "cancer", "aliases", "challenger"), ("models", "cancer", "promotions")
     for path, method, body, message in [
-        (alias, "PUT", {"version": "3", "reason": "a typo"}, 'unknown field "reason" in the request body: it takes version, why'),
+        (
+            alias,
+            "PUT",
+            {"version": "3", "reason": "a typo"},
+            'unknown field "reason" in the request body: it takes version, why',
+        ),
         (alias, "PUT", {"version": True}, "version must be a version number"),
         (alias, "PUT", {"version": 3.0}, "version must be a version number"),
         (alias, "PUT", {"version": "3", "why": 5}, "why must be a text of at most 1000 characters"),
@@ -363,8 +398,16 @@ def test_openapi_file_describes_exactly_the_routes_served():
     served = {}
     for pattern, handler in HANDLERS:
         path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)
-        served[path] = {v for v in ("get", "put", "post", "patch", "delete") if v in handler.__dict__ or any(v in b.__dict__ for b in handler.__mro__[1:-1] if b.__module__ == handler.__module__)}
-    described = {path: {v for v in item if v in ("get", "put", "post", "patch", "delete")} for path, item in spec["paths"].items()}
+        served[path] = {
+            v
+            for v in ("get", "put", "post", "patch", "delete")
+            if v in handler.__dict__
+            or any(v in b.__dict__ for b in handler.__mro__[1:-1] if b.__module__ == handler.__module__)
+        }
+    described = {
+        path: {v for v in item if v in ("get", "put", "post", "patch", "delete")}
+        for path, item in spec["paths"].items()
+    }
     assert described == served
 
 
@@ -390,7 +433,9 @@ def test_openapi_file_states_the_servers_own_rules():
         for verb in ("put", "post", "patch")
         if verb in handler.__dict__ and "self.body()" in inspect.getsource(handler.__dict__[verb])
     }
-    assert served == set(request_schemas()) and all(s["additionalProperties"] is False for s in request_schemas().values())
+    assert served == set(request_schemas()) and all(
+        s["additionalProperties"] is False for s in request_schemas().values()
+    )
     # Every operation documents the error answers any route can give.
     for path, item in spec["paths"].items():
         for verb, op in item.items():

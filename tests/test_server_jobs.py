@@ -14,7 +14,7 @@ import tornado.httpclient
 from conftest import make_notebook
 
 from mlops_nb.config import resolve_config
-from mlops_nb.jobs.schedule import ScheduleStore
+from mlops_nb.jobs.schedules.store import ScheduleStore
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,9 @@ async def wait_for_job(jp_fetch, done, timeout: float = 120.0) -> dict:
 
 
 def finished(schedule: str):
-    return lambda jobs: next((j for j in jobs if j["schedule"] == schedule and j["status"] in ("FINISHED", "FAILED")), None)
+    return lambda jobs: next(
+        (j for j in jobs if j["schedule"] == schedule and j["status"] in ("FINISHED", "FAILED")), None
+    )
 
 
 async def test_list_pause_resume_and_bad_input(jp_fetch, store):
@@ -86,7 +88,11 @@ async def test_list_pause_resume_and_bad_input(jp_fetch, store):
     assert data["scheduler"] == {"in_server": False, "error": None}
     [nightly] = data["schedules"]
     assert (nightly["name"], nightly["cron"], nightly["timezone"], nightly["target"], nightly["paused"]) == (
-        "nightly", "0 2 * * *", "Europe/Paris", "nb/tiny.ipynb", False
+        "nightly",
+        "0 2 * * *",
+        "Europe/Paris",
+        "nb/tiny.ipynb",
+        False,
     )
     assert datetime.fromisoformat(nightly["next_run"]) > datetime.now(timezone.utc)
 
@@ -128,13 +134,16 @@ async def test_run_now_runs_in_the_background_and_shows_in_jobs(jp_fetch, jp_ser
     assert store.job(record["id"]).state == "succeeded"
 
     # A job run outside any schedule (mlops-nb run) is listed too, newest first.
-    from mlops_nb.jobs.runner import run_notebook
+    from mlops_nb.jobs.run.execution import run_notebook
 
     loop = asyncio.get_running_loop()
-    manual = await loop.run_in_executor(None, lambda: run_notebook(jp_root_dir / "nb" / "tiny.ipynb", config=resolve_config(jp_root_dir, environ={})))
+    manual = await loop.run_in_executor(
+        None, lambda: run_notebook(jp_root_dir / "nb" / "tiny.ipynb", config=resolve_config(jp_root_dir, environ={}))
+    )
     code, data = await call(jp_fetch, "jobs", params={"limit": "5"})
     assert [(j["run_id"], j["origin"], j["schedule"]) for j in data["jobs"]] == [
-        (manual.run_id, "run", None), (job["run_id"], "manual", "nightly")
+        (manual.run_id, "run", None),
+        (job["run_id"], "manual", "nightly"),
     ]
     code, data = await call(jp_fetch, "jobs", params={"limit": "1"})
     assert [j["run_id"] for j in data["jobs"]] == [manual.run_id]

@@ -75,9 +75,7 @@ def _project(tmp_path: Path, shared: Shared, name: str) -> Path:
     """A project whose pyproject.toml points at the shared server, with a tiny notebook
     ``<name>.ipynb`` (parameters x and label; logs y = 2x)."""
     root = new_project(tmp_path)
-    (root / "pyproject.toml").write_text(
-        f"[project]\nname = 'p'\n[tool.mlops-nb]\ntracking_uri = '{shared.uri}'\n"
-    )
+    (root / "pyproject.toml").write_text(f"[project]\nname = 'p'\n[tool.mlops-nb]\ntracking_uri = '{shared.uri}'\n")
     make_notebook(
         root / f"{name}.ipynb",
         [
@@ -100,14 +98,19 @@ def _download_json(shared: Shared, run_id: str, path: str, dst: Path) -> dict:
 
 def _printed(nb: dict) -> str:
     return "".join(
-        "".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "stream"
+        "".join(o.get("text", ""))
+        for c in nb["cells"]
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "stream"
     )
 
 
 # ---------------------------------------------------------------- jobs and sweeps
 
 
-def test_a_cli_run_and_a_sweep_log_their_runs_into_the_shared_store(shared: Shared, tmp_path: Path, monkeypatch) -> None:
+def test_a_cli_run_and_a_sweep_log_their_runs_into_the_shared_store(
+    shared: Shared, tmp_path: Path, monkeypatch
+) -> None:
     root = _project(tmp_path, shared, "tiny")
     (root / "pyproject.toml").write_text("[project]\nname = 'p'\n")  # the environment variable points instead
     monkeypatch.setenv("MLFLOW_TRACKING_URI", shared.uri)
@@ -132,17 +135,16 @@ def test_a_cli_run_and_a_sweep_log_their_runs_into_the_shared_store(shared: Shar
     assert "y is 3.0" in _printed(executed)
     assert list(shared.artifacts.glob(f"**/{run.info.run_id}/artifacts/job/tiny.ipynb"))
 
-    from mlops_nb.jobs.sweep import sweep
+    from mlops_nb.jobs.batch.sweep import sweep
 
     swept = sweep(root / "tiny.ipynb", {"x": "1,3"}, workers=2, metric="y", config=resolve_config(root))
     assert swept.ok and len(swept.jobs) == 2
     parent = client.get_run(swept.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["best_y"] == 6.0
-    children = client.search_runs(
-        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{swept.parent_run_id}'"
-    )
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{swept.parent_run_id}'")
     assert sorted((r.data.params["x"], r.data.metrics["y"], r.info.status) for r in children) == [
-        ("1.0", 2.0, "FINISHED"), ("3.0", 6.0, "FINISHED")
+        ("1.0", 2.0, "FINISHED"),
+        ("3.0", 6.0, "FINISHED"),
     ]  # fmt: skip (x is declared a float)
     best = client.get_run(parent.data.tags["mlops_nb.sweep.best_run_id"])
     assert best.data.params["x"] == "3.0"
@@ -241,7 +243,7 @@ steps:
 
 
 def test_a_pipeline_runs_then_is_cached_against_the_shared_store(shared: Shared, tmp_path: Path) -> None:
-    from mlops_nb.jobs.pipeline import run_pipeline
+    from mlops_nb.jobs.batch.pipeline import run_pipeline
 
     root = _project(tmp_path, shared, "first")
     make_notebook(
@@ -257,7 +259,9 @@ def test_a_pipeline_runs_then_is_cached_against_the_shared_store(shared: Shared,
     pipeline_run = client.get_run(first.run_id)
     assert pipeline_run.info.status == "FINISHED" and pipeline_run.data.tags["mlops_nb.kind"] == "pipeline"
     steps = {s.name: client.get_run(s.run_id) for s in first.steps}
-    assert all(r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == first.run_id for r in steps.values())
+    assert all(
+        r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == first.run_id for r in steps.values()
+    )
     assert steps["first"].data.metrics["y"] == 10.0
     assert steps["second"].data.params["y"] == "10.0" and steps["second"].data.metrics["z"] == 11.0
 
@@ -274,7 +278,7 @@ def test_a_pipeline_runs_then_is_cached_against_the_shared_store(shared: Shared,
 def test_the_scheduler_database_on_the_same_postgresql_runs_a_job_into_the_shared_store(
     shared: Shared, tmp_path: Path, monkeypatch
 ) -> None:
-    from mlops_nb.jobs.schedule import ScheduleStore, run_now, scheduler_url
+    from mlops_nb.jobs.schedules.store import ScheduleStore, run_now, scheduler_url
 
     root = _project(tmp_path, shared, "nightly")
     url = shared.pg.url("scheduler")

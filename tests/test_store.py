@@ -46,7 +46,7 @@ def test_parallel_first_use_of_a_new_store(tmp_path: Path):
         for i in range(4)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err
     from mlflow import MlflowClient
 
@@ -116,7 +116,7 @@ def test_opening_an_unmoved_store_writes_nothing_even_through_a_symlink(tmp_path
     from mlops_nb.store import ensure_store
 
     root = tmp_path / "proj"
-    run_id, uri = _store_with_locations(root, "[project]\nname = 'p'\n")
+    _run_id, uri = _store_with_locations(root, "[project]\nname = 'p'\n")
     store = root / ".mlops"
     before = {p.name: p.read_bytes() for p in (store / "mlflow.db", store / "mlflow.db.ready")}
     assert json.loads(before["mlflow.db.ready"])["anchor"] == str(root)

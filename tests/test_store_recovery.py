@@ -51,9 +51,7 @@ def connection(table) -> str:
     return line.split(None, 1)[1]
 
 
-def test_status_says_when_the_server_is_down_cells_keep_working_and_tracking_resumes(
-    ip, restarts, monkeypatch, capsys
-):
+def test_status_says_when_the_server_is_down_cells_keep_working_and_tracking_resumes(ip, restarts, monkeypatch, capsys):
     server = restarts
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     from mlops_nb import magics

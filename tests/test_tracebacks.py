@@ -64,7 +64,11 @@ def test_a_failing_tracked_cell_shows_the_plain_cells_traceback_and_its_count(ke
     value, value_reply = execute(kc, "%%mlops track --name fine --no-autolog --no-chart\ny = 2\ny * 21")
     execute(kc, "%mlops end")
 
-    assert (tracked_reply["execution_count"], plain_reply["execution_count"], value_reply["execution_count"]) == (3, 4, 5)
+    assert (tracked_reply["execution_count"], plain_reply["execution_count"], value_reply["execution_count"]) == (
+        3,
+        4,
+        5,
+    )
     # The same frames, numbered as each cell shows them (the tracked cell's code starts a line lower).
     assert FRAME.findall(plain) == [("4", "4", ""), ("4", "2", "f(x)")]
     assert FRAME.findall(tracked) == [("3", "5", ""), ("3", "3", "f(x)")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import re
 import textwrap
 from pathlib import Path
 
@@ -21,7 +20,9 @@ def store(tmp_path: Path):
     from mlflow.entities import Metric, Param
 
     (tmp_path / ".mlops").mkdir()
-    client = Tracker(notebook=NotebookLocation(None, "test"), config=resolve_config(tmp_path, environ={}), fluent=False).client
+    client = Tracker(
+        notebook=NotebookLocation(None, "test"), config=resolve_config(tmp_path, environ={}), fluent=False
+    ).client
     for exp, count in (("exp-a", 60), ("exp-b", 5)):
         eid = client.create_experiment(exp)
         for i in range(count):
@@ -120,23 +121,29 @@ def test_live_chart_follows_a_tracked_cell(ip, capsys):
 def test_a_value_logged_once_is_a_summary_not_a_chart(ip, capsys):
     """Charts are for series: a cell logging single values shows no chart at all; the
     values are in the cell's closing line. A series beside them is charted alone."""
-    assert run(ip, """
+    assert run(
+        ip,
+        """
     %%mlops track --name scores --no-autolog
     import mlops_nb as mnb
     mnb.log_metric("accuracy", 0.93)
     mnb.log_metric("f1", 0.875)
-    """).success
+    """,
+    ).success
     out = capsys.readouterr().out
     assert "scores ·" not in out  # no chart was displayed
     assert "  accuracy = 0.93 · f1 = 0.875" in out
-    assert run(ip, """
+    assert run(
+        ip,
+        """
     %%mlops track --name mixed --no-autolog
     import mlops_nb as mnb
     for step in range(3):
         mnb.log_metric("loss", 1 / (step + 1), step=step)
     mnb.log_metric("accuracy", 0.9)
     chart_shown = True
-    """).success
+    """,
+    ).success
     out = capsys.readouterr().out
     chart_text = out.split("mlops-nb: run")[0]
     assert "mixed · running" in chart_text and "loss: 0.333333 at step 2 (3 points)" in chart_text
@@ -199,7 +206,9 @@ def test_registry_browser_shows_versions_lineage_and_history(ip, client):
     """
     assert run(ip, setup).success
     for alias in ("champion", "challenger"):
-        assert run(ip, f"%%mlops track --name fit --no-chart\n%mlops register model --name tiny --alias {alias}").success
+        assert run(
+            ip, f"%%mlops track --name fit --no-chart\n%mlops register model --name tiny --alias {alias}"
+        ).success
     run(ip, "%mlops alias tiny@champion 2")
     browser = run(ip, "%mlops models tiny").result
     assert [v.version for v in browser.versions] == ["2", "1"]
@@ -217,7 +226,10 @@ def test_models_widget_shows_a_version_at_once_and_follows_alias_moves(ip, clien
     from mlops_nb.registry import METRICS_TAG, set_alias, version_detail
     from mlops_nb.widgets.models import RegistryBrowser
 
-    assert run(ip, "from sklearn.linear_model import LogisticRegression\nmodel = LogisticRegression().fit([[0.0], [1.0]], [0, 1])").success
+    assert run(
+        ip,
+        "from sklearn.linear_model import LogisticRegression\nmodel = LogisticRegression().fit([[0.0], [1.0]], [0, 1])",
+    ).success
     for alias in ("champion", "challenger"):
         cell = f"%%mlops track --name fit --no-chart\nimport mlops_nb as mnb\nmnb.log_metric('test_accuracy', 0.91)\n%mlops register model --name tiny --alias {alias}"
         assert run(ip, cell).success
@@ -229,7 +241,7 @@ def test_models_widget_shows_a_version_at_once_and_follows_alias_moves(ip, clien
     shown = browser.detail.value
     assert detail["run_id"] in shown and "analysis/train.ipynb" in shown
     assert "test_accuracy = 0.91" in shown and '"test_accuracy"' not in shown  # no JSON
-    assert 'mnb.load(&quot;models:/tiny@challenger&quot;)' in shown
+    assert "mnb.load(&quot;models:/tiny@challenger&quot;)" in shown
 
     assert browser.check() is False  # nothing moved: nothing redrawn
     set_alias(client, "tiny", "champion", "2", why="from another kernel")  # not through this widget

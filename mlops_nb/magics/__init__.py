@@ -23,14 +23,13 @@ from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 import mlops_nb
+from mlops_nb.exceptions import MlopsError
+from mlops_nb.magics import warmup
+from mlops_nb.provenance import locate_notebook
+from mlops_nb.registry import PromotionRefusedError
+from mlops_nb.tracking import FAILED, FINISHED, KILLED, RunHandle, RunRow, Tracker, read_run, ui_hint
 
-from ..exceptions import MlopsError
-from ..registry import PromotionRefusedError
-from ..provenance import locate_notebook
-from ..tracking import FAILED, FINISHED, KILLED, RunHandle, RunRow, Tracker, read_run, ui_hint
-from . import warmup
-
-__all__ = ["MlopsMagics", "load", "unload", "run_summary", "HELP"]
+__all__ = ["HELP", "MlopsMagics", "load", "run_summary", "unload"]
 
 HELP = """\
 %mlops: experiment tracking from notebook cells (MLflow underneath)
@@ -298,8 +297,7 @@ class MlopsMagics(Magics):
         )
         logged = f", params {', '.join(sorted(handle.params))}" if handle.params else ""
         print(
-            f"mlops-nb: tracking run {handle.run_id} ({handle.name}) in experiment "
-            f"{handle.experiment_name!r}{logged}"
+            f"mlops-nb: tracking run {handle.run_id} ({handle.name}) in experiment {handle.experiment_name!r}{logged}"
         )
         if handle.notebook_tags.get("mlops_nb.notebook_saved") == "false" and self.tracker.capture:
             print(
@@ -353,7 +351,7 @@ class MlopsMagics(Magics):
         print(f"  load it with: {version.load_hint}")
 
     def _cmd_alias(self, args: argparse.Namespace) -> None:
-        from ..registry import remove_alias, set_alias
+        from mlops_nb.registry import remove_alias, set_alias
 
         name, _, alias = args.target.partition("@")
         if not alias:
@@ -372,7 +370,7 @@ class MlopsMagics(Magics):
         print(f"mlops-nb: {name}@{alias} -> v{int(args.version)}{moved}")
 
     def _cmd_promote(self, args: argparse.Namespace) -> None:
-        from ..registry import promote
+        from mlops_nb.registry import promote
 
         result = promote(
             self.tracker.client,
@@ -386,9 +384,9 @@ class MlopsMagics(Magics):
         print(f"mlops-nb: {result.message}")
 
     def _cmd_load(self, args: argparse.Namespace) -> None:
-        from ..registry import parse_model_uri
+        from mlops_nb.registry import parse_model_uri
 
-        name, alias, version = parse_model_uri(args.uri)
+        name, alias, _version = parse_model_uri(args.uri)
         var = args.var or re.sub(r"\W", "_", name)
         if not var.isidentifier():
             var = f"model_{var}"
@@ -398,22 +396,30 @@ class MlopsMagics(Magics):
         print(f"mlops-nb: loaded {name} {via}v{mv.version} into {var} ({type(model).__name__})")
 
     def _cmd_run(self, args: argparse.Namespace) -> Any:
-        from ..jobs.params import parse_assignments
-        from ..jobs.runner import check_job, run_notebook
+        from mlops_nb.jobs.run.execution import check_job, run_notebook
+        from mlops_nb.jobs.run.params import parse_assignments
 
         texts = parse_assignments(args.param)
         # Checked here, so a mistake is this cell's one-line error, not a failed job.
-        path, _, timeout, cell_timeout = check_job(args.notebook, texts=texts, timeout=args.timeout, cell_timeout=args.cell_timeout)
+        path, _, timeout, cell_timeout = check_job(
+            args.notebook, texts=texts, timeout=args.timeout, cell_timeout=args.cell_timeout
+        )
 
         def start(stop: Any) -> Any:
             return run_notebook(
-                path, texts=texts, experiment=args.experiment, timeout=timeout, cell_timeout=cell_timeout,
-                kernel=args.kernel, output=args.output, stop=stop,
+                path,
+                texts=texts,
+                experiment=args.experiment,
+                timeout=timeout,
+                cell_timeout=cell_timeout,
+                kernel=args.kernel,
+                output=args.output,
+                stop=stop,
             )
 
         if args.wait:
             return start(None)
-        from ..widgets.job import JobStatus
+        from mlops_nb.widgets.job import JobStatus
 
         return JobStatus(str(path), start)
 
@@ -427,7 +433,9 @@ class MlopsMagics(Magics):
         try:
             args = self._cell_parser.parse_args(["track", *shlex.split(rest)])
         except ValueError as exc:
-            raise IPythonUsageError(f"cannot parse {rest.strip()!r}: {exc}; close the quotes.\nSee %mlops help.") from None
+            raise IPythonUsageError(
+                f"cannot parse {rest.strip()!r}: {exc}; close the quotes.\nSee %mlops help."
+            ) from None
         except _ParseError as exc:
             raise IPythonUsageError(str(exc)) from None
         self._await_mlflow()
@@ -466,7 +474,7 @@ class MlopsMagics(Magics):
     def _track_cell(self, args: argparse.Namespace, cell: str) -> Any:
         """``run_cell_magic('mlops', 'track ...', body)`` called directly (a notebook cell
         takes the input transform instead): run the body here, as the cell's code."""
-        __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in tracebacks
+        __tracebackhide__ = True
         raw = getattr(self._cell_info, "raw_cell", None) or f"%%mlops track\n{cell}"
         handle, detach = self._start_cell(args, raw)
         try:
@@ -481,7 +489,7 @@ class MlopsMagics(Magics):
         try:
             from IPython.display import display
 
-            from ..widgets.live import attach
+            from mlops_nb.widgets.live import attach
 
             return attach(self.tracker, handle.run_id, handle.name, display)
         except Exception as exc:  # no widgets here: training goes on without a chart
@@ -512,7 +520,7 @@ class MlopsMagics(Magics):
 
     def _execute(self, cell: str) -> Any:
         """Run the cell body in the user namespace; return the last expression's value."""
-        __tracebackhide__ = True  # noqa: F841
+        __tracebackhide__ = True
         shell = self.shell
         # One blank line for the %%mlops line: the body keeps the cell's line numbers.
         code = "\n" + shell.transform_cell(cell)
@@ -520,9 +528,9 @@ class MlopsMagics(Magics):
         tree = ast.parse(code, filename=filename)
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         glob, loc = shell.user_global_ns, shell.user_ns
-        exec(compile(tree, filename, "exec"), glob, loc)  # noqa: S102 - this is the user's own cell
+        exec(compile(tree, filename, "exec"), glob, loc)
         if last is not None:
-            return eval(compile(ast.Expression(last.value), filename, "eval"), glob, loc)  # noqa: S307
+            return eval(compile(ast.Expression(last.value), filename, "eval"), glob, loc)
         return None
 
 

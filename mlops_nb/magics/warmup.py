@@ -15,7 +15,7 @@ import importlib.util
 import threading
 from collections.abc import Callable
 
-__all__ = ["start", "wait", "MODULES", "MESSAGE"]
+__all__ = ["MESSAGE", "MODULES", "start", "wait"]
 
 #: What the first ``%mlops track`` imports, heaviest first: the client and entities, the
 #: SQL store an embedded project opens, and scikit-learn autologging (on by default).
@@ -42,7 +42,7 @@ def _import_all() -> None:
             if name == "sklearn" and importlib.util.find_spec("sklearn") is None:
                 continue  # autologging is skipped without scikit-learn: nothing to warm
             importlib.import_module(name)
-    except BaseException:  # noqa: BLE001 - the main thread's own import reports the error
+    except BaseException:
         pass
     finally:
         _done.set()

@@ -14,7 +14,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool
 
-from .handlers import HANDLERS
+from mlops_nb.server.handlers import HANDLERS
 
 __all__ = ["MlopsNbApp"]
 
@@ -54,9 +54,9 @@ class MlopsNbApp(ExtensionApp):
     def _start_scheduler(self) -> None:
         """Start the scheduler on its own thread. A project that cannot be read is logged
         and shown on ``GET /schedules``: the server (and the registry) still start."""
-        from ..config import resolve_config
-        from ..jobs.schedule import ScheduleStore
-        from ..jobs.scheduler import Scheduler
+        from mlops_nb.config import resolve_config
+        from mlops_nb.jobs.schedules.scheduler import Scheduler
+        from mlops_nb.jobs.schedules.store import ScheduleStore
 
         state = self.settings["mlops_nb_state"]
         try:

@@ -14,20 +14,21 @@ import asyncio
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache, partial
 from http.client import responses
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
 
-from ..config import ProjectConfig, resolve_config
-from ..exceptions import MlopsError, NotFoundError, StoreError, UsageError
-from ..registry import PromotionRefusedError
+from mlops_nb.config import ProjectConfig, resolve_config
+from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from mlops_nb.registry import PromotionRefusedError
 
-__all__ = ["HANDLERS", "BaseHandler", "SPEC_PATH", "status_of"]
+__all__ = ["HANDLERS", "SPEC_PATH", "BaseHandler", "status_of"]
 
 SPEC_PATH = Path(__file__).with_name("openapi.yaml")
 _STATUS = [(PromotionRefusedError, 409), (NotFoundError, 404), (UsageError, 400), (StoreError, 503)]
@@ -73,13 +74,13 @@ class BaseHandler(APIHandler):
         return state["config"]
 
     def client(self) -> Any:
-        from ..store import get_client
+        from mlops_nb.store import get_client
 
         return get_client(self.project)
 
     def schedules(self) -> Any:
         """The project's schedule store (one per server: it holds a connection pool)."""
-        from ..jobs.schedule import ScheduleStore
+        from mlops_nb.jobs.schedules.store import ScheduleStore
 
         state = self.settings["mlops_nb_state"]
         if state.get("schedules") is None:
@@ -88,7 +89,7 @@ class BaseHandler(APIHandler):
             except MlopsError:
                 raise
             except Exception as exc:
-                from ..exceptions import StoreUnreachableError
+                from mlops_nb.exceptions import StoreUnreachableError
 
                 raise StoreUnreachableError(f"cannot open the schedule database: {exc}") from None
         return state["schedules"]
@@ -150,8 +151,8 @@ class BaseHandler(APIHandler):
             super().log_exception(typ, value, tb)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        from ..exceptions import StoreUnreachableError
-        from ..store import check_store
+        from mlops_nb.exceptions import StoreUnreachableError
+        from mlops_nb.store import check_store
 
         try:
             client = self.client()
@@ -162,7 +163,9 @@ class BaseHandler(APIHandler):
         try:
             return fn(client, *args)
         except Exception as exc:
-            if isinstance(exc, StoreUnreachableError) or (isinstance(exc, MlopsError) and not isinstance(exc, StoreError)):
+            if isinstance(exc, StoreUnreachableError) or (
+                isinstance(exc, MlopsError) and not isinstance(exc, StoreError)
+            ):
                 raise  # it already says what is wrong
             # A store that went away since the client last checked fails the call with
             # MLflow's retry trace (or a 500): say that the store is down, as a 503 the
@@ -250,14 +253,14 @@ def body_problem(schema: dict[str, Any], data: dict[str, Any]) -> str | None:
 
 
 def _models(client: Any, q: str | None, size: int, token: str | None, order: str) -> dict[str, Any]:
-    from ..registry import models_page
+    from mlops_nb.registry import models_page
 
     rows, nxt = models_page(client, q, size, token, order)
     return {"models": rows, "next_page_token": nxt}
 
 
 def _model(client: Any, name: str, size: int, token: str | None) -> dict[str, Any]:
-    from ..registry import get_model, versions_page
+    from mlops_nb.registry import get_model, versions_page
 
     model = get_model(client, name)
     versions, nxt = versions_page(client, name, size, token, model=model)
@@ -272,7 +275,7 @@ def _model(client: Any, name: str, size: int, token: str | None) -> dict[str, An
 
 
 def _versions(client: Any, name: str, size: int, token: str | None) -> dict[str, Any]:
-    from ..registry import versions_page
+    from mlops_nb.registry import versions_page
 
     # Aliases live on the model: clients hold them from the models list (or the model
     # endpoint), so a page of versions is one registry query.
@@ -281,13 +284,13 @@ def _versions(client: Any, name: str, size: int, token: str | None) -> dict[str,
 
 
 def _version(client: Any, name: str, version: str) -> dict[str, Any]:
-    from ..registry import version_detail
+    from mlops_nb.registry import version_detail
 
     return version_detail(client, name, version)
 
 
 def _set_alias(client: Any, name: str, alias: str, body: dict[str, Any], who: str) -> dict[str, Any]:
-    from ..registry import set_alias
+    from mlops_nb.registry import set_alias
 
     version = str(body["version"])  # "3" or 3, as the request schema allows
     previous = set_alias(client, name, alias, version, who=who, why=body.get("why", "set in JupyterLab"))
@@ -295,13 +298,17 @@ def _set_alias(client: Any, name: str, alias: str, body: dict[str, Any], who: st
 
 
 def _remove_alias(client: Any, name: str, alias: str, who: str) -> dict[str, Any]:
-    from ..registry import remove_alias
+    from mlops_nb.registry import remove_alias
 
-    return {"name": name, "alias": alias, "removed_from_version": remove_alias(client, name, alias, who=who, why="removed in JupyterLab")}
+    return {
+        "name": name,
+        "alias": alias,
+        "removed_from_version": remove_alias(client, name, alias, who=who, why="removed in JupyterLab"),
+    }
 
 
 def _promote(client: Any, name: str, body: dict[str, Any], who: str) -> Any:
-    from ..registry import promote
+    from mlops_nb.registry import promote
 
     # The request schema checked every field's type; the defaults are the file's.
     return promote(
@@ -336,7 +343,7 @@ def _notebook_html(text: str, name: str, run_id: str | None) -> str:
 
 
 def _notebook(client: Any, name: str, version: str, project_root: Path, server_root: str) -> dict[str, Any]:
-    from ..registry import version_notebook
+    from mlops_nb.registry import version_notebook
 
     found = version_notebook(client, name, version, project_root, root=server_root)
     if found.workspace_path is not None:
@@ -351,7 +358,7 @@ def _notebook(client: Any, name: str, version: str, project_root: Path, server_r
 
 
 def _compare(client: Any, name: str, a: str, b: str) -> dict[str, Any]:
-    from ..registry import compare_versions
+    from mlops_nb.registry import compare_versions
 
     return compare_versions(client, name, a, b)
 
@@ -365,19 +372,19 @@ def _set_paused(store: Any, name: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_now(store: Any, config: ProjectConfig, name: str) -> dict[str, Any]:
-    from ..jobs.schedule import run_now
+    from mlops_nb.jobs.schedules.store import run_now
 
     return run_now(store, config, name, wait=False).to_dict()
 
 
 def _jobs(client: Any, store: Any, limit: int) -> dict[str, Any]:
-    from ..jobs.history import recent_job_runs
+    from mlops_nb.jobs.schedules.history import recent_job_runs
 
     return {"jobs": recent_job_runs(client, store, limit)}
 
 
 def _job_notebook(client: Any, store: Any, run_id: str, server_root: str, allow_hidden: bool) -> dict[str, Any]:
-    from ..jobs.history import job_notebook
+    from mlops_nb.jobs.schedules.history import job_notebook
 
     found = job_notebook(client, run_id, server_root, store, allow_hidden=allow_hidden)
     if found.workspace_path is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import ipywidgets as W
 
-__all__ = ["FallbackMixin", "TABLE_CSS"]
+__all__ = ["TABLE_CSS", "FallbackMixin"]
 
 #: Table styling from JupyterLab's theme variables, so it reads in light and dark themes
 #: (with plain fallbacks where the variables are not defined, as in VS Code).

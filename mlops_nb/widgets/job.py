@@ -9,12 +9,13 @@ from __future__ import annotations
 import html
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ipywidgets as W
 
-from . import FallbackMixin
+from mlops_nb.widgets import FallbackMixin
 
 __all__ = ["JobStatus"]
 
@@ -29,7 +30,9 @@ class JobStatus(FallbackMixin, W.VBox):
         self.stop_event = threading.Event()
         self._started = time.monotonic()
         self._label = W.HTML()
-        self._stop = W.Button(description="Stop", icon="stop", button_style="warning", tooltip="Stop the job (its run ends KILLED)")
+        self._stop = W.Button(
+            description="Stop", icon="stop", button_style="warning", tooltip="Stop the job (its run ends KILLED)"
+        )
         self._stop.on_click(lambda _: self.stop())
         super().__init__([W.HBox([self._label, self._stop])])
         self.add_class("mlops-nb-job")
@@ -81,8 +84,14 @@ class JobStatus(FallbackMixin, W.VBox):
 
     def _render(self) -> None:
         r = self.result
-        colour = "var(--jp-success-color1, green)" if r is not None and r.ok else (
-            "var(--jp-error-color1, #c00)" if (r is not None or self.error is not None) else "var(--jp-ui-font-color1, inherit)"
+        colour = (
+            "var(--jp-success-color1, green)"
+            if r is not None and r.ok
+            else (
+                "var(--jp-error-color1, #c00)"
+                if (r is not None or self.error is not None)
+                else "var(--jp-ui-font-color1, inherit)"
+            )
         )
         self._label.value = f'<span style="color:{colour}">{html.escape(self.status_line())}</span>'
 

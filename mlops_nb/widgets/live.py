@@ -21,8 +21,8 @@ from typing import Any
 
 import ipywidgets as W
 
-from . import FallbackMixin
-from .theme import SERIES_COLORS, css_widget, style_figure
+from mlops_nb.widgets import FallbackMixin
+from mlops_nb.widgets.theme import SERIES_COLORS, css_widget, style_figure
 
 __all__ = ["LiveChart", "attach"]
 
@@ -138,7 +138,8 @@ class LiveChart(FallbackMixin, W.VBox):
 
     def fallback_html(self) -> str:
         rows = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{v:.6g}</td><td>{s}</td><td>{n}</td></tr>" for k, n, v, s in self._summary()
+            f"<tr><td>{html.escape(k)}</td><td>{v:.6g}</td><td>{s}</td><td>{n}</td></tr>"
+            for k, n, v, s in self._summary()
         )
         return (
             f"<p><b>{html.escape(self.figure.title)}</b></p><table class='mlops-nb-table'><thead><tr><th>metric</th>"

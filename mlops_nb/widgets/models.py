@@ -27,9 +27,9 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..exceptions import MlopsError
-from ..registry import VersionRow, get_model, list_models, list_versions, version_detail
-from . import TABLE_CSS, FallbackMixin
+from mlops_nb.exceptions import MlopsError
+from mlops_nb.registry import VersionRow, get_model, list_models, list_versions, version_detail
+from mlops_nb.widgets import TABLE_CSS, FallbackMixin
 
 __all__ = ["POLLED", "RegistryBrowser", "key_metrics"]
 
@@ -181,7 +181,9 @@ class RegistryBrowser(FallbackMixin, W.VBox):
         self.note = W.HTML()
         self.versions_html = W.HTML(layout=W.Layout(max_width="100%"))
         self.version = W.Dropdown(description="version", layout=W.Layout(width="auto", max_width="100%"))
-        self.prompt = W.HTML("<span class='mlops-nb-muted'>Choose a version to see its lineage, metrics and alias history.</span>")
+        self.prompt = W.HTML(
+            "<span class='mlops-nb-muted'>Choose a version to see its lineage, metrics and alias history.</span>"
+        )
         self.detail = W.HTML(layout=W.Layout(max_width="100%"))
         self.models: list[Any] = []
         self.more = False
@@ -194,15 +196,20 @@ class RegistryBrowser(FallbackMixin, W.VBox):
         self._quiet: int | None = None
         self.model.observe(lambda _c: self._choosing() or self._show_model(), names="value")
         self.version.observe(lambda _c: self._choosing() or self._show_version(), names="value")
-        self._top = W.HBox([self.model, self.refresh_button, self.note], layout=W.Layout(align_items="center", flex_flow="row wrap"))
+        self._top = W.HBox(
+            [self.model, self.refresh_button, self.note], layout=W.Layout(align_items="center", flex_flow="row wrap")
+        )
         self._choose = W.HBox([self.version, self.prompt], layout=W.Layout(align_items="center", flex_flow="row wrap"))
-        self._empty = W.HBox([
-            W.HTML(
-                TABLE_CSS + BROWSER_CSS + "<p>No registered models yet. Register one from a cell: "
-                "<code>%mlops register model --name NAME --alias challenger</code>; it shows here by itself.</p>"
-            ),
-            self.refresh_button,
-        ], layout=W.Layout(align_items="center", flex_flow="row wrap"))
+        self._empty = W.HBox(
+            [
+                W.HTML(
+                    TABLE_CSS + BROWSER_CSS + "<p>No registered models yet. Register one from a cell: "
+                    "<code>%mlops register model --name NAME --alias challenger</code>; it shows here by itself.</p>"
+                ),
+                self.refresh_button,
+            ],
+            layout=W.Layout(align_items="center", flex_flow="row wrap"),
+        )
         super().__init__(layout=W.Layout(width="100%", max_width="100%"), **kwargs)
         self.add_class("mlops-nb-models")
         self._load_models(name)
@@ -244,7 +251,9 @@ class RegistryBrowser(FallbackMixin, W.VBox):
                 self.refresh(note="changed elsewhere; redrawn at")
             except Exception as exc:  # the store is away: say so, try again at the next check
                 first = (str(exc).splitlines() or [type(exc).__name__])[0]
-                self.note.value = f"<span style='color:var(--jp-error-color1, #c00)'>cannot read the registry: {esc(first)}</span>"
+                self.note.value = (
+                    f"<span style='color:var(--jp-error-color1, #c00)'>cannot read the registry: {esc(first)}</span>"
+                )
                 return False
             return True
 
@@ -290,7 +299,9 @@ class RegistryBrowser(FallbackMixin, W.VBox):
         self.versions, _ = list_versions(self.client, self.model.value, max_results=200)
         self.versions_html.value = _versions_html(self.versions)
         chosen = self.version.value
-        options = [(f"v{v.version} {' '.join('@' + a for a in v.aliases or ())}".strip(), v.version) for v in self.versions]
+        options = [
+            (f"v{v.version} {' '.join('@' + a for a in v.aliases or ())}".strip(), v.version) for v in self.versions
+        ]
         self._quiet = threading.get_ident()
         try:
             self.version.options = options
@@ -310,12 +321,14 @@ class RegistryBrowser(FallbackMixin, W.VBox):
             self.detail.value = _detail_html(version_detail(self.client, self.model.value, str(self.version.value)))
 
     def fallback_text(self) -> str:
-        from ..tables import models_table, versions_table
+        from mlops_nb.tables import models_table, versions_table
 
         if not self.models:
             return str(models_table([], False, self.client.tracking_uri))
-        return str(models_table(self.models, self.more, self.client.tracking_uri)) + "\n\n" + str(
-            versions_table(self.versions, False, self.model.value)
+        return (
+            str(models_table(self.models, self.more, self.client.tracking_uri))
+            + "\n\n"
+            + str(versions_table(self.versions, False, self.model.value))
         )
 
     def fallback_html(self) -> str:

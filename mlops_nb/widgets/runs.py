@@ -18,11 +18,11 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..tracking import RunRow, experiment_ids, metric_series, runs_page
-from . import TABLE_CSS, FallbackMixin
-from .theme import SERIES_COLORS, css_widget, style_figure
+from mlops_nb.tracking import RunRow, experiment_ids, metric_series, runs_page
+from mlops_nb.widgets import TABLE_CSS, FallbackMixin
+from mlops_nb.widgets.theme import SERIES_COLORS, css_widget, style_figure
 
-__all__ = ["RunsTable", "CompareView", "metric_order", "better_direction", "compact_time", "nice_ticks"]
+__all__ = ["CompareView", "RunsTable", "better_direction", "compact_time", "metric_order", "nice_ticks"]
 
 _ALL = "(all experiments)"
 _SORTS = {
@@ -156,7 +156,9 @@ class RunsTable(FallbackMixin, W.VBox):
         names = sorted(self._experiments.values())
         if experiment and experiment not in names:
             experiment_ids(client, [experiment])  # raises NotFoundError naming the known ones
-        self.experiment = W.Dropdown(options=[_ALL, *names], value=experiment if experiment in names else _ALL, description="experiment")
+        self.experiment = W.Dropdown(
+            options=[_ALL, *names], value=experiment if experiment in names else _ALL, description="experiment"
+        )
         self.filter = W.Text(
             placeholder="metrics.accuracy > 0.9 and params.max_depth = '5'",
             description="filter",
@@ -173,7 +175,9 @@ class RunsTable(FallbackMixin, W.VBox):
         self.check_column = W.VBox(layout=W.Layout(margin="0", padding=f"{_ROW_PX}px 0 0 0", flex="0 0 auto"))
         self.checks: dict[str, W.Checkbox] = {}
         self.selected: dict[str, RunRow] = {}  # run id -> row, in the order ticked
-        self.compare_button = W.Button(description="compare selected", disabled=True, icon="columns", layout=W.Layout(width="auto"))
+        self.compare_button = W.Button(
+            description="compare selected", disabled=True, icon="columns", layout=W.Layout(width="auto")
+        )
         self.clear_button = W.Button(description="clear selection", disabled=True, layout=W.Layout(width="auto"))
         self.compare_view: CompareView | None = None
         self.rows: list[RunRow] = []
@@ -193,7 +197,9 @@ class RunsTable(FallbackMixin, W.VBox):
             [
                 W.HBox([self.experiment, self.sort, self.filter], layout=W.Layout(flex_flow="row wrap")),
                 self.error,
-                W.HBox([self.check_column, self.table], layout=W.Layout(overflow="auto hidden", align_items="flex-start")),
+                W.HBox(
+                    [self.check_column, self.table], layout=W.Layout(overflow="auto hidden", align_items="flex-start")
+                ),
                 W.HBox([self.prev_button, self.page_label, self.next_button, self.compare_button, self.clear_button]),
             ],
             **kwargs,
@@ -205,7 +211,7 @@ class RunsTable(FallbackMixin, W.VBox):
     def _load(self, token: str | None) -> bool:
         """Fetch one page into ``rows``; on bad input show the one-line error and no rows
         (rows under an error would look like its result)."""
-        from ..exceptions import MlopsError
+        from mlops_nb.exceptions import MlopsError
 
         chosen = self.experiment.value
         ids = {i: n for i, n in self._experiments.items() if chosen == _ALL or n == chosen}
@@ -347,7 +353,7 @@ class RunsTable(FallbackMixin, W.VBox):
         return view
 
     def fallback_text(self) -> str:
-        from ..tables import runs_table
+        from mlops_nb.tables import runs_table
 
         return str(runs_table(self.rows, self._next is not None, self.client.tracking_uri))
 
@@ -438,8 +444,17 @@ class CompareView(FallbackMixin, W.VBox):
             marks=lines,
             # few round ticks: a 260 px chart reads at a glance (bqplot's default is a dozen)
             axes=[
-                bq.Axis(scale=x, label="step", tick_values=nice_ticks([s for p in per_run.values() for s, _ in p], whole=True)),
-                bq.Axis(scale=y, side="left", tick_format=".3~g", tick_values=nice_ticks([v for p in per_run.values() for _, v in p])),
+                bq.Axis(
+                    scale=x,
+                    label="step",
+                    tick_values=nice_ticks([s for p in per_run.values() for s, _ in p], whole=True),
+                ),
+                bq.Axis(
+                    scale=y,
+                    side="left",
+                    tick_format=".3~g",
+                    tick_values=nice_ticks([v for p in per_run.values() for _, v in p]),
+                ),
             ],
             title=key,
             legend_location="top-right",
@@ -510,7 +525,11 @@ class CompareView(FallbackMixin, W.VBox):
         same = "".join(param_row(k, "same") for k in self.same)
         params = (
             f"<h4>Params that differ ({len(self.differing)})</h4>"
-            + (f"<table class='mlops-nb-table mlops-nb-params'>{head}<tbody>{differing}</tbody></table>" if differing else "<p>None: every param is the same in these runs.</p>")
+            + (
+                f"<table class='mlops-nb-table mlops-nb-params'>{head}<tbody>{differing}</tbody></table>"
+                if differing
+                else "<p>None: every param is the same in these runs.</p>"
+            )
             + (
                 f"<details><summary>{len(self.same)} param(s) the same in every run</summary>"
                 f"<table class='mlops-nb-table mlops-nb-params-same'>{head}<tbody>{same}</tbody></table></details>"
@@ -530,9 +549,7 @@ class CompareView(FallbackMixin, W.VBox):
     def fallback_text(self) -> str:
         lines = ["metrics: " + ", ".join(self.metric_keys)]
         for r in self.rows:
-            values = " ".join(
-                f"{k}={_fmt(r.metrics[k]) if k in r.metrics else 'missing'}" for k in self.metric_keys
-            )
+            values = " ".join(f"{k}={_fmt(r.metrics[k]) if k in r.metrics else 'missing'}" for k in self.metric_keys)
             diffs = " ".join(f"{k}={r.params.get(k, 'missing')}" for k in self.differing)
             lines.append(f"  {_run_label(r)}: {values} | {diffs}")
         if self.series:

@@ -36,9 +36,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..config import ProjectConfig
-from ..exceptions import ExecutorUnreachableError, MlopsError, NotFoundError, StoreError
-from .schedule import (
+from mlops_nb.config import ProjectConfig
+from mlops_nb.exceptions import ExecutorUnreachableError, MlopsError, NotFoundError, StoreError
+from mlops_nb.jobs.schedules.store import (
     JobRecord,
     Schedule,
     ScheduleStore,
@@ -92,7 +92,7 @@ class _Lease:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._renew, name=f"mlops-nb-lease-{job_id}", daemon=True)
 
-    def __enter__(self) -> "_Lease":
+    def __enter__(self) -> _Lease:
         self._thread.start()
         return self
 
@@ -117,9 +117,17 @@ class _Lease:
 class _Outcome:
     """How one attempt ended."""
 
-    def __init__(self, state: str, *, run_id: str | None = None, output: str | None = None,
-                 error: str | None = None, retryable: bool = False, status: str | None = None,
-                 run_ids: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        state: str,
+        *,
+        run_id: str | None = None,
+        output: str | None = None,
+        error: str | None = None,
+        retryable: bool = False,
+        status: str | None = None,
+        run_ids: list[str] | None = None,
+    ) -> None:
         self.state, self.run_id, self.output, self.error = state, run_id, output, error
         self.retryable, self.status = retryable, status
         self.run_ids = run_ids or ([run_id] if run_id else [])
@@ -127,7 +135,7 @@ class _Outcome:
 
 class Runner:
     """Runs job records: the one execution path of scheduled jobs, their retries and
-    manual runs (:func:`~mlops_nb.jobs.schedule.run_now`).
+    manual runs (:func:`~mlops_nb.jobs.schedules.store.run_now`).
 
     Parameters
     ----------
@@ -190,8 +198,14 @@ class Runner:
         now = self.store.clock()
         with self.store._write() as conn:
             job_id = self.store.insert_job(
-                conn, name, now, trigger="manual", attempt=1, state="running",
-                owner=self.owner, lease_until=self.lease_until(),
+                conn,
+                name,
+                now,
+                trigger="manual",
+                attempt=1,
+                state="running",
+                owner=self.owner,
+                lease_until=self.lease_until(),
             )
         return self.store.job(job_id)
 
@@ -259,7 +273,9 @@ class Runner:
         except MlopsError as exc:
             # The target or its parameters went bad since `add`, or MLflow's store is
             # unreachable (that may pass).
-            outcome = _Outcome("failed", error=_one_line(exc), retryable=isinstance(exc, (StoreError, ExecutorUnreachableError)))
+            outcome = _Outcome(
+                "failed", error=_one_line(exc), retryable=isinstance(exc, (StoreError, ExecutorUnreachableError))
+            )
         except Exception as exc:  # never let a job take the scheduler down
             outcome = _Outcome("failed", error=f"{type(exc).__name__}: {_one_line(exc)}")
         finally:
@@ -272,12 +288,14 @@ class Runner:
 
     def _tag(self, run_id: str, schedule: Schedule, record: JobRecord) -> None:
         """Tag the job's run with its schedule, so MLflow alone can tell a scheduled run."""
-        from ..store import get_client
+        from mlops_nb.store import get_client
 
         client = get_client(self.config)
         for key, value in {
-            "schedule": schedule.name, "schedule.job": str(record.id),
-            "schedule.trigger": record.trigger, "schedule.attempt": str(record.attempt),
+            "schedule": schedule.name,
+            "schedule.job": str(record.id),
+            "schedule.trigger": record.trigger,
+            "schedule.attempt": str(record.attempt),
         }.items():
             client.set_tag(run_id, TAG + key, value)
 
@@ -293,23 +311,28 @@ class Runner:
         return on_start
 
     def _run_notebook(self, schedule: Schedule, record: JobRecord, path: Any, stop: threading.Event) -> _Outcome:
-        from .executors import executor_for, job_spec
+        from mlops_nb.jobs.run.executors import executor_for, job_spec
 
         # The project's `executor` setting says where: this process, or a Dask cluster.
         spec = job_spec(path, texts=schedule.params, timeout=schedule.timeout_s, config=self.config)
         with executor_for(None, self.config, pool_size=0, report=self.report) as executor:
             result = executor.submit(spec, stop=stop, on_start=self._on_start(schedule, record)).result()
         return _Outcome(
-            "succeeded" if result.ok else "failed", run_id=result.run_id, output=result.output,
-            error=result.error, retryable=result.retryable, status=result.status,
+            "succeeded" if result.ok else "failed",
+            run_id=result.run_id,
+            output=result.output,
+            error=result.error,
+            retryable=result.retryable,
+            status=result.status,
         )
 
     def _run_pipeline(self, schedule: Schedule, record: JobRecord, path: Any, stop: threading.Event) -> _Outcome:
-        from .pipeline import run_pipeline
+        from mlops_nb.jobs.batch.pipeline import run_pipeline
 
         timed_out = threading.Event()
         timer = None
         if schedule.timeout_s:
+
             def expire() -> None:
                 timed_out.set()
                 stop.set()
@@ -317,12 +340,19 @@ class Runner:
             timer = threading.Timer(schedule.timeout_s, expire)
             timer.daemon = True
             timer.start()
-        from .executors import executor_for
+        from mlops_nb.jobs.run.executors import executor_for
 
         cluster = executor_for(None, self.config, report=self.report) if self.config.executor != "local" else None
         try:
-            result = run_pipeline(path, params=schedule.params, config=self.config, stop=stop, report=self.report,
-                                  on_start=self._on_start(schedule, record), executor=cluster)
+            result = run_pipeline(
+                path,
+                params=schedule.params,
+                config=self.config,
+                stop=stop,
+                report=self.report,
+                on_start=self._on_start(schedule, record),
+                executor=cluster,
+            )
         finally:
             if timer is not None:
                 timer.cancel()
@@ -335,11 +365,21 @@ class Runner:
             except Exception:
                 pass
         if timed_out.is_set() and not result.ok:
-            return _Outcome("failed", run_id=result.run_id, error=f"timed out after {schedule.timeout_s:g} s (--timeout)",
-                            retryable=True, status=result.status, run_ids=run_ids)
+            return _Outcome(
+                "failed",
+                run_id=result.run_id,
+                error=f"timed out after {schedule.timeout_s:g} s (--timeout)",
+                retryable=True,
+                status=result.status,
+                run_ids=run_ids,
+            )
         return _Outcome(
-            "succeeded" if result.ok else "failed", run_id=result.run_id, error=result.error,
-            retryable=bool(result.retryable), status=result.status, run_ids=run_ids,
+            "succeeded" if result.ok else "failed",
+            run_id=result.run_id,
+            error=result.error,
+            retryable=bool(result.retryable),
+            status=result.status,
+            run_ids=run_ids,
         )
 
     # ------------------------------------------------------------ ending
@@ -348,7 +388,9 @@ class Runner:
         """Seconds before retry number ``attempt`` (1 for the first retry): doubling."""
         return self.retry_backoff_s * (2 ** max(0, attempt - 1))
 
-    def finish(self, record: JobRecord, schedule: Schedule | None, outcome: _Outcome) -> tuple[JobRecord, JobRecord | None]:
+    def finish(
+        self, record: JobRecord, schedule: Schedule | None, outcome: _Outcome
+    ) -> tuple[JobRecord, JobRecord | None]:
         """Store an attempt's outcome, queue its retry, notify. Only the lease holder
         finishes a record: one that a recovering scheduler marked interrupted meanwhile
         (this process lost its lease) keeps that state and that scheduler's retry."""
@@ -358,8 +400,14 @@ class Runner:
             done = conn.execute(
                 j.update()
                 .where(j.c.id == record.id, j.c.owner == self.owner, j.c.state == "running")
-                .values(state=outcome.state, finished=_db(now), run_id=outcome.run_id or record.run_id,
-                        output=outcome.output, error=outcome.error, lease_until=None)
+                .values(
+                    state=outcome.state,
+                    finished=_db(now),
+                    run_id=outcome.run_id or record.run_id,
+                    output=outcome.output,
+                    error=outcome.error,
+                    lease_until=None,
+                )
             )
         final = self.store.job(record.id)
         if done.rowcount != 1:
@@ -383,8 +431,13 @@ class Runner:
         try:
             with self.store._write() as conn:
                 job_id = self.store.insert_job(
-                    conn, final.schedule, final.occurrence, trigger=final.trigger, attempt=final.attempt + 1,
-                    state="retrying", not_before=when,
+                    conn,
+                    final.schedule,
+                    final.occurrence,
+                    trigger=final.trigger,
+                    attempt=final.attempt + 1,
+                    state="retrying",
+                    not_before=when,
                 )
         except IntegrityError:
             return None  # queued already
@@ -398,7 +451,9 @@ class Runner:
         s = self.store.schedules
         try:
             with self.store._write() as conn:
-                conn.execute(s.update().where(s.c.name == schedule.name).values(last_state=retry.state if retry else final.state))
+                conn.execute(
+                    s.update().where(s.c.name == schedule.name).values(last_state=retry.state if retry else final.state)
+                )
         except StoreError as exc:
             log.warning("could not record the last state of %s: %s", schedule.name, exc)
         if retry is not None or not schedule.webhook:
@@ -454,8 +509,9 @@ class Scheduler:
         self.tick_s = float(tick_s)
         self.grace_s = float(grace_s)
         self.owner = _owner(name)
-        self.runner = Runner(store, config, owner=self.owner, lease_s=lease_s,
-                             retry_backoff_s=retry_backoff_s, report=report)
+        self.runner = Runner(
+            store, config, owner=self.owner, lease_s=lease_s, retry_backoff_s=retry_backoff_s, report=report
+        )
         self.started_at = store.clock()
         self._running: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
@@ -492,7 +548,10 @@ class Scheduler:
         j = self.store.jobs
         with self.store._read() as conn:
             rows = conn.execute(
-                j.select().where(j.c.state == "retrying", j.c.not_before <= _db(now)).order_by(j.c.not_before).limit(free)
+                j.select()
+                .where(j.c.state == "retrying", j.c.not_before <= _db(now))
+                .order_by(j.c.not_before)
+                .limit(free)
             ).fetchall()
         started = []
         for row in rows:
@@ -539,15 +598,28 @@ class Scheduler:
                 if moved.rowcount != 1:
                     return None  # another scheduler fired it (or it was paused meanwhile)
                 if fire is None:
-                    span = f"{missed[0]:%Y-%m-%d %H:%M}" + (f" to {missed[-1]:%Y-%m-%d %H:%M}" if len(missed) > 1 else "")
+                    span = f"{missed[0]:%Y-%m-%d %H:%M}" + (
+                        f" to {missed[-1]:%Y-%m-%d %H:%M}" if len(missed) > 1 else ""
+                    )
                     job_id = self.store.insert_job(
-                        conn, schedule.name, missed[-1], trigger="schedule", attempt=1, state="skipped",
+                        conn,
+                        schedule.name,
+                        missed[-1],
+                        trigger="schedule",
+                        attempt=1,
+                        state="skipped",
                         error=f"missed {len(missed)} occurrence(s) ({span} UTC) while no scheduler ran; skipped (--missed skip)",
                     )
                 else:
                     job_id = self.store.insert_job(
-                        conn, schedule.name, fire, trigger="schedule", attempt=1, state="running",
-                        owner=self.owner, lease_until=self.runner.lease_until(),
+                        conn,
+                        schedule.name,
+                        fire,
+                        trigger="schedule",
+                        attempt=1,
+                        state="running",
+                        owner=self.owner,
+                        lease_until=self.runner.lease_until(),
                     )
         except IntegrityError:
             return None  # this occurrence has a record already: it fired once
@@ -612,7 +684,7 @@ class Scheduler:
     def _end_run(self, run_id: str, why: str) -> None:
         """End a dead job's MLflow run FAILED, so no run stays RUNNING forever."""
         try:
-            from ..store import get_client
+            from mlops_nb.store import get_client
 
             client = get_client(self.config)
             run = client.get_run(run_id)
@@ -626,10 +698,13 @@ class Scheduler:
                 if current.info.status == "RUNNING":
                     client.set_tag(current.info.run_id, TAG + "error", why)
                     client.set_terminated(current.info.run_id, "FAILED")
-                pending.extend(client.search_runs(
-                    sorted({current.info.experiment_id, run.info.experiment_id}),
-                    f"tags.mlflow.parentRunId = '{current.info.run_id}'", max_results=1000,
-                ))
+                pending.extend(
+                    client.search_runs(
+                        sorted({current.info.experiment_id, run.info.experiment_id}),
+                        f"tags.mlflow.parentRunId = '{current.info.run_id}'",
+                        max_results=1000,
+                    )
+                )
         except Exception as exc:
             self.runner.report(f"warning: could not end run {run_id} of an interrupted job: {_one_line(exc)}")
 
@@ -675,7 +750,6 @@ class Scheduler:
             self._shutdown(wait)
 
 
-
 # ---------------------------------------------------------------- notifications
 
 
@@ -691,7 +765,7 @@ def _versions_of(client: Any, run_ids: list[str]) -> list[Any]:
 
 
 def _version_metrics(client: Any, mv: Any) -> dict[str, float]:
-    from ..registry import _tagged_metrics
+    from mlops_nb.registry import _tagged_metrics
 
     tagged = _tagged_metrics(dict(mv.tags or {}))
     if tagged is not None:
@@ -707,7 +781,7 @@ def model_changes(config: ProjectConfig, run_ids: list[str], alias: str = "champ
     current holder of ``alias`` (model, version, metric, value, holder version and value,
     change = value - holder value). A model without a holder gives one row with holder
     fields ``None``; a version that holds the alias itself compares with itself."""
-    from ..store import get_client
+    from mlops_nb.store import get_client
 
     client = get_client(config)
     rows: list[dict[str, Any]] = []
@@ -717,7 +791,12 @@ def model_changes(config: ProjectConfig, run_ids: list[str], alias: str = "champ
         except Exception:
             holder = None
         mine = _version_metrics(client, mv)
-        base = {"model": mv.name, "version": str(mv.version), "alias": alias, "holder_version": str(holder) if holder else None}
+        base = {
+            "model": mv.name,
+            "version": str(mv.version),
+            "alias": alias,
+            "holder_version": str(holder) if holder else None,
+        }
         theirs: dict[str, float] = {}
         if holder is not None:
             try:
@@ -739,7 +818,7 @@ def webhook_payload(config: ProjectConfig, schedule: Schedule, record: JobRecord
     status = None
     if record.run_id:
         try:
-            from ..store import get_client
+            from mlops_nb.store import get_client
 
             status = get_client(config).get_run(record.run_id).info.status
         except Exception:
@@ -760,8 +839,15 @@ def webhook_payload(config: ProjectConfig, schedule: Schedule, record: JobRecord
     }
 
 
-def send_webhook(config: ProjectConfig, schedule: Schedule, record: JobRecord, run_ids: list[str],
-                 *, report: Callable[[str], None] | None = None, timeout: float = 10.0) -> bool:
+def send_webhook(
+    config: ProjectConfig,
+    schedule: Schedule,
+    record: JobRecord,
+    run_ids: list[str],
+    *,
+    report: Callable[[str], None] | None = None,
+    timeout: float = 10.0,
+) -> bool:
     """POST the job's outcome to the schedule's webhook; a failure is reported, never
     raised (a notification never fails a job). Returns whether it was delivered."""
     import urllib.error
@@ -771,11 +857,13 @@ def send_webhook(config: ProjectConfig, schedule: Schedule, record: JobRecord, r
         return False
     body = json.dumps(webhook_payload(config, schedule, record, run_ids), default=str).encode()
     request = urllib.request.Request(
-        schedule.webhook, data=body, method="POST",
+        schedule.webhook,
+        data=body,
+        method="POST",
         headers={"Content-Type": "application/json", "User-Agent": "mlops-nb-scheduler"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - http(s) checked at add
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             resp.read(1024)
         return True
     except (urllib.error.URLError, OSError, ValueError) as exc:

@@ -3,12 +3,12 @@
 A ``mlops-nb run`` process that starts from nothing pays for importing MLflow and
 opening its store (about 2 s of CPU) and for starting a kernel, before the notebook's
 first cell runs. The agent pays both once: it keeps MLflow loaded, the store open and a
-kernel started ahead of need (a :class:`~mlops_nb.jobs.pool.KernelPool` per kernel,
+kernel started ahead of need (a :class:`~mlops_nb.jobs.run.pool.KernelPool` per kernel,
 folder and environment), and ``mlops-nb run`` hands it the job over a Unix socket.
 
 What a job sees does not change:
 
-- the job runs through :func:`~mlops_nb.jobs.runner.run_notebook`, as in the command's
+- the job runs through :func:`~mlops_nb.jobs.run.execution.run_notebook`, as in the command's
   own process: same checks, same run, same artifacts, same result;
 - its kernel gets the environment of the command that sent it (the pool key includes
   that environment), starts in the notebook's folder and serves that one job;
@@ -42,13 +42,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
-from .. import __version__
-from ..config import ProjectConfig
-from ..exceptions import MlopsError, UsageError
+from mlops_nb import __version__
+from mlops_nb.config import ProjectConfig
+from mlops_nb.exceptions import MlopsError, UsageError
 
 __all__ = [
     "AgentInfo",
@@ -56,9 +57,9 @@ __all__ = [
     "agent_status",
     "run_via_agent",
     "serve",
+    "spawn_agent",
     "start_agent",
     "stop_agent",
-    "spawn_agent",
 ]
 
 MODE_ENV = "MLOPS_NB_AGENT"
@@ -140,7 +141,7 @@ def _connect(path: Path, timeout: float | None = 5.0) -> socket.socket | None:
     sock.settimeout(timeout)
     try:
         sock.connect(str(path))
-    except (FileNotFoundError, ConnectionRefusedError, socket.timeout, OSError):
+    except (TimeoutError, FileNotFoundError, ConnectionRefusedError, OSError):
         sock.close()
         return None
     return sock
@@ -176,8 +177,8 @@ def spawn_agent(project_root: str | Path) -> None:
     """Start the project's agent in the background (it exits at once if one runs)."""
     log = _files(project_root)["log"]
     with open(log, "ab") as out:
-        subprocess.Popen(  # noqa: S603 - our own module, no shell
-            [sys.executable, "-m", "mlops_nb.jobs.agent", str(Path(project_root).resolve())],
+        subprocess.Popen(
+            [sys.executable, "-m", "mlops_nb.jobs.run.agent", str(Path(project_root).resolve())],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -318,7 +319,7 @@ def _columns(stream: TextIO | None) -> int | None:
 def _mark_lost(config: ProjectConfig, run_id: str) -> None:
     """End a run its agent left RUNNING (the rare path: it imports MLflow)."""
     with contextlib.suppress(Exception):
-        from ..store import get_client
+        from mlops_nb.store import get_client
 
         client = get_client(config)
         if client.get_run(run_id).info.status == "RUNNING":
@@ -382,10 +383,10 @@ class _Agent:
         """Import what every job needs, and open the project's store."""
         import papermill  # noqa: F401
 
-        from ..config import resolve_config
-        from ..store import get_client
-        from ..tracking import Tracker  # noqa: F401
-        from . import runner
+        from mlops_nb.config import resolve_config
+        from mlops_nb.jobs.run import execution as runner
+        from mlops_nb.store import get_client
+        from mlops_nb.tracking import Tracker  # noqa: F401
 
         with contextlib.suppress(Exception):
             get_client(resolve_config(self.root))
@@ -409,7 +410,7 @@ class _Agent:
             while not self.stopping.is_set():
                 try:
                     conn, _ = listener.accept()
-                except socket.timeout:
+                except TimeoutError:
                     with self._lock:
                         idle = self.jobs_running == 0 and time.monotonic() - self.last_activity > self.idle_timeout
                     if idle:
@@ -470,7 +471,7 @@ class _Agent:
                 conn.close()
 
     def _run(self, conn: socket.socket, lock: threading.Lock, reader: Any, request: dict[str, Any]) -> None:
-        from .runner import _notebook_kernel, notebook_path, run_notebook
+        from mlops_nb.jobs.run.execution import _notebook_kernel, notebook_path, run_notebook
 
         with self._lock:
             self.jobs_running += 1
@@ -534,7 +535,7 @@ class _Agent:
 
     def _pool(self, kernel: str, cwd: str, env: dict[str, str]) -> Any:
         """A pool of one kernel started ahead for this kernel, folder and environment."""
-        from .pool import KernelPool
+        from mlops_nb.jobs.run.pool import KernelPool
 
         stable = {k: v for k, v in env.items() if k not in _VOLATILE_ENV}
         key = (kernel, os.path.abspath(cwd), hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest())

@@ -41,6 +41,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import KernelManager
 
 from mlops_nb.exceptions import MlopsError, UsageError
+
 # The environment variable naming a pooled kernel's job file; the kernel reads it there.
 from mlops_nb.tracking import JOB_FILE_ENV
 

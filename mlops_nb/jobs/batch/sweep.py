@@ -6,17 +6,18 @@ import json
 import math
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
-from ..config import ProjectConfig, resolve_config
-from ..exceptions import UsageError
-from ..provenance import NotebookLocation
-from .runner import FAILED, FINISHED, KILLED, JobResult, notebook_path
+from mlops_nb.config import ProjectConfig, resolve_config
+from mlops_nb.exceptions import UsageError
+from mlops_nb.jobs.run.execution import FAILED, FINISHED, KILLED, JobResult, notebook_path
+from mlops_nb.provenance import NotebookLocation
 
 if TYPE_CHECKING:
-    from .executors import Executor
+    from mlops_nb.jobs.run.executors import Executor
 
 __all__ = ["SweepResult", "sweep"]
 
@@ -79,7 +80,7 @@ def sweep(
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
     stop: threading.Event | None = None,
-    executor: "Executor | None" = None,
+    executor: Executor | None = None,
 ) -> SweepResult:
     """Run the grid of ``texts`` (``{"n": "10,50,100"}``) and ``values`` (lists) as child
     runs of one parent run, ``workers`` at a time, on kernels started ahead of need.
@@ -91,9 +92,9 @@ def sweep(
     (default: this process, ``workers`` at a time; a :class:`~.executors.DaskExecutor`
     runs them on a cluster, as many at a time as it has worker threads).
     """
-    from .params import declared_parameters, expand_grid
-    from .executors import LocalExecutor, job_spec
-    from .runner import _notebook_kernel
+    from mlops_nb.jobs.run.execution import _notebook_kernel
+    from mlops_nb.jobs.run.executors import LocalExecutor, job_spec
+    from mlops_nb.jobs.run.params import declared_parameters, expand_grid
 
     path = notebook_path(notebook)
     if not isinstance(workers, int) or not 1 <= workers <= 64:
@@ -104,14 +105,19 @@ def sweep(
     # Every job is checked before the sweep's run exists.
     specs = [
         job_spec(
-            path, combo, config=cfg, run_name=f"{path.stem} " + " ".join(f"{k}={v}" for k, v in combo.items()),
-            timeout=timeout, cell_timeout=cell_timeout, kernel=kernel,
+            path,
+            combo,
+            config=cfg,
+            run_name=f"{path.stem} " + " ".join(f"{k}={v}" for k, v in combo.items()),
+            timeout=timeout,
+            cell_timeout=cell_timeout,
+            kernel=kernel,
         )
         for combo in grid
     ]
     stop = stop or threading.Event()
 
-    from ..tracking import Tracker
+    from mlops_nb.tracking import Tracker
 
     tracker = Tracker(notebook=NotebookLocation(path, "mlops-nb sweep"), config=cfg, fluent=False)
     started = time.monotonic()
@@ -138,9 +144,23 @@ def sweep(
             runner.close()
     if metric:
         sign = 1 if lower_is_better else -1
-        jobs.sort(key=lambda j: (not (j.ok and _finite(j.metrics.get(metric))), sign * j.metrics.get(metric, 0.0) if _finite(j.metrics.get(metric)) else 0.0))
+        jobs.sort(
+            key=lambda j: (
+                not (j.ok and _finite(j.metrics.get(metric))),
+                sign * j.metrics.get(metric, 0.0) if _finite(j.metrics.get(metric)) else 0.0,
+            )
+        )
     status = FINISHED if all(j.ok for j in jobs) else KILLED if any(j.status == KILLED for j in jobs) else FAILED
-    result = SweepResult(str(path), parent.run_id, parent.experiment_name, status, time.monotonic() - started, metric, lower_is_better, jobs)
+    result = SweepResult(
+        str(path),
+        parent.run_id,
+        parent.experiment_name,
+        status,
+        time.monotonic() - started,
+        metric,
+        lower_is_better,
+        jobs,
+    )
     best = result.best
     if best is not None:
         client.set_tag(parent.run_id, "mlops_nb.sweep.best_run_id", best.run_id or "")
@@ -155,17 +175,28 @@ def sweep_table(result: SweepResult) -> str:
     """The jobs as a text table, best first, and the best run named."""
     names = list(dict.fromkeys(k for j in result.jobs for k in j.params))
     metric = result.metric
-    header = [*names, *( [metric] if metric else []), "status", "run"]
+    header = [*names, *([metric] if metric else []), "status", "run"]
     rows = []
     for j in result.jobs:
         value = j.metrics.get(metric) if metric else None
-        rows.append([*(str(j.params.get(n, "")) for n in names), *([f"{value:.6g}" if _finite(value) else "-"] if metric else []), j.status, j.run_id or ""])
+        rows.append(
+            [
+                *(str(j.params.get(n, "")) for n in names),
+                *([f"{value:.6g}" if _finite(value) else "-"] if metric else []),
+                j.status,
+                j.run_id or "",
+            ]
+        )
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
     best = result.best
     lines.append("")
     if best is not None:
-        lines.append(f"best: run {best.run_id} with {metric}={best.metrics[metric]:.6g} ({', '.join(f'{k}={v}' for k, v in best.params.items())})")
+        lines.append(
+            f"best: run {best.run_id} with {metric}={best.metrics[metric]:.6g} ({', '.join(f'{k}={v}' for k, v in best.params.items())})"
+        )
     failed = sum(not j.ok for j in result.jobs)
-    lines.append(f"{len(result.jobs)} jobs, {failed} failed, in {result.duration_s:.1f} s; parent run {result.parent_run_id}")
+    lines.append(
+        f"{len(result.jobs)} jobs, {failed} failed, in {result.duration_s:.1f} s; parent run {result.parent_run_id}"
+    )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The ``mlops-nb pipeline`` commands: ``run`` and ``show``, over :mod:`mlops_nb.jobs.pipeline`."""
+"""The ``mlops-nb pipeline`` commands: ``run`` and ``show``, over :mod:`mlops_nb.jobs.batch.pipeline`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 
 
-def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this feature's sub-commands; each sets ``func`` (args -> exit code)."""
     pipeline = sub.add_parser("pipeline", help="run notebooks chained in a pipeline file, reusing unchanged steps")
     commands = pipeline.add_subparsers(dest="pipeline_command", metavar="COMMAND")
@@ -16,20 +16,37 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
         "run", help="run the pipeline: changed steps run (in parallel where independent), unchanged ones are reused"
     )
     run.add_argument("file", metavar="FILE", help="the pipeline file (YAML)")
-    run.add_argument("-p", dest="param", action="append", default=[], metavar="NAME=VALUE",
-                     help="override a pipeline parameter (repeatable)")
-    run.add_argument("--force", action="append", default=[], metavar="STEP",
-                     help="run STEP again even if cached, and so every step after it (repeatable)")
+    run.add_argument(
+        "-p",
+        dest="param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a pipeline parameter (repeatable)",
+    )
+    run.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="run STEP again even if cached, and so every step after it (repeatable)",
+    )
     run.add_argument("--workers", type=int, default=2, help="steps at a time (default: 2)")
     run.add_argument("--json", action="store_true", help="print the result as one JSON object (quiet)")
-    from .cli import executor_option, project_option
+    from mlops_nb.cli.main import executor_option, project_option
 
     executor_option(run)
     run.set_defaults(func=_cmd_run)
     show = commands.add_parser("show", help="the steps, what each needs, and whether each is cached, stale or failed")
     show.add_argument("file", metavar="FILE", help="the pipeline file (YAML)")
-    show.add_argument("-p", dest="param", action="append", default=[], metavar="NAME=VALUE",
-                      help="a pipeline parameter, as for run (repeatable)")
+    show.add_argument(
+        "-p",
+        dest="param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a pipeline parameter, as for run (repeatable)",
+    )
     show.add_argument("--json", action="store_true", help="print the steps as one JSON object")
     show.set_defaults(func=_cmd_show)
     for command in (pipeline, run, show):
@@ -39,7 +56,7 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
 def _config(args: argparse.Namespace):
     from pathlib import Path
 
-    from .config import resolve_config
+    from mlops_nb.config import resolve_config
 
     return resolve_config(args.project if args.project else Path(args.file).resolve().parent)
 
@@ -47,8 +64,8 @@ def _config(args: argparse.Namespace):
 def _cmd_run(args: argparse.Namespace) -> int:
     import signal
 
-    from .jobs.params import parse_assignments
-    from .jobs.pipeline import load_pipeline, pipeline_table, run_pipeline
+    from mlops_nb.jobs.batch.pipeline import load_pipeline, pipeline_table, run_pipeline
+    from mlops_nb.jobs.run.params import parse_assignments
 
     texts = parse_assignments(args.param)
     load_pipeline(args.file, texts)  # bad input: one line and exit 2 before the store is touched
@@ -59,15 +76,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def report(line: str) -> None:
         print(line, flush=True)
 
-    from .cli import _cluster
+    from mlops_nb.cli.main import _cluster
 
     config = _config(args)
     cluster = _cluster(args.executor, config)
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         result = run_pipeline(
-            args.file, params=texts, force=args.force, workers=args.workers, config=config,
-            report=None if args.json else report, executor=cluster,
+            args.file,
+            params=texts,
+            force=args.force,
+            workers=args.workers,
+            config=config,
+            report=None if args.json else report,
+            executor=cluster,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -84,14 +106,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from .jobs.params import parse_assignments
-    from .jobs.pipeline import load_pipeline, pipeline_status, status_table
+    from mlops_nb.jobs.batch.pipeline import load_pipeline, pipeline_status, status_table
+    from mlops_nb.jobs.run.params import parse_assignments
 
     texts = parse_assignments(args.param)
     pipeline = load_pipeline(args.file, texts)
     states = pipeline_status(args.file, params=texts, config=_config(args))
     if args.json:
-        print(json.dumps({"pipeline": pipeline.name, "file": str(pipeline.path), "steps": [s.to_dict() for s in states]}))
+        print(
+            json.dumps({"pipeline": pipeline.name, "file": str(pipeline.path), "steps": [s.to_dict() for s in states]})
+        )
     else:
         print(status_table(pipeline.name, states))
     return 0

@@ -3,7 +3,7 @@
 ``schedule add|list|pause|resume|remove|run-now|history`` edit and read the project's
 schedule database; ``scheduler`` runs due jobs until SIGTERM or Ctrl-C. Each handler
 returns the exit code: 0 done, 1 a job failed, 2 bad usage (raised as UsageError and
-mapped by :func:`mlops_nb.cli.main`).
+mapped by :func:`mlops_nb.cli.main.main`).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import ProjectConfig
-    from .jobs.schedule import JobRecord, Schedule, ScheduleStore
+    from mlops_nb.config import ProjectConfig
+    from mlops_nb.jobs.schedules.store import JobRecord, Schedule, ScheduleStore
 
 __all__ = ["add_parsers"]
 
 
-def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``schedule ...`` and ``scheduler``; each sets ``func`` (args -> exit code)."""
     schedule = sub.add_parser("schedule", help="run a notebook or pipeline on a cron schedule")
     verbs = schedule.add_subparsers(dest="verb", metavar="VERB")
@@ -31,15 +31,36 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
 
     add = verbs.add_parser("add", help="add a schedule (everything is checked first)")
     add.add_argument("name", metavar="NAME", help="a short slug: lower-case letters, digits, - and _")
-    add.add_argument("target", metavar="NOTEBOOK|PIPELINE", help="a notebook (.ipynb) or pipeline (.yaml) of the project")
-    add.add_argument("--cron", required=True, metavar="EXPR", help='five cron fields, e.g. "0 2 * * *" (or @daily, @hourly)')
-    add.add_argument("--timezone", default="UTC", metavar="TZ", help="the IANA time zone of the cron expression (default: UTC)")
-    add.add_argument("-p", dest="param", action="append", default=[], metavar="NAME=VALUE",
-                     help="a parameter, checked against the target now (repeatable)")
-    add.add_argument("--missed", choices=["skip", "once"], default="skip",
-                     help="occurrences missed while no scheduler ran: skip them, or run once (default: skip)")
-    add.add_argument("--retries", type=int, default=2, metavar="N",
-                     help="retries of a failure that may pass: kernel died, timeout, scheduler stopped (default: 2)")
+    add.add_argument(
+        "target", metavar="NOTEBOOK|PIPELINE", help="a notebook (.ipynb) or pipeline (.yaml) of the project"
+    )
+    add.add_argument(
+        "--cron", required=True, metavar="EXPR", help='five cron fields, e.g. "0 2 * * *" (or @daily, @hourly)'
+    )
+    add.add_argument(
+        "--timezone", default="UTC", metavar="TZ", help="the IANA time zone of the cron expression (default: UTC)"
+    )
+    add.add_argument(
+        "-p",
+        dest="param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter, checked against the target now (repeatable)",
+    )
+    add.add_argument(
+        "--missed",
+        choices=["skip", "once"],
+        default="skip",
+        help="occurrences missed while no scheduler ran: skip them, or run once (default: skip)",
+    )
+    add.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="retries of a failure that may pass: kernel died, timeout, scheduler stopped (default: 2)",
+    )
     add.add_argument("--timeout", metavar="SECONDS", help="the whole job's time limit")
     add.add_argument("--webhook", metavar="URL", help="POST the outcome here (JSON) when a job fails")
     add.add_argument("--notify-success", action="store_true", help="call the webhook on success too")
@@ -50,7 +71,10 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
     lst.add_argument("--json", action="store_true", help="print the schedules as JSON")
     lst.set_defaults(func=_cmd_list)
 
-    for verb, what in (("pause", "stop firing a schedule"), ("resume", "fire a paused schedule again from its next occurrence")):
+    for verb, what in (
+        ("pause", "stop firing a schedule"),
+        ("resume", "fire a paused schedule again from its next occurrence"),
+    ):
         p = verbs.add_parser(verb, help=what)
         p.add_argument("name", metavar="NAME")
         p.add_argument("--json", action="store_true", help="print the schedule as JSON")
@@ -74,13 +98,23 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
     run = sub.add_parser("scheduler", help="run due scheduled jobs until SIGTERM or Ctrl-C")
     run.add_argument("--max-running", type=int, default=2, metavar="N", help="jobs at once (default: 2)")
     run.add_argument("--tick", type=float, default=0.5, metavar="SECONDS", help="seconds between checks (default: 0.5)")
-    run.add_argument("--lease", type=float, default=60.0, metavar="SECONDS",
-                     help="how long a dead scheduler's job on another host stays claimed (default: 60)")
-    run.add_argument("--retry-backoff", type=float, default=30.0, metavar="SECONDS",
-                     help="wait before a first retry, doubling after (default: 30)")
+    run.add_argument(
+        "--lease",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a dead scheduler's job on another host stays claimed (default: 60)",
+    )
+    run.add_argument(
+        "--retry-backoff",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="wait before a first retry, doubling after (default: 30)",
+    )
     run.add_argument("--name", help="a label for this scheduler in job records")
     run.set_defaults(func=_cmd_scheduler)
-    from .cli import project_option
+    from mlops_nb.cli.main import project_option
 
     for command in (schedule, *verbs.choices.values(), run):
         project_option(command)
@@ -89,9 +123,9 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
 # ---------------------------------------------------------------- helpers
 
 
-def _open(args: argparse.Namespace) -> tuple["ProjectConfig", "ScheduleStore"]:
-    from .config import resolve_config
-    from .jobs.schedule import ScheduleStore
+def _open(args: argparse.Namespace) -> tuple[ProjectConfig, ScheduleStore]:
+    from mlops_nb.config import resolve_config
+    from mlops_nb.jobs.schedules.store import ScheduleStore
 
     config = resolve_config(args.project)
     return config, ScheduleStore.for_project(config)
@@ -107,7 +141,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _schedule_line(s: "Schedule") -> str:
+def _schedule_line(s: Schedule) -> str:
     state = "paused" if s.paused else f"next run {_when(s.next_run)}"
     return f"mlops-nb: schedule {s.name}: {s.kind} {s.target} at {s.cron!r} ({s.timezone}); {state}"
 
@@ -120,7 +154,7 @@ def _print(data: Any) -> None:
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from .jobs.params import parse_assignments
+    from mlops_nb.jobs.run.params import parse_assignments
 
     texts = parse_assignments(args.param)
     config, store = _open(args)
@@ -130,9 +164,16 @@ def _cmd_add(args: argparse.Namespace) -> int:
     if target.is_relative_to(config.project_root):
         target = target.relative_to(config.project_root)
     schedule = store.add(
-        args.name, args.cron, target,
-        timezone=args.timezone, params=texts, missed=args.missed, retries=args.retries,
-        timeout_s=args.timeout, webhook=args.webhook, notify_success=args.notify_success,
+        args.name,
+        args.cron,
+        target,
+        timezone=args.timezone,
+        params=texts,
+        missed=args.missed,
+        retries=args.retries,
+        timeout_s=args.timeout,
+        webhook=args.webhook,
+        notify_success=args.notify_success,
     )
     if args.json:
         _print(schedule.to_dict())
@@ -179,7 +220,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def _job_line(r: "JobRecord") -> str:
+def _job_line(r: JobRecord) -> str:
     took = f" in {(r.finished - r.started).total_seconds():.1f} s" if r.started and r.finished else ""
     run = f", run {r.run_id}" if r.run_id else ""
     return f"mlops-nb: job {r.id} of {r.schedule} (attempt {r.attempt}) {r.state}{took}{run}"
@@ -188,7 +229,7 @@ def _job_line(r: "JobRecord") -> str:
 def _cmd_run_now(args: argparse.Namespace) -> int:
     import signal
 
-    from .jobs.schedule import run_now
+    from mlops_nb.jobs.schedules.store import run_now
 
     config, store = _open(args)
     quiet = args.json
@@ -198,8 +239,13 @@ def _cmd_run_now(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        record = run_now(store, config, args.name, wait=True,
-                         report=None if quiet else (lambda line: print(f"mlops-nb: {line}", file=sys.stderr)))
+        record = run_now(
+            store,
+            config,
+            args.name,
+            wait=True,
+            report=None if quiet else (lambda line: print(f"mlops-nb: {line}", file=sys.stderr)),
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
     if args.json:
@@ -214,7 +260,7 @@ def _cmd_run_now(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from .exceptions import UsageError
+    from mlops_nb.exceptions import UsageError
 
     if args.n < 1:
         raise UsageError(f"-n must be at least 1, not {args.n}")
@@ -227,9 +273,16 @@ def _cmd_history(args: argparse.Namespace) -> int:
         print(f"mlops-nb: schedule {args.name} has run no jobs yet")
         return 0
     rows = [
-        [str(r.id), _when(r.occurrence), r.trigger, str(r.attempt), r.state,
-         f"{(r.finished - r.started).total_seconds():.1f} s" if r.started and r.finished else "-",
-         r.run_id or "-", (r.error or "")[:80]]
+        [
+            str(r.id),
+            _when(r.occurrence),
+            r.trigger,
+            str(r.attempt),
+            r.state,
+            f"{(r.finished - r.started).total_seconds():.1f} s" if r.started and r.finished else "-",
+            r.run_id or "-",
+            (r.error or "")[:80],
+        ]
         for r in records
     ]
     print(_table(["JOB", "OCCURRENCE", "TRIGGER", "ATTEMPT", "STATE", "TOOK", "RUN", "ERROR"], rows))
@@ -240,8 +293,8 @@ def _cmd_scheduler(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .exceptions import UsageError
-    from .jobs.scheduler import Scheduler
+    from mlops_nb.exceptions import UsageError
+    from mlops_nb.jobs.schedules.scheduler import Scheduler
 
     if args.max_running < 1:
         raise UsageError(f"--max-running must be at least 1, not {args.max_running}")
@@ -256,8 +309,14 @@ def _cmd_scheduler(args: argparse.Namespace) -> int:
         print(f"mlops-nb scheduler: {line}", file=sys.stderr, flush=True)
 
     scheduler = Scheduler(
-        store, config, max_running=args.max_running, tick_s=args.tick, name=args.name,
-        lease_s=args.lease, retry_backoff_s=args.retry_backoff, report=say,
+        store,
+        config,
+        max_running=args.max_running,
+        tick_s=args.tick,
+        name=args.name,
+        lease_s=args.lease,
+        retry_backoff_s=args.retry_backoff,
+        report=say,
     )
     stop = threading.Event()
 
@@ -265,7 +324,9 @@ def _cmd_scheduler(args: argparse.Namespace) -> int:
         stop.set()  # running jobs are stopped, marked interrupted and retried by the next scheduler
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    say(f"{scheduler.owner} running {len(store.list())} schedule(s) from {store.url} (up to {args.max_running} at once)")
+    say(
+        f"{scheduler.owner} running {len(store.list())} schedule(s) from {store.url} (up to {args.max_running} at once)"
+    )
     try:
         scheduler.run_forever(stop)
     finally:

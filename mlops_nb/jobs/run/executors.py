@@ -8,7 +8,7 @@ machine). An :class:`Executor` takes specs and returns futures of :class:`JobRes
 - :class:`DaskExecutor` sends each one to a Dask distributed cluster, where a worker runs
   it with the worker's own kernel pool and logs into the same tracking store.
 
-Both call :func:`run_job`, which calls :func:`~mlops_nb.jobs.runner.run_notebook`: the
+Both call :func:`run_job`, which calls :func:`~mlops_nb.jobs.run.execution.run_notebook`: the
 runner has one path whichever executor is used. Sweeps, pipelines and the scheduler take
 an executor; the commands build one from ``--executor`` or the project's ``executor``
 setting.
@@ -30,19 +30,20 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from ..config import ProjectConfig, executor_name
-from ..exceptions import ExecutorUnreachableError, UsageError
-from .runner import FAILED, KILLED, TAG, JobResult, check_job, run_notebook
+from mlops_nb.config import ProjectConfig, executor_name
+from mlops_nb.exceptions import ExecutorUnreachableError, UsageError
+from mlops_nb.jobs.run.execution import FAILED, KILLED, TAG, JobResult, check_job, run_notebook
 
 if TYPE_CHECKING:
-    from .pool import KernelPool
+    from mlops_nb.jobs.run.pool import KernelPool
 
-__all__ = ["JobSpec", "Executor", "LocalExecutor", "DaskExecutor", "executor_for", "job_spec", "run_job"]
+__all__ = ["DaskExecutor", "Executor", "JobSpec", "LocalExecutor", "executor_for", "job_spec", "run_job"]
 
 KEY_TAG = TAG + "job.key"
 ATTEMPT_TAG = TAG + "job.attempt"
@@ -101,9 +102,9 @@ def job_spec(
     Raises
     ------
     UsageError
-        As :func:`~mlops_nb.jobs.runner.check_job`: nothing is sent anywhere.
+        As :func:`~mlops_nb.jobs.run.execution.check_job`: nothing is sent anywhere.
     """
-    from .runner import _notebook_kernel
+    from mlops_nb.jobs.run.execution import _notebook_kernel
 
     path, checked, timeout, cell_timeout = check_job(notebook, params, texts, timeout, cell_timeout)
     if cwd is not None and not Path(cwd).is_dir():
@@ -128,7 +129,7 @@ def job_spec(
 def run_job(
     spec: JobSpec,
     *,
-    pool: "KernelPool | None" = None,
+    pool: KernelPool | None = None,
     stop: threading.Event | None = None,
     on_start: Callable[[str], None] | None = None,
     report: Callable[[str], None] | None = None,
@@ -176,7 +177,7 @@ class Executor(ABC):
         *,
         stop: threading.Event | None = None,
         on_start: Callable[[str], None] | None = None,
-    ) -> "Future[JobResult]":
+    ) -> Future[JobResult]:
         """Start ``spec``; the future's result is its :class:`JobResult`."""
 
     def run(
@@ -195,10 +196,10 @@ class Executor(ABC):
             stop.set()
             return future.result()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: most executors hold nothing)
         """Release what the executor holds (threads, kernels, connections)."""
 
-    def __enter__(self) -> "Executor":
+    def __enter__(self) -> Executor:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -228,10 +229,10 @@ class LocalExecutor(Executor):
         self._lock = threading.Lock()
         self._report, self._progress = report, progress
 
-    def _pool(self, spec: JobSpec) -> "KernelPool | None":
+    def _pool(self, spec: JobSpec) -> KernelPool | None:
         if self._pool_size == 0:
             return None  # run_notebook starts (and stops) the job's own kernel
-        from .pool import KernelPool
+        from mlops_nb.jobs.run.pool import KernelPool
 
         cwd = spec.cwd or str(Path(spec.notebook).parent)
         key = (spec.kernel or "python3", cwd)
@@ -241,18 +242,26 @@ class LocalExecutor(Executor):
                 pool = self._pools[key] = KernelPool(kernel_name=key[0], size=self._pool_size, cwd=cwd)
             return pool
 
-    def submit(self, spec: JobSpec, *, stop: threading.Event | None = None,
-               on_start: Callable[[str], None] | None = None) -> "Future[JobResult]":
+    def submit(
+        self, spec: JobSpec, *, stop: threading.Event | None = None, on_start: Callable[[str], None] | None = None
+    ) -> Future[JobResult]:
         return self._threads.submit(
-            run_job, spec, pool=self._pool(spec), stop=stop, on_start=on_start, report=self._report,
+            run_job,
+            spec,
+            pool=self._pool(spec),
+            stop=stop,
+            on_start=on_start,
+            report=self._report,
             progress=self._progress,
         )
 
-    def run(self, spec: JobSpec, *, stop: threading.Event | None = None,
-            on_start: Callable[[str], None] | None = None) -> JobResult:
+    def run(
+        self, spec: JobSpec, *, stop: threading.Event | None = None, on_start: Callable[[str], None] | None = None
+    ) -> JobResult:
         """Run one job in the calling thread (Ctrl-C reaches the job directly)."""
-        return run_job(spec, pool=self._pool(spec), stop=stop, on_start=on_start, report=self._report,
-                       progress=self._progress)
+        return run_job(
+            spec, pool=self._pool(spec), stop=stop, on_start=on_start, report=self._report, progress=self._progress
+        )
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)
@@ -263,7 +272,7 @@ class LocalExecutor(Executor):
 
 
 def _dask_address(name: str) -> str:
-    return "tcp://" + name[len("dask://"):]
+    return "tcp://" + name[len("dask://") :]
 
 
 class DaskExecutor(Executor):
@@ -275,7 +284,9 @@ class DaskExecutor(Executor):
     the command was given.
     """
 
-    def __init__(self, address: str, *, report: Callable[[str], None] | None = None, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, address: str, *, report: Callable[[str], None] | None = None, connect_timeout: float = 10.0
+    ) -> None:
         try:
             import distributed
         except ImportError:
@@ -307,8 +318,9 @@ class DaskExecutor(Executor):
         if callback is not None:
             threading.Thread(target=callback, args=(message.get("run_id", ""),), daemon=True).start()
 
-    def submit(self, spec: JobSpec, *, stop: threading.Event | None = None,
-               on_start: Callable[[str], None] | None = None) -> "Future[JobResult]":
+    def submit(
+        self, spec: JobSpec, *, stop: threading.Event | None = None, on_start: Callable[[str], None] | None = None
+    ) -> Future[JobResult]:
         if on_start is not None:
             with self._lock:
                 self._started[spec.key] = on_start
@@ -338,8 +350,14 @@ class DaskExecutor(Executor):
             error = "stopped" if stopped else f"{why} on {self.name}"
             run_id = next(iter(end_lost_attempts(spec, f"{why}; the job was given up")), None)
             return JobResult(
-                notebook=spec.notebook, run_id=run_id, experiment=spec.experiment, status=status,
-                duration_s=time.monotonic() - started, params=dict(spec.params), output=None, error=error,
+                notebook=spec.notebook,
+                run_id=run_id,
+                experiment=spec.experiment,
+                status=status,
+                duration_s=time.monotonic() - started,
+                params=dict(spec.params),
+                output=None,
+                error=error,
             )
         finally:
             with self._lock:
@@ -372,7 +390,7 @@ def end_lost_attempts(spec: JobSpec, why: str) -> list[str]:
     """End every run of ``spec``'s job still ``RUNNING`` (an attempt whose worker was
     lost) as ``FAILED``, saying ``why`` in the tag ``mlops_nb.job.lost``. Returns the
     ids of the job's runs so far, newest first."""
-    from ..store import get_client
+    from mlops_nb.store import get_client
 
     try:
         client = get_client(spec.config)
@@ -380,8 +398,10 @@ def end_lost_attempts(spec: JobSpec, why: str) -> list[str]:
         if experiment is None:
             return []
         runs = client.search_runs(
-            [experiment.experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{spec.key}'",
-            order_by=["attributes.start_time DESC"], max_results=50,
+            [experiment.experiment_id],
+            filter_string=f"tags.`{KEY_TAG}` = '{spec.key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=50,
         )
         for run in runs:
             if run.info.status == "RUNNING":
@@ -400,17 +420,24 @@ def _dask_task(spec: JobSpec, topic: str) -> JobResult:
     """What a Dask worker runs for one job."""
     from distributed import get_worker
 
-    from .pool import shared_pool
+    from mlops_nb.jobs.run.pool import shared_pool
 
     worker = get_worker()
     path = Path(spec.notebook)
     if not path.is_file() or _sha256(path) != spec.notebook_sha256:
         what = "has no notebook" if not path.is_file() else "has a different notebook"
         return JobResult(
-            notebook=spec.notebook, run_id=None, experiment=spec.experiment, status=FAILED, duration_s=0.0,
-            params=dict(spec.params), output=None,
-            error=(f"worker {worker.address} {what} at {spec.notebook}: workers need the project at the same "
-                   "path (a shared folder or the same checkout)"),
+            notebook=spec.notebook,
+            run_id=None,
+            experiment=spec.experiment,
+            status=FAILED,
+            duration_s=0.0,
+            params=dict(spec.params),
+            output=None,
+            error=(
+                f"worker {worker.address} {what} at {spec.notebook}: workers need the project at the same "
+                "path (a shared folder or the same checkout)"
+            ),
         )
     attempt = len(end_lost_attempts(spec, f"worker lost mid-job; run again on {worker.address}")) + 1
     stop = threading.Event()
@@ -438,7 +465,10 @@ def _dask_task(spec: JobSpec, topic: str) -> JobResult:
     try:
         cwd = spec.cwd or str(path.parent)
         return run_job(
-            spec, pool=shared_pool(spec.kernel or "python3", cwd), stop=stop, on_start=on_start,
+            spec,
+            pool=shared_pool(spec.kernel or "python3", cwd),
+            stop=stop,
+            on_start=on_start,
             tags={ATTEMPT_TAG: str(attempt), WORKER_TAG: worker.address},
         )
     finally:

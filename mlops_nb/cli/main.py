@@ -11,10 +11,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .exceptions import MlopsError, NotFoundError, UsageError
+from mlops_nb import __version__
+from mlops_nb.exceptions import MlopsError, NotFoundError, UsageError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,20 +34,32 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the store, why it was chosen and whether it answers (exit 1 when not)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     run = sub.add_parser("run", help="run a notebook headless (papermill) as one MLflow run")
-    _job_options(run, "NAME=VALUE", "a parameter, converted to the type its parameters cell declares (repeatable)",
-                 "parameters from a YAML file", "the whole job's time limit")
+    _job_options(
+        run,
+        "NAME=VALUE",
+        "a parameter, converted to the type its parameters cell declares (repeatable)",
+        "parameters from a YAML file",
+        "the whole job's time limit",
+    )
     run.add_argument("--output", metavar="PATH", help="where to write the executed notebook")
     run.add_argument("--junit", metavar="PATH", help="write a JUnit XML report")
     run.add_argument("--json", action="store_true", help="print the result as one JSON object (quiet)")
     sweep = sub.add_parser("sweep", help="run a grid of parameters in parallel, as child runs of one run")
-    _job_options(sweep, "NAME=V1,V2,...", "a parameter's values, comma-separated (repeatable: the grid is their product)",
-                 "parameters from YAML (lists are grids)", "each job's time limit")
+    _job_options(
+        sweep,
+        "NAME=V1,V2,...",
+        "a parameter's values, comma-separated (repeatable: the grid is their product)",
+        "parameters from YAML (lists are grids)",
+        "each job's time limit",
+    )
     sweep.add_argument("--workers", type=int, default=2, help="jobs at a time (default: 2)")
     sweep.add_argument("--metric", help="sort the results by this metric and name the best run")
     sweep.add_argument("--lower-is-better", action="store_true", help="for --metric: lower values win")
     sweep.add_argument("--junit", metavar="PATH", help="write a JUnit XML report (a test case a job)")
     sweep.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    repro = sub.add_parser("reproduce", help="re-run the notebook behind a run or model version and compare its metrics")
+    repro = sub.add_parser(
+        "reproduce", help="re-run the notebook behind a run or model version and compare its metrics"
+    )
     repro.add_argument("target", metavar="RUN_ID|models:/NAME@ALIAS")
     repro.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (default: 1e-6)")
     repro.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default: 0)")
@@ -55,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--kernel", metavar="NAME", help="the kernel (default: the original run's)")
     repro.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     # Pipelines and schedules keep their options beside their commands.
-    from . import cli_pipeline, cli_schedule
+    from mlops_nb.cli import pipeline as cli_pipeline
+    from mlops_nb.cli import schedule as cli_schedule
 
     cli_pipeline.add_parsers(sub)
     cli_schedule.add_parsers(sub)
@@ -63,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("action", choices=["start", "stop", "status"])
     agent.add_argument("--json", action="store_true", help="print the agent's state as JSON")
     relocate = sub.add_parser(
-        "relocate", help="point the embedded store's artifact locations under folder OLD at NEW (artifacts moved outside the project)"
+        "relocate",
+        help="point the embedded store's artifact locations under folder OLD at NEW (artifacts moved outside the project)",
     )
     relocate.add_argument("old", metavar="OLD_FOLDER")
     relocate.add_argument("new", metavar="NEW_FOLDER")
@@ -83,7 +97,9 @@ def project_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", metavar="DIR", default=argparse.SUPPRESS, help=PROJECT_HELP)
 
 
-def _job_options(parser: argparse.ArgumentParser, metavar: str, param_help: str, file_help: str, timeout_help: str) -> None:
+def _job_options(
+    parser: argparse.ArgumentParser, metavar: str, param_help: str, file_help: str, timeout_help: str
+) -> None:
     """The options `run` and `sweep` share."""
     parser.add_argument("notebook", metavar="NOTEBOOK")
     parser.add_argument("-p", dest="param", action="append", default=[], metavar=metavar, help=param_help)
@@ -98,15 +114,16 @@ def _job_options(parser: argparse.ArgumentParser, metavar: str, param_help: str,
 def executor_option(parser: argparse.ArgumentParser) -> None:
     """``--executor``: where the notebook jobs run."""
     parser.add_argument(
-        "--executor", metavar="local|dask://HOST:PORT",
+        "--executor",
+        metavar="local|dask://HOST:PORT",
         help="run the jobs here (local, the default) or on a Dask cluster; default: the project's executor setting",
     )
 
 
 def _tracker(project: str | None):
-    from .config import resolve_config
-    from .provenance import NotebookLocation
-    from .tracking import Tracker
+    from mlops_nb.config import resolve_config
+    from mlops_nb.provenance import NotebookLocation
+    from mlops_nb.tracking import Tracker
 
     return Tracker(
         notebook=NotebookLocation(None, "none: the mlops-nb command"),
@@ -116,8 +133,8 @@ def _tracker(project: str | None):
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from .tables import runs_table
-    from .tracking import list_runs
+    from mlops_nb.tables import runs_table
+    from mlops_nb.tracking import list_runs
 
     tracker = _tracker(args.project)
     rows, more = list_runs(tracker.client, [args.experiment] if args.experiment else None, args.n)
@@ -151,7 +168,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .tables import status_table
+    from mlops_nb.tables import status_table
 
     status = _tracker(args.project).status()
     print(json.dumps(status, indent=2) if args.json else status_table(status))
@@ -163,10 +180,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from dataclasses import fields
     from pathlib import Path
 
-    from .config import resolve_config
-    from .jobs import agent
-    from .jobs.params import load_params_file, parse_assignments
-    from .jobs.runner import JobResult, notebook_path
+    from mlops_nb.config import resolve_config
+    from mlops_nb.jobs import agent
+    from mlops_nb.jobs.run.execution import JobResult, notebook_path
+    from mlops_nb.jobs.run.params import load_params_file, parse_assignments
 
     texts = parse_assignments(args.param)
     values = load_params_file(args.params_file) if args.params_file else {}
@@ -175,7 +192,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{', '.join(clash)} given both with -p and in {args.params_file}: give each once")
     path = notebook_path(args.notebook)
     config = resolve_config(args.project if args.project else path.parent)
-    from .config import executor_name
+    from mlops_nb.config import executor_name
 
     where = executor_name(args.executor, config)
     mode = agent.agent_mode() if where == "local" else "off"
@@ -189,19 +206,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
         done = None
         if mode != "off" and _json_safe(values):
             job = {
-                "notebook": str(path), "params": values, "texts": texts, "experiment": args.experiment,
-                "timeout": args.timeout, "cell_timeout": args.cell_timeout, "kernel": args.kernel,
+                "notebook": str(path),
+                "params": values,
+                "texts": texts,
+                "experiment": args.experiment,
+                "timeout": args.timeout,
+                "cell_timeout": args.cell_timeout,
+                "kernel": args.kernel,
                 "output": str(Path(args.output).resolve()) if args.output else None,
             }
             done = agent.run_via_agent(config, job, sys.stderr if progress else None, sys.stderr)
         if done is not None:
             result = JobResult(**{f.name: done[f.name] for f in fields(JobResult)})
         else:
-            from .jobs.executors import executor_for, job_spec
+            from mlops_nb.jobs.run.executors import executor_for, job_spec
 
             spec = job_spec(
-                path, values, texts=texts, experiment=args.experiment, timeout=args.timeout,
-                cell_timeout=args.cell_timeout, kernel=args.kernel, output=args.output, config=config,
+                path,
+                values,
+                texts=texts,
+                experiment=args.experiment,
+                timeout=args.timeout,
+                cell_timeout=args.cell_timeout,
+                kernel=args.kernel,
+                output=args.output,
+                config=config,
             )
             with executor_for(where, config, pool_size=0, progress=progress, report=_warn) as executor:
                 result = executor.run(spec)
@@ -213,7 +242,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except (OSError, MlopsError):
             pass
     if args.junit:
-        from .jobs.junit import write_junit
+        from mlops_nb.jobs.run.junit import write_junit
 
         write_junit([result], args.junit)
     if args.json:
@@ -249,8 +278,8 @@ def _in_ci() -> bool:
 def _cmd_agent(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from .config import resolve_config
-    from .jobs import agent
+    from mlops_nb.config import resolve_config
+    from mlops_nb.jobs import agent
 
     root = resolve_config(args.project).project_root
     if args.action == "start":
@@ -263,7 +292,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         info = agent.agent_status(root)
         message = (
             f"job agent {info.pid} running for {root}: {info.jobs_running} job(s) running, {info.jobs_done} done"
-            if info else f"no job agent runs for {root}"
+            if info
+            else f"no job agent runs for {root}"
         )
     if args.json:
         print(json.dumps({"project_root": str(root), "agent": asdict(info) if info else None}))
@@ -275,8 +305,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import signal
 
-    from .jobs.params import load_params_file, parse_assignments
-    from .jobs.sweep import sweep, sweep_table
+    from mlops_nb.jobs.batch.sweep import sweep, sweep_table
+    from mlops_nb.jobs.run.params import load_params_file, parse_assignments
 
     texts = parse_assignments(args.param)
     values = load_params_file(args.params_file) if args.params_file else {}
@@ -289,16 +319,25 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         result = sweep(
-            args.notebook, texts, values, workers=args.workers, metric=args.metric,
-            lower_is_better=args.lower_is_better, experiment=args.experiment, timeout=args.timeout,
-            cell_timeout=args.cell_timeout, kernel=args.kernel, config=config, executor=cluster,
+            args.notebook,
+            texts,
+            values,
+            workers=args.workers,
+            metric=args.metric,
+            lower_is_better=args.lower_is_better,
+            experiment=args.experiment,
+            timeout=args.timeout,
+            cell_timeout=args.cell_timeout,
+            kernel=args.kernel,
+            config=config,
+            executor=cluster,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
         if cluster is not None:
             cluster.close()
     if args.junit:
-        from .jobs.junit import write_junit
+        from mlops_nb.jobs.run.junit import write_junit
 
         write_junit(result.jobs, args.junit, suite=f"sweep {result.notebook}")
     print(json.dumps(result.to_dict(), default=str) if args.json else sweep_table(result))
@@ -309,7 +348,7 @@ def _job_config(args: argparse.Namespace, file: str):
     """The project config for a job command: ``--project``, else the file's folder."""
     from pathlib import Path
 
-    from .config import resolve_config
+    from mlops_nb.config import resolve_config
 
     path = Path(file)
     return resolve_config(args.project if args.project else (path.resolve().parent if path.exists() else None))
@@ -318,12 +357,12 @@ def _job_config(args: argparse.Namespace, file: str):
 def _cluster(name: str | None, config):
     """The Dask executor ``--executor`` (or the project setting) names; ``None`` for local
     (each command then runs its jobs on its own workers)."""
-    from .config import executor_name
+    from mlops_nb.config import executor_name
 
     where = executor_name(name, config)
     if where == "local":
         return None
-    from .jobs.executors import executor_for
+    from mlops_nb.jobs.run.executors import executor_for
 
     return executor_for(where, config, report=_warn)
 
@@ -337,12 +376,16 @@ def _skip_slow_optional_imports() -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .config import resolve_config
-    from .jobs.reproduce import reproduce, reproduction_table
+    from mlops_nb.config import resolve_config
+    from mlops_nb.jobs.run.reproduce import reproduce, reproduction_table
 
     result = reproduce(
-        args.target, rtol=args.rtol, atol=args.atol, config=resolve_config(args.project),
-        timeout=args.timeout, kernel=args.kernel,
+        args.target,
+        rtol=args.rtol,
+        atol=args.atol,
+        config=resolve_config(args.project),
+        timeout=args.timeout,
+        kernel=args.kernel,
     )
     print(json.dumps(result.to_dict(), default=str) if args.json else reproduction_table(result))
     return 0 if result.reproduced else 1
@@ -351,8 +394,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_relocate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .config import resolve_config
-    from .store import relocate_artifacts
+    from mlops_nb.config import resolve_config
+    from mlops_nb.store import relocate_artifacts
 
     old, new = (str(Path(p).expanduser().absolute()) for p in (args.old, args.new))
     if not Path(new).is_dir():
@@ -394,8 +437,15 @@ def _main(argv: Sequence[str] | None) -> int:
             raise UsageError(f"-n must be at least 1, not {args.n}")
         if getattr(args, "func", None) is not None:
             return args.func(args)
-        return {"runs": _cmd_runs, "status": _cmd_status, "run": _cmd_run, "sweep": _cmd_sweep, "reproduce": _cmd_reproduce,
-                "agent": _cmd_agent, "relocate": _cmd_relocate}[args.command](args)
+        return {
+            "runs": _cmd_runs,
+            "status": _cmd_status,
+            "run": _cmd_run,
+            "sweep": _cmd_sweep,
+            "reproduce": _cmd_reproduce,
+            "agent": _cmd_agent,
+            "relocate": _cmd_relocate,
+        }[args.command](args)
     except (UsageError, NotFoundError) as exc:
         print(f"mlops-nb: error: {exc}", file=sys.stderr)
         return 2

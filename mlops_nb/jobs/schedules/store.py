@@ -11,7 +11,7 @@ Why the database is also the lock: a scheduler claims an occurrence by moving th
 schedule's ``next_run`` with a compare-and-set ``UPDATE`` and inserting the job in the
 same transaction, and ``jobs`` has a unique key on (schedule, occurrence, attempt). Two
 schedulers on one database therefore cannot both fire an occurrence, whatever their
-clocks or timing (see :mod:`mlops_nb.jobs.scheduler`).
+clocks or timing (see :mod:`mlops_nb.jobs.schedules.scheduler`).
 
 All times are aware UTC datetimes in Python and naive UTC in the database (portable
 across SQLite and PostgreSQL). This module imports nothing from Jupyter or MLflow.
@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..config import STORE_DIRNAME, ProjectConfig
-from ..exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from mlops_nb.config import STORE_DIRNAME, ProjectConfig
+from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection, Engine
@@ -403,7 +403,7 @@ class ScheduleStore:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("mlops_nb_write", False) else "BEGIN")
 
     @classmethod
-    def for_project(cls, config: ProjectConfig) -> "ScheduleStore":
+    def for_project(cls, config: ProjectConfig) -> ScheduleStore:
         """The store of the project's schedule database (:func:`scheduler_url`)."""
         return cls(scheduler_url(config), project_root=config.project_root)
 
@@ -491,15 +491,17 @@ class ScheduleStore:
         pipeline's declared parameters); return them as texts (converted at run time)."""
         texts = {str(k): str(v) for k, v in params.items()}
         if kind == "notebook":
-            from .params import check_params, declared_parameters
+            from mlops_nb.jobs.run.params import check_params, declared_parameters
 
             if texts:
                 check_params(declared_parameters(path), {}, texts=texts, notebook=path.name)
         else:
             try:
-                from .pipeline import load_pipeline
+                from mlops_nb.jobs.batch.pipeline import load_pipeline
             except ImportError:
-                raise MlopsError("pipelines are not available in this installation of mlops-nb; schedule a notebook") from None
+                raise MlopsError(
+                    "pipelines are not available in this installation of mlops-nb; schedule a notebook"
+                ) from None
             load_pipeline(path, texts)
         return texts
 
@@ -561,15 +563,27 @@ class ScheduleStore:
             raise UsageError(f"--missed must be skip or once, not {missed!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
             raise UsageError(f"--retries must be a whole number from 0 to {MAX_RETRIES}, not {retries!r}")
-        from .runner import _positive  # the jobs' own check of a time limit
+        from mlops_nb.jobs.run.execution import _positive  # the jobs' own check of a time limit
 
         timeout_s = _positive(timeout_s, "--timeout")
         self.check_webhook(webhook)
         texts = self.check_params(kind, absolute, params or {})
         schedule = Schedule(
-            name=name, cron=cron, timezone=timezone, target=relative, kind=kind, params=texts,
-            paused=False, missed=missed, retries=retries, timeout_s=timeout_s, webhook=webhook,
-            notify_success=bool(notify_success), created=now, next_run=next_run, last_state=None,
+            name=name,
+            cron=cron,
+            timezone=timezone,
+            target=relative,
+            kind=kind,
+            params=texts,
+            paused=False,
+            missed=missed,
+            retries=retries,
+            timeout_s=timeout_s,
+            webhook=webhook,
+            notify_success=bool(notify_success),
+            created=now,
+            next_run=next_run,
+            last_state=None,
         )
         from sqlalchemy.exc import IntegrityError
 
@@ -577,14 +591,27 @@ class ScheduleStore:
             with self._write() as conn:
                 conn.execute(
                     self.schedules.insert().values(
-                        name=name, cron=cron, timezone=timezone, target=relative, kind=kind,
-                        params=json.dumps(texts), paused=False, missed=missed, retries=retries,
-                        timeout_s=timeout_s, webhook=webhook, notify_success=bool(notify_success),
-                        created=_db(now), next_run=_db(next_run), last_state=None,
+                        name=name,
+                        cron=cron,
+                        timezone=timezone,
+                        target=relative,
+                        kind=kind,
+                        params=json.dumps(texts),
+                        paused=False,
+                        missed=missed,
+                        retries=retries,
+                        timeout_s=timeout_s,
+                        webhook=webhook,
+                        notify_success=bool(notify_success),
+                        created=_db(now),
+                        next_run=_db(next_run),
+                        last_state=None,
                     )
                 )
         except IntegrityError:
-            raise UsageError(f"a schedule named {name!r} exists already: remove it first or choose another name") from None
+            raise UsageError(
+                f"a schedule named {name!r} exists already: remove it first or choose another name"
+            ) from None
         return schedule
 
     def list(self) -> list[Schedule]:
@@ -603,7 +630,15 @@ class ScheduleStore:
 
     def _known(self) -> str:
         with self._read() as conn:
-            names = [r[0] for r in conn.execute(self.schedules.select().with_only_columns(self.schedules.c.name).order_by(self.schedules.c.name).limit(11))]
+            names = [
+                r[0]
+                for r in conn.execute(
+                    self.schedules.select()
+                    .with_only_columns(self.schedules.c.name)
+                    .order_by(self.schedules.c.name)
+                    .limit(11)
+                )
+            ]
         if not names:
             return "there are none (add one with mlops-nb schedule add)"
         return "schedules: " + ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
@@ -678,7 +713,7 @@ class ScheduleStore:
 
     def insert_job(
         self,
-        conn: "Connection",
+        conn: Connection,
         schedule: str,
         occurrence: datetime,
         *,
@@ -697,10 +732,17 @@ class ScheduleStore:
         running = state == "running"
         result = conn.execute(
             self.jobs.insert().values(
-                schedule=schedule, occurrence=_db(occurrence), trigger=trigger, attempt=attempt, state=state,
+                schedule=schedule,
+                occurrence=_db(occurrence),
+                trigger=trigger,
+                attempt=attempt,
+                state=state,
                 started=_db(now) if running else None,
                 finished=_db(now) if state in ("skipped", "failed") else None,
-                owner=owner, lease_until=_db(lease_until), not_before=_db(not_before), error=error,
+                owner=owner,
+                lease_until=_db(lease_until),
+                not_before=_db(not_before),
+                error=error,
             )
         )
         return int(result.inserted_primary_key[0])
@@ -717,11 +759,11 @@ class _Tx:
     database errors become one-line :class:`StoreError` (integrity errors pass through:
     callers turn them into a refusal)."""
 
-    def __init__(self, engine: "Engine", write: bool) -> None:
+    def __init__(self, engine: Engine, write: bool) -> None:
         self.engine = engine
         self.write = write
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         try:
             self.conn = self.engine.connect()
             if self.write:
@@ -768,7 +810,7 @@ def run_now(
     NotFoundError
         When there is no such schedule.
     """
-    from .scheduler import Runner
+    from mlops_nb.jobs.schedules.scheduler import Runner
 
     runner = Runner(store, config, retry_backoff_s=retry_backoff_s, report=report)
     record = runner.start_manual(name)
@@ -777,4 +819,3 @@ def run_now(
     thread = threading.Thread(target=runner.run_to_end, args=(record,), name=f"mlops-nb-run-now-{name}", daemon=True)
     thread.start()
     return record
-

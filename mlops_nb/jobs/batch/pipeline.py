@@ -47,13 +47,14 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import ProjectConfig, resolve_config
-from ..exceptions import MlopsError, UsageError
-from .runner import FAILED, FINISHED, KILLED
+from mlops_nb.config import ProjectConfig, resolve_config
+from mlops_nb.exceptions import MlopsError, UsageError
+from mlops_nb.jobs.run.execution import FAILED, FINISHED, KILLED
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .executors import Executor
     from mlflow import MlflowClient
+
+    from mlops_nb.jobs.run.executors import Executor
 
 __all__ = [
     "Pipeline",
@@ -162,7 +163,7 @@ def _close(name: str, names: Iterable[str]) -> str:
 def _read_yaml(path: Path) -> Any:
     import yaml
 
-    from .params import _unique_key_loader
+    from mlops_nb.jobs.run.params import _unique_key_loader
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -173,16 +174,20 @@ def _read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read pipeline file {str(path)!r} ({exc}); check the path") from None
     try:
-        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_unique_key_loader())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise _fail(path, f"not valid YAML{where}: {exc.problem or exc.context or 'invalid YAML'}; fix the file") from None
+        raise _fail(
+            path, f"not valid YAML{where}: {exc.problem or exc.context or 'invalid YAML'}; fix the file"
+        ) from None
     except yaml.YAMLError as exc:
         raise _fail(path, f"not valid YAML ({' '.join(str(exc).split())}); fix the file") from None
 
 
-def _parse_ref(path: Path, where: str, inner: str, text: str, params: Mapping[str, Any], steps: Iterable[str]) -> Reference:
+def _parse_ref(
+    path: Path, where: str, inner: str, text: str, params: Mapping[str, Any], steps: Iterable[str]
+) -> Reference:
     inner = inner.strip()
     parts = inner.split(".")
     hint = (
@@ -215,7 +220,9 @@ def _parse_ref(path: Path, where: str, inner: str, text: str, params: Mapping[st
         if (output in _KEYED) != (key is not None):
             raise _fail(
                 path,
-                f"{where}: ${{{inner}}} " + (f"needs a name after {output}" if output in _KEYED else f"takes nothing after {output}") + f"; {hint}",
+                f"{where}: ${{{inner}}} "
+                + (f"needs a name after {output}" if output in _KEYED else f"takes nothing after {output}")
+                + f"; {hint}",
             )
         return Reference(text, step, output, key)
     raise _fail(path, f"{where}: ${{{inner}}} is not a reference; {hint}")
@@ -297,16 +304,22 @@ def load_pipeline(path: str | Path, params: Mapping[str, str] | None = None) -> 
         missing notebook, or a parameter a notebook does not declare or whose value does
         not fit.
     """
-    from .params import _known, check_params, declared_parameters, expand_grid
-    from .runner import _notebook_kernel
+    from mlops_nb.jobs.run.execution import _notebook_kernel
+    from mlops_nb.jobs.run.params import _known, check_params, declared_parameters, expand_grid
 
     path = Path(path).resolve()
     data = _read_yaml(path)
     if not isinstance(data, dict):
-        raise _fail(path, "a pipeline is a mapping with a 'steps' mapping of step names to steps; see the example in notebooks/pipeline.yaml")
+        raise _fail(
+            path,
+            "a pipeline is a mapping with a 'steps' mapping of step names to steps; see the example in notebooks/pipeline.yaml",
+        )
     unknown = [k for k in data if k not in _TOP_KEYS]
     if unknown:
-        raise _fail(path, f"unknown key {unknown[0]!r}{_close(str(unknown[0]), _TOP_KEYS)} at the top; keys: {', '.join(_TOP_KEYS)}")
+        raise _fail(
+            path,
+            f"unknown key {unknown[0]!r}{_close(str(unknown[0]), _TOP_KEYS)} at the top; keys: {', '.join(_TOP_KEYS)}",
+        )
     name = data.get("name") or path.stem
     experiment = data.get("experiment")
     for key, value in (("name", name), ("experiment", experiment)):
@@ -341,7 +354,10 @@ def load_pipeline(path: str | Path, params: Mapping[str, str] | None = None) -> 
             raise _fail(path, f"{where} must be a mapping with a notebook (notebook: train.ipynb)")
         bad = [k for k in raw if k not in _STEP_KEYS]
         if bad:
-            raise _fail(path, f"{where} has unknown key {bad[0]!r}{_close(str(bad[0]), _STEP_KEYS)}; keys: {', '.join(_STEP_KEYS)}")
+            raise _fail(
+                path,
+                f"{where} has unknown key {bad[0]!r}{_close(str(bad[0]), _STEP_KEYS)}; keys: {', '.join(_STEP_KEYS)}",
+            )
         needs = raw.get("needs") or []
         if isinstance(needs, str):
             needs = [needs]
@@ -349,7 +365,9 @@ def load_pipeline(path: str | Path, params: Mapping[str, str] | None = None) -> 
             raise _fail(path, f"{where}: needs must be a list of step names")
         for need in needs:
             if need not in raw_steps:
-                raise _fail(path, f"{where} needs unknown step {need!r}{_close(need, names)}; steps: {', '.join(names)}")
+                raise _fail(
+                    path, f"{where} needs unknown step {need!r}{_close(need, names)}; steps: {', '.join(names)}"
+                )
         step_params = raw.get("params") or {}
         if not isinstance(step_params, dict) or any(not isinstance(k, str) for k in step_params):
             raise _fail(path, f"{where}: params must be a mapping of parameter names to values")
@@ -365,7 +383,9 @@ def load_pipeline(path: str | Path, params: Mapping[str, str] | None = None) -> 
         TopologicalSorter(graph).prepare()
     except CycleError as exc:
         cycle = exc.args[1]
-        raise _fail(path, f"steps {' -> '.join(cycle)} form a cycle; a step cannot depend on itself, even through others") from None
+        raise _fail(
+            path, f"steps {' -> '.join(cycle)} form a cycle; a step cannot depend on itself, even through others"
+        ) from None
     # The file's order wherever dependencies allow it: tables list steps as written.
     order: list[str] = []
     while len(order) < len(names):
@@ -384,7 +404,10 @@ def load_pipeline(path: str | Path, params: Mapping[str, str] | None = None) -> 
         try:
             declared = declared_parameters(nb_path)
             # Pipeline parameters are known now: substitute them, so their values are checked too.
-            step_params = {k: _substitute(v, _pipeline_param(pipeline_params), final=False) for k, v in (raw.get("params") or {}).items()}
+            step_params = {
+                k: _substitute(v, _pipeline_param(pipeline_params), final=False)
+                for k, v in (raw.get("params") or {}).items()
+            }
             pending = [k for k, v in step_params.items() if any(True for _ in _references(v))]
             _known(declared, list(step_params), f"{nb_path.name} (step {step_name!r})")
             fixed = {k: v for k, v in step_params.items() if k not in pending}
@@ -395,14 +418,18 @@ def load_pipeline(path: str | Path, params: Mapping[str, str] | None = None) -> 
                 if clash:
                     raise _fail(path, f"{where}: {clash[0]!r} is both in params and in the sweep grid; give it once")
                 _known(declared, list(sweep_spec.grid), f"{nb_path.name} (step {step_name!r})")
-                expand_grid(declared, texts, {**values, **sweep_spec.grid}, notebook=f"{nb_path.name} (step {step_name!r})")
+                expand_grid(
+                    declared, texts, {**values, **sweep_spec.grid}, notebook=f"{nb_path.name} (step {step_name!r})"
+                )
             else:
                 check_params(declared, values, texts=texts, notebook=f"{nb_path.name} (step {step_name!r})")
         except UsageError as exc:
             message = str(exc)
             raise UsageError(message if message.startswith(path.name) else f"{path.name}: {message}") from None
         timeout = raw.get("timeout")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
             raise _fail(path, f"{where}: timeout must be a number of seconds above 0, not {timeout!r}")
         steps[step_name] = Step(
             name=step_name,
@@ -437,7 +464,10 @@ def _sweep_spec(path: Path, where: str, raw: Any) -> SweepSpec | None:
         raise _fail(path, f"{where}: sweep must be a mapping with a grid and a metric")
     bad = [k for k in raw if k not in _SWEEP_KEYS]
     if bad:
-        raise _fail(path, f"{where}: sweep has unknown key {bad[0]!r}{_close(str(bad[0]), _SWEEP_KEYS)}; keys: {', '.join(_SWEEP_KEYS)}")
+        raise _fail(
+            path,
+            f"{where}: sweep has unknown key {bad[0]!r}{_close(str(bad[0]), _SWEEP_KEYS)}; keys: {', '.join(_SWEEP_KEYS)}",
+        )
     grid = raw.get("grid")
     if not isinstance(grid, dict) or not grid or any(not isinstance(v, list) or not v for v in grid.values()):
         raise _fail(path, f"{where}: sweep.grid must map parameter names to non-empty lists of values")
@@ -552,7 +582,7 @@ class _StepFailed(MlopsError):
 class _Outputs:
     """What finished steps produced, read from the store once per run."""
 
-    def __init__(self, client: "MlflowClient") -> None:
+    def __init__(self, client: MlflowClient) -> None:
         self.client = client
         self._runs: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -583,16 +613,22 @@ class _Outputs:
             for candidate in [run, *self.children(source_run)]:
                 if ref.key in candidate.data.metrics:
                     return float(candidate.data.metrics[ref.key])
-            raise _StepFailed(f"{where} logged no metric {ref.key!r}; it logged: {', '.join(sorted(run.data.metrics)) or 'none'}")
+            raise _StepFailed(
+                f"{where} logged no metric {ref.key!r}; it logged: {', '.join(sorted(run.data.metrics)) or 'none'}"
+            )
         if ref.output == "params":
             if ref.key in run.data.params:
                 return _Text(run.data.params[ref.key])
-            raise _StepFailed(f"{where} has no param {ref.key!r}; it has: {', '.join(sorted(run.data.params)) or 'none'}")
+            raise _StepFailed(
+                f"{where} has no param {ref.key!r}; it has: {', '.join(sorted(run.data.params)) or 'none'}"
+            )
         if ref.output == "artifacts":
             folder, _, _ = (ref.key or "").rpartition("/")
             listed = {a.path for a in self.client.list_artifacts(source_run, folder or None)}
             if ref.key not in listed:
-                raise _StepFailed(f"{where} stored no artifact {ref.key!r}; in {folder or 'its root'}: {', '.join(sorted(listed)) or 'nothing'}")
+                raise _StepFailed(
+                    f"{where} stored no artifact {ref.key!r}; in {folder or 'its root'}: {', '.join(sorted(listed)) or 'nothing'}"
+                )
             return _Text(f"{run.info.artifact_uri.rstrip('/')}/{ref.key}")
         # model_version: registered from the job's run or from a tracked cell inside it.
         run_ids = [source_run, *(c.info.run_id for c in self.children(source_run))]
@@ -602,7 +638,9 @@ class _Outputs:
         if not versions:
             raise _StepFailed(f"{where} registered no model version; register one in its notebook (%mlops register)")
         if len({v.name for v in versions}) > 1:
-            raise _StepFailed(f"{where} registered versions of several models ({', '.join(sorted({v.name for v in versions}))}); refer to one by its run instead")
+            raise _StepFailed(
+                f"{where} registered versions of several models ({', '.join(sorted({v.name for v in versions}))}); refer to one by its run instead"
+            )
         return _Text(str(max(int(v.version) for v in versions)))
 
 
@@ -613,7 +651,13 @@ def _notebook_sources(path: Path) -> list[list[Any]]:
     out = []
     for cell in cells:
         source = cell.get("source", "")
-        out.append([cell.get("cell_type"), sorted((cell.get("metadata") or {}).get("tags") or []), "".join(source) if isinstance(source, list) else source])
+        out.append(
+            [
+                cell.get("cell_type"),
+                sorted((cell.get("metadata") or {}).get("tags") or []),
+                "".join(source) if isinstance(source, list) else source,
+            ]
+        )
     return out
 
 
@@ -633,7 +677,7 @@ def _cache_key(step: Step, values: dict[str, Any], texts: dict[str, str], upstre
 def _resolve(step: Step, done: Mapping[str, StepResult], outputs: _Outputs) -> tuple[dict[str, Any], dict[str, str]]:
     """The step's parameters with references replaced by what upstream steps produced,
     checked against the notebook: (values, texts) ready for the runner."""
-    from .params import check_params, declared_parameters, expand_grid
+    from mlops_nb.jobs.run.params import check_params, declared_parameters, expand_grid
 
     def lookup(inner: str) -> Any:
         parts = inner.strip().split(".")
@@ -656,12 +700,12 @@ def _resolve(step: Step, done: Mapping[str, StepResult], outputs: _Outputs) -> t
     return values, texts
 
 
-def _experiment_id(client: "MlflowClient", name: str) -> str | None:
+def _experiment_id(client: MlflowClient, name: str) -> str | None:
     exp = client.get_experiment_by_name(name)
     return exp.experiment_id if exp is not None and exp.lifecycle_stage == "active" else None
 
 
-def _cached_run(client: "MlflowClient", experiment_id: str | None, key: str) -> Any:
+def _cached_run(client: MlflowClient, experiment_id: str | None, key: str) -> Any:
     """The newest successful run stored with cache ``key``, or None."""
     if experiment_id is None:
         return None
@@ -706,7 +750,7 @@ def run_pipeline(
     stop: threading.Event | None = None,
     report: Callable[[str], None] | None = None,
     on_start: Callable[[str], None] | None = None,
-    executor: "Executor | None" = None,
+    executor: Executor | None = None,
 ) -> PipelineResult:
     """Run a pipeline: each step whose inputs are unchanged is reused (``cached``), the
     others run as jobs nested under one pipeline run, ``workers`` steps at a time.
@@ -732,37 +776,59 @@ def run_pipeline(
     force = list(force)
     for name in force:
         if name not in pipeline.steps:
-            raise UsageError(f"--force {name}: {pipeline.path.name} has no step {name!r}{_close(name, pipeline.steps)}; steps: {', '.join(pipeline.steps)}")
+            raise UsageError(
+                f"--force {name}: {pipeline.path.name} has no step {name!r}{_close(name, pipeline.steps)}; steps: {', '.join(pipeline.steps)}"
+            )
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
         raise UsageError(f"--workers must be a whole number from 1 to 64, not {workers!r}")
     say = report or (lambda line: None)
     cfg = config or resolve_config(pipeline.path.parent)
     stop = stop or threading.Event()
 
-    from ..provenance import NotebookLocation
-    from ..tracking import Tracker
+    from mlops_nb.provenance import NotebookLocation
+    from mlops_nb.tracking import Tracker
 
     started = time.monotonic()
-    tracker = Tracker(notebook=NotebookLocation(pipeline.path, "mlops-nb pipeline"), config=cfg, fluent=False, report=report)
+    tracker = Tracker(
+        notebook=NotebookLocation(pipeline.path, "mlops-nb pipeline"), config=cfg, fluent=False, report=report
+    )
     experiment = _experiment_name(pipeline, cfg)
     handle = tracker.start_notebook_run(experiment, pipeline_title(pipeline.name), autolog=False)
     client = tracker.client
     file_tag = _file_tag(pipeline, cfg)
     client.log_batch(
         handle.run_id,
-        tags=[_tag(TAG + "kind", "pipeline"), _tag(FILE_TAG, file_tag), _tag(TAG + "pipeline.steps", str(len(pipeline.steps)))],
+        tags=[
+            _tag(TAG + "kind", "pipeline"),
+            _tag(FILE_TAG, file_tag),
+            _tag(TAG + "pipeline.steps", str(len(pipeline.steps))),
+        ],
     )
     if pipeline.params:
         tracker.log_params({k: v if isinstance(v, str) else json.dumps(v) for k, v in pipeline.params.items()})
     if on_start is not None:
         on_start(handle.run_id)
-    say(f"{pipeline_title(pipeline.name)}: run {handle.run_id} in experiment {experiment!r}, {len(pipeline.steps)} steps, {workers} at a time")
+    say(
+        f"{pipeline_title(pipeline.name)}: run {handle.run_id} in experiment {experiment!r}, {len(pipeline.steps)} steps, {workers} at a time"
+    )
 
-    from .executors import LocalExecutor
+    from mlops_nb.jobs.run.executors import LocalExecutor
 
     jobs = executor or LocalExecutor(workers, pool_size=0, report=report)
-    runner = _Runner(pipeline, cfg, client, handle.run_id, experiment, handle.experiment_id, file_tag, set(force), stop, report,
-                     jobs, executor)
+    runner = _Runner(
+        pipeline,
+        cfg,
+        client,
+        handle.run_id,
+        experiment,
+        handle.experiment_id,
+        file_tag,
+        set(force),
+        stop,
+        report,
+        jobs,
+        executor,
+    )
     results: dict[str, StepResult] = {}
     sorter: TopologicalSorter[str] = TopologicalSorter({n: set(s.needs) for n, s in pipeline.steps.items()})
     sorter.prepare()
@@ -774,7 +840,11 @@ def run_pipeline(
                 for name in sorter.get_ready():
                     failed = [n for n in pipeline.steps[name].needs if not results[n].ok]
                     if failed or stop.is_set():
-                        why = f"upstream {', '.join(failed)} did not succeed" if failed else "the pipeline was stopped first"
+                        why = (
+                            f"upstream {', '.join(failed)} did not succeed"
+                            if failed
+                            else "the pipeline was stopped first"
+                        )
                         results[name] = StepResult(name, "skipped", error=why)
                         say(f"{name}: skipped ({why})")
                         sorter.done(name)
@@ -815,7 +885,8 @@ def run_pipeline(
         now = int(time.time() * 1000)
         client.log_batch(
             handle.run_id,
-            metrics=[Metric(f"steps_{k}", float(v), now, 0) for k, v in counts.items()] + [Metric("pipeline_duration_s", duration, now, 0)],
+            metrics=[Metric(f"steps_{k}", float(v), now, 0) for k, v in counts.items()]
+            + [Metric("pipeline_duration_s", duration, now, 0)],
             tags=[_tag(TAG + "pipeline.states", json.dumps({s.name: s.state for s in steps})[:5000])],
         )
     except Exception as exc:  # the result stands even when the summary cannot be stored
@@ -838,7 +909,7 @@ class _Runner:
         self,
         pipeline: Pipeline,
         config: ProjectConfig,
-        client: "MlflowClient",
+        client: MlflowClient,
         run_id: str,
         experiment: str,
         experiment_id: str,
@@ -846,8 +917,8 @@ class _Runner:
         force: set[str],
         stop: threading.Event,
         report: Callable[[str], None] | None,
-        jobs: "Executor",
-        sweeps: "Executor | None",
+        jobs: Executor,
+        sweeps: Executor | None,
     ) -> None:
         self.pipeline, self.config, self.client = pipeline, config, client
         # Step jobs go to ``jobs``; a sweep step's jobs to ``sweeps`` (None: the sweep
@@ -868,8 +939,14 @@ class _Runner:
                 hit = _cached_run(self.client, self.experiment_id, key)
                 if hit is not None:
                     return StepResult(
-                        name, "cached", hit.info.run_id, FINISHED, time.monotonic() - started,
-                        best_run_id=_best_of(hit), cache_key=key, params={**values, **texts},
+                        name,
+                        "cached",
+                        hit.info.run_id,
+                        FINISHED,
+                        time.monotonic() - started,
+                        best_run_id=_best_of(hit),
+                        cache_key=key,
+                        params={**values, **texts},
                         output=_output_of(self.config, hit, step.notebook),
                     )
             tags = {KEY_TAG: key, STEP_TAG: name, FILE_TAG: self.file_tag, RUN_TAG: self.run_id}
@@ -879,52 +956,96 @@ class _Runner:
         except (_StepFailed, UsageError) as exc:
             return StepResult(name, "failed", status=FAILED, duration_s=time.monotonic() - started, error=str(exc))
         except MlopsError as exc:  # the store failed under this step: it may pass on a retry
-            return StepResult(name, "failed", status=FAILED, duration_s=time.monotonic() - started, error=str(exc), retryable=True)
+            return StepResult(
+                name, "failed", status=FAILED, duration_s=time.monotonic() - started, error=str(exc), retryable=True
+            )
         except Exception as exc:  # never let one step's surprise leave the pipeline run RUNNING
             text = str(exc).strip().splitlines()
-            return StepResult(name, "failed", status=FAILED, duration_s=time.monotonic() - started,
-                              error=f"{type(exc).__name__}: {text[0] if text else ''}")
+            return StepResult(
+                name,
+                "failed",
+                status=FAILED,
+                duration_s=time.monotonic() - started,
+                error=f"{type(exc).__name__}: {text[0] if text else ''}",
+            )
 
     def _job(self, step: Step, values: dict[str, Any], tags: dict[str, str], key: str, started: float) -> StepResult:
-        from .executors import job_spec
+        from mlops_nb.jobs.run.executors import job_spec
 
         # Tagged as it starts, so `pipeline show` finds a failed run as this step's too.
         spec = job_spec(
-            step.notebook, values, config=self.config, experiment=self.experiment, run_name=step.name,
-            timeout=step.timeout, parent_run_id=self.run_id, tags=tags,
+            step.notebook,
+            values,
+            config=self.config,
+            experiment=self.experiment,
+            run_name=step.name,
+            timeout=step.timeout,
+            parent_run_id=self.run_id,
+            tags=tags,
         )
         job = self.jobs.submit(spec, stop=self.stop).result()
         state = "ran" if job.ok else "failed"
         return StepResult(
-            step.name, state, job.run_id, job.status, time.monotonic() - started, job.error, job.output,
-            best_run_id=job.run_id, cache_key=key, retryable=job.retryable, params=values,
+            step.name,
+            state,
+            job.run_id,
+            job.status,
+            time.monotonic() - started,
+            job.error,
+            job.output,
+            best_run_id=job.run_id,
+            cache_key=key,
+            retryable=job.retryable,
+            params=values,
         )
 
-    def _sweep(self, step: Step, values: dict[str, Any], texts: dict[str, str], tags: dict[str, str], key: str, started: float) -> StepResult:
-        from .sweep import sweep
+    def _sweep(
+        self, step: Step, values: dict[str, Any], texts: dict[str, str], tags: dict[str, str], key: str, started: float
+    ) -> StepResult:
+        from mlops_nb.jobs.batch.sweep import sweep
 
         assert step.sweep is not None
         spec = step.sweep
         result = sweep(
-            step.notebook, texts, {**values, **spec.grid}, workers=spec.workers or 2, metric=spec.metric,
-            lower_is_better=spec.lower_is_better, experiment=self.experiment, timeout=step.timeout,
-            config=self.config, parent_run_id=self.run_id, run_name=step.name, tags=tags, stop=self.stop,
+            step.notebook,
+            texts,
+            {**values, **spec.grid},
+            workers=spec.workers or 2,
+            metric=spec.metric,
+            lower_is_better=spec.lower_is_better,
+            experiment=self.experiment,
+            timeout=step.timeout,
+            config=self.config,
+            parent_run_id=self.run_id,
+            run_name=step.name,
+            tags=tags,
+            stop=self.stop,
             executor=self.sweeps,
         )
         best = result.best
         error = None
         if not result.ok:
             failed = [j for j in result.jobs if not j.ok]
-            error = f"{len(failed)} of {len(result.jobs)} jobs did not finish; first: {failed[0].error}" if failed else "the sweep failed"
+            error = (
+                f"{len(failed)} of {len(result.jobs)} jobs did not finish; first: {failed[0].error}"
+                if failed
+                else "the sweep failed"
+            )
         elif best is None:
             error = f"no job of the sweep logged the metric {spec.metric!r} that picks the best; log it in {step.notebook.name}"
             # The sweep's run finished, but without a best it is no result to reuse.
             self.client.set_tag(result.parent_run_id, KEY_TAG, "")
         state = "ran" if error is None else "failed"
         return StepResult(
-            step.name, state, result.parent_run_id, result.status if not result.ok else (FAILED if error else FINISHED),
-            time.monotonic() - started, error, best.output if best else None,
-            best_run_id=best.run_id if best else None, cache_key=key,
+            step.name,
+            state,
+            result.parent_run_id,
+            result.status if not result.ok else (FAILED if error else FINISHED),
+            time.monotonic() - started,
+            error,
+            best.output if best else None,
+            best_run_id=best.run_id if best else None,
+            cache_key=key,
             retryable=not result.ok and all(j.ok or j.retryable for j in result.jobs),
             params={**values, **texts},
         )
@@ -955,7 +1076,9 @@ def pipeline_table(result: PipelineResult) -> str:
     lines = _table(header, rows)
     counts = ", ".join(f"{sum(s.state == k for s in result.steps)} {k}" for k in ("ran", "cached", "failed", "skipped"))
     lines.append("")
-    lines.append(f"{pipeline_title(result.pipeline)}: {result.status} in {result.duration_s:.1f} s ({counts}); run {result.run_id}")
+    lines.append(
+        f"{pipeline_title(result.pipeline)}: {result.status} in {result.duration_s:.1f} s ({counts}); run {result.run_id}"
+    )
     return "\n".join(lines)
 
 
@@ -983,7 +1106,7 @@ def pipeline_status(
     """
     pipeline = load_pipeline(path, params)
     cfg = config or resolve_config(pipeline.path.parent)
-    from ..store import get_client
+    from mlops_nb.store import get_client
 
     client = get_client(cfg)
     experiment_id = _experiment_id(client, _experiment_name(pipeline, cfg))
@@ -1009,18 +1132,24 @@ def pipeline_status(
                 reason = str(exc)
         if hit is not None:
             done[name] = StepResult(name, "cached", hit.info.run_id, FINISHED, best_run_id=_best_of(hit))
-            states.append(StepState(name, notebook, needs, "cached", hit.info.run_id, "a successful run has the current key"))
+            states.append(
+                StepState(name, notebook, needs, "cached", hit.info.run_id, "a successful run has the current key")
+            )
             continue
         done[name] = StepResult(name, "stale")
         latest = _latest_run(client, experiment_id, file_tag, name)
         if latest is not None and latest.info.status in (FAILED, KILLED):
-            states.append(StepState(name, notebook, needs, "failed", latest.info.run_id, f"its latest run ended {latest.info.status}"))
+            states.append(
+                StepState(
+                    name, notebook, needs, "failed", latest.info.run_id, f"its latest run ended {latest.info.status}"
+                )
+            )
         else:
             states.append(StepState(name, notebook, needs, "stale", latest.info.run_id if latest else None, reason))
     return states
 
 
-def _latest_run(client: "MlflowClient", experiment_id: str | None, file_tag: str, step: str) -> Any:
+def _latest_run(client: MlflowClient, experiment_id: str | None, file_tag: str, step: str) -> Any:
     if experiment_id is None:
         return None
     found = client.search_runs(

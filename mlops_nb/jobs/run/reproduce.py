@@ -18,16 +18,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import STORE_DIRNAME, ProjectConfig
-from ..exceptions import MlopsError, NotFoundError, StoreError, UsageError
-from ..store import explain_missing_run_artifacts
-from .runner import FINISHED, TAG, run_notebook
+from mlops_nb.config import STORE_DIRNAME, ProjectConfig
+from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from mlops_nb.jobs.run.execution import FINISHED, TAG, run_notebook
+from mlops_nb.store import explain_missing_run_artifacts
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-    from .params import Parameter
+    from mlops_nb.jobs.run.params import Parameter
 
 __all__ = [
     "MetricCheck",
@@ -119,9 +119,9 @@ def _tolerance(value: float, what: str) -> float:
 # ---------------------------------------------------------------- what to reproduce
 
 
-def _resolve_target(client: "MlflowClient", target: str) -> tuple[str, tuple[str, str] | None]:
+def _resolve_target(client: MlflowClient, target: str) -> tuple[str, tuple[str, str] | None]:
     """(run id, (model name, version) or None) for a run id or a model reference."""
-    from ..registry import get_version, parse_model_uri, resolve_alias
+    from mlops_nb.registry import get_version, parse_model_uri, resolve_alias
 
     target = (target or "").strip()
     if not target:
@@ -135,7 +135,7 @@ def _resolve_target(client: "MlflowClient", target: str) -> tuple[str, tuple[str
     return mv.run_id, (name, str(mv.version))
 
 
-def _get_run(client: "MlflowClient", run_id: str) -> "Run":
+def _get_run(client: MlflowClient, run_id: str) -> Run:
     try:
         return client.get_run(run_id)
     except Exception as exc:
@@ -144,7 +144,7 @@ def _get_run(client: "MlflowClient", run_id: str) -> "Run":
         raise StoreError(f"cannot read run {run_id}: {_one_line(exc)}") from None
 
 
-def _download_snapshot(client: "MlflowClient", run: "Run", into: Path) -> Path:
+def _download_snapshot(client: MlflowClient, run: Run, into: Path) -> Path:
     """The run's notebook snapshot, downloaded into ``into`` under its original name."""
     run_id = run.info.run_id
     try:
@@ -168,10 +168,14 @@ def _download_snapshot(client: "MlflowClient", run: "Run", into: Path) -> Path:
     try:
         return Path(client.download_artifacts(run_id, f"code/{chosen}", str(into)))
     except Exception as exc:
-        raise StoreError(f"cannot download the notebook snapshot code/{chosen} of run {run_id}: {_one_line(exc)}") from None
+        raise StoreError(
+            f"cannot download the notebook snapshot code/{chosen} of run {run_id}: {_one_line(exc)}"
+        ) from None
 
 
-def recorded_params(declared: "dict[str, Parameter] | None", recorded: dict[str, str], notebook: str = "") -> dict[str, Any]:
+def recorded_params(
+    declared: dict[str, Parameter] | None, recorded: dict[str, str], notebook: str = ""
+) -> dict[str, Any]:
     """The values of the declared parameters the run recorded, converted back from text.
 
     Jobs record strings verbatim and other values as JSON; interactive runs record
@@ -179,7 +183,7 @@ def recorded_params(declared: "dict[str, Parameter] | None", recorded: dict[str,
     other is read as JSON, else converted from text by its declared type as ``-p`` does.
     Names the run recorded that the parameters cell does not declare are left out.
     """
-    from .params import check_params
+    from mlops_nb.jobs.run.params import check_params
 
     if not declared:
         return {}
@@ -238,10 +242,14 @@ def package_differences(original_lock: str, current_lock: str) -> list[tuple[str
     """(package, original version, current version) for every package added, removed
     or changed between two ``environment_lock()`` texts, sorted by name."""
     old, new = _packages(original_lock), _packages(current_lock)
-    return [(name, old.get(name), new.get(name)) for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name)]
+    return [
+        (name, old.get(name), new.get(name))
+        for name in sorted(old.keys() | new.keys())
+        if old.get(name) != new.get(name)
+    ]
 
 
-def _original_lock(client: "MlflowClient", run_id: str, into: Path) -> str | None:
+def _original_lock(client: MlflowClient, run_id: str, into: Path) -> str | None:
     try:
         local = client.download_artifacts(run_id, "environment/requirements.txt", str(into))
         return Path(local).read_text(encoding="utf-8")
@@ -252,7 +260,7 @@ def _original_lock(client: "MlflowClient", run_id: str, into: Path) -> str | Non
 # ---------------------------------------------------------------- side effects of the re-run
 
 
-def _registered_models(client: "MlflowClient", run_id: str) -> dict[str, dict[str, str]]:
+def _registered_models(client: MlflowClient, run_id: str) -> dict[str, dict[str, str]]:
     """{model name: {alias: version}} for the models the run registered versions of."""
     try:
         names = {mv.name for mv in client.search_model_versions(f"run_id = '{run_id}'")}
@@ -261,10 +269,10 @@ def _registered_models(client: "MlflowClient", run_id: str) -> dict[str, dict[st
         return {}
 
 
-def _restore_aliases(client: "MlflowClient", before: dict[str, dict[str, str]], new_run_id: str) -> list[str]:
+def _restore_aliases(client: MlflowClient, before: dict[str, dict[str, str]], new_run_id: str) -> list[str]:
     """Put back aliases the re-run moved onto its own versions: a reproduction must not
     change which version a deployment loads. Returns one note per alias restored."""
-    from ..registry import remove_alias, set_alias
+    from mlops_nb.registry import remove_alias, set_alias
 
     why = f"restored by mlops-nb reproduce (the reproduction run {new_run_id} had moved it)"
     notes = []
@@ -276,7 +284,9 @@ def _restore_aliases(client: "MlflowClient", before: dict[str, dict[str, str]], 
                     continue
                 if alias in aliases:
                     set_alias(client, name, alias, aliases[alias], why=why)
-                    notes.append(f"the reproduction registered {name} v{version}; alias {alias!r} was put back on v{aliases[alias]}")
+                    notes.append(
+                        f"the reproduction registered {name} v{version}; alias {alias!r} was put back on v{aliases[alias]}"
+                    )
                 else:
                     remove_alias(client, name, alias, why=why)
                     notes.append(f"the reproduction registered {name} v{version}; the new alias {alias!r} was removed")
@@ -322,9 +332,9 @@ def reproduce(
     StoreError
         The store cannot be read or written.
     """
-    from ..provenance import environment_lock
-    from ..store import get_client
-    from .params import declared_parameters
+    from mlops_nb.jobs.run.params import declared_parameters
+    from mlops_nb.provenance import environment_lock
+    from mlops_nb.store import get_client
 
     rtol, atol = _tolerance(rtol, "--rtol"), _tolerance(atol, "--atol")
     client = get_client(config)
@@ -416,12 +426,18 @@ def _number(value: float | None) -> str:
 def reproduction_table(r: Reproduction) -> str:
     """The verdict as text: one row per metric, then the verdict, then one warning per
     package that differs from the original run's environment (at most 20)."""
-    from ..tables import Table
+    from mlops_nb.tables import Table
 
     what = f"{r.model} (run {r.original_run_id})" if r.model else f"run {r.original_run_id}"
     title = f"reproduction of {what} by run {r.new_run_id} (rtol {r.rtol:g}, atol {r.atol:g})"
     rows = [
-        [m.name, _number(m.original), "missing" if m.new is None else _number(m.new), _number(m.difference), "ok" if m.ok else "DIFFERS"]
+        [
+            m.name,
+            _number(m.original),
+            "missing" if m.new is None else _number(m.new),
+            _number(m.difference),
+            "ok" if m.ok else "DIFFERS",
+        ]
         for m in r.metrics
     ]
     lines = [str(Table(["metric", "original", "new", "|diff|", "verdict"], rows, title=title))]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from .runner import FINISHED, JobResult
+from mlops_nb.jobs.run.execution import FINISHED, JobResult
 
 __all__ = ["write_junit"]
 

@@ -13,18 +13,19 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from ..config import ProjectConfig, resolve_config
-from ..exceptions import MlopsError, UsageError
-from ..provenance import NotebookLocation
+from mlops_nb.config import ProjectConfig, resolve_config
+from mlops_nb.exceptions import MlopsError, UsageError
+from mlops_nb.provenance import NotebookLocation
 
 if TYPE_CHECKING:
-    from .pool import KernelPool
+    from mlops_nb.jobs.run.pool import KernelPool
 
-__all__ = ["JobResult", "check_job", "notebook_path", "run_notebook", "FINISHED", "FAILED", "KILLED"]
+__all__ = ["FAILED", "FINISHED", "KILLED", "JobResult", "check_job", "notebook_path", "run_notebook"]
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 TAG = "mlops_nb."
@@ -190,9 +191,7 @@ def _source_position(index: int, executed: list[dict[str, Any]], source: list[di
     return own[min(index, len(own) - 1)] + 1 if own else index + 1
 
 
-def _failed_cell(
-    exc: BaseException, cells: list[dict[str, Any]] | None, index: int, source: Path
-) -> dict[str, Any]:
+def _failed_cell(exc: BaseException, cells: list[dict[str, Any]] | None, index: int, source: Path) -> dict[str, Any]:
     """What the job records of its failing cell (``cells`` as papermill ran them, ``None``
     when the saved copy is unreadable): ``index`` is its position in the user's notebook
     (see :func:`_source_position`), ``error`` the user's own ``Name: message`` and
@@ -304,7 +303,7 @@ def check_job(
 
     Returns the notebook's absolute path, the converted parameters and the timeouts.
     """
-    from .params import check_params, declared_parameters
+    from mlops_nb.jobs.run.params import check_params, declared_parameters
 
     path = notebook_path(notebook)
     timeout = _positive(timeout, "--timeout")
@@ -325,7 +324,7 @@ def run_notebook(
     kernel: str | None = None,
     output: str | Path | None = None,
     cwd: str | Path | None = None,
-    pool: "KernelPool | None" = None,
+    pool: KernelPool | None = None,
     progress: bool | dict[str, Any] = False,
     parent_run_id: str | None = None,
     config: ProjectConfig | None = None,
@@ -362,7 +361,7 @@ def run_notebook(
     started = time.monotonic()
     own_pool = pool is None
     if own_pool:
-        from .pool import KernelPool
+        from mlops_nb.jobs.run.pool import KernelPool
 
         pool = KernelPool(kernel_name=kernel or "python3", size=0, cwd=str(workdir))
     # The kernel starts (another process) while this one imports MLflow and creates the run.
@@ -372,12 +371,17 @@ def run_notebook(
     acquiring = starter.submit(pool.acquire)
     starter.shutdown(wait=False)
 
-    from ..tracking import Tracker
+    from mlops_nb.tracking import Tracker
 
     try:
         cfg = config or resolve_config(path.parent)
-        tracker = Tracker(notebook=NotebookLocation(path, "mlops-nb run"), config=cfg, fluent=False, report=report,
-                          recover=_recovery_due(cfg.tracking_uri))
+        tracker = Tracker(
+            notebook=NotebookLocation(path, "mlops-nb run"),
+            config=cfg,
+            fluent=False,
+            report=report,
+            recover=_recovery_due(cfg.tracking_uri),
+        )
         handle = tracker.start_notebook_run(experiment, run_name or path.stem, autolog=False)
     except BaseException:
         _release(acquiring, pool if own_pool else None)
@@ -424,7 +428,10 @@ def run_notebook(
         status, error = KILLED, "interrupted (Ctrl-C)"
     except Exception as exc:  # no kernel could start, or the runner failed: never leave the run RUNNING
         text = str(exc).strip().splitlines()
-        status, error = FAILED, (text[0] if isinstance(exc, MlopsError) and text else f"{type(exc).__name__}: {text[0] if text else ''}")
+        status, error = (
+            FAILED,
+            (text[0] if isinstance(exc, MlopsError) and text else f"{type(exc).__name__}: {text[0] if text else ''}"),
+        )
     finally:
         # The kernel shuts down (gracefully: its tracker writes buffered metrics into
         # the run at exit) while this thread stores the executed notebook.

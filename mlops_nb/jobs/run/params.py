@@ -40,11 +40,11 @@ from mlops_nb.exceptions import UsageError
 __all__ = [
     "TYPE_NAMES",
     "Parameter",
-    "declared_parameters",
-    "parse_assignments",
-    "load_params_file",
     "check_params",
+    "declared_parameters",
     "expand_grid",
+    "load_params_file",
+    "parse_assignments",
 ]
 
 #: The types a parameter can declare; ``any`` takes every plain value.
@@ -321,7 +321,7 @@ def load_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read parameters file {str(p)!r} ({exc}); check the path given to -f") from None
     try:
-        data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_unique_key_loader())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -357,9 +357,7 @@ def _unique_key_loader() -> type:
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
                 if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"{key!r} is given twice", key_node.start_mark
-                    )
+                    raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice", key_node.start_mark)
                 seen.add(key)
             return super().construct_mapping(node, deep)
 
@@ -452,9 +450,7 @@ def expand_grid(
         if len(parts) > 1:
             parts = [part.strip() for part in parts]
             if any(part == "" for part in parts):
-                raise UsageError(
-                    f"-p {name}={text} has an empty value between commas; remove the extra comma"
-                )
+                raise UsageError(f"-p {name}={text} has an empty value between commas; remove the extra comma")
         axes[name] = [_convert_text(param, part, where) for part in parts]
     order = [n for n in params if n in axes]
     runs = []

@@ -13,14 +13,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
-    from .schedule import JobRecord, ScheduleStore
+    from mlops_nb.jobs.schedules.store import JobRecord, ScheduleStore
 
-__all__ = ["JobRow", "JobNotebook", "recent_job_runs", "job_notebook"]
+__all__ = ["JobNotebook", "JobRow", "job_notebook", "recent_job_runs"]
 
 TAG = "mlops_nb."
 JOB_FILTER = f"tags.`{TAG}kind` = 'job'"
@@ -99,7 +99,7 @@ def _run_row(run: Any, experiments: dict[str, str], parent_kinds: dict[str, str]
     )
 
 
-def _with_record(row: JobRow, record: "JobRecord") -> JobRow:
+def _with_record(row: JobRow, record: JobRecord) -> JobRow:
     return replace(
         row,
         origin="manual" if record.trigger == "manual" else "schedule",
@@ -112,7 +112,7 @@ def _with_record(row: JobRow, record: "JobRecord") -> JobRow:
     )
 
 
-def _record_row(record: "JobRecord") -> JobRow:
+def _record_row(record: JobRecord) -> JobRow:
     """A scheduler record whose run is not among the job runs (not started yet, failed
     before a run existed, or a pipeline's run)."""
     start = record.started or record.occurrence
@@ -133,7 +133,7 @@ def _record_row(record: "JobRecord") -> JobRow:
     )
 
 
-def recent_job_runs(client: "MlflowClient", store: "ScheduleStore | None", limit: int = 50) -> list[JobRow]:
+def recent_job_runs(client: MlflowClient, store: ScheduleStore | None, limit: int = 50) -> list[JobRow]:
     """The newest ``limit`` job runs, newest first.
 
     Every MLflow run tagged ``mlops_nb.kind = job`` (``mlops-nb run``, sweeps, pipeline
@@ -142,7 +142,7 @@ def recent_job_runs(client: "MlflowClient", store: "ScheduleStore | None", limit
     created, or a scheduled pipeline) are listed too, so nothing a schedule did is hidden.
     ``store`` may be ``None`` (no scheduler database): MLflow's runs alone.
     """
-    from ..tracking import experiment_ids
+    from mlops_nb.tracking import experiment_ids
 
     if not 1 <= limit <= 1000:
         raise UsageError(f"limit must be between 1 and 1000, not {limit}")
@@ -151,7 +151,10 @@ def recent_job_runs(client: "MlflowClient", store: "ScheduleStore | None", limit
         runs = (
             list(
                 client.search_runs(
-                    list(experiments), filter_string=JOB_FILTER, order_by=["attributes.start_time DESC"], max_results=limit
+                    list(experiments),
+                    filter_string=JOB_FILTER,
+                    order_by=["attributes.start_time DESC"],
+                    max_results=limit,
                 )
             )
             if experiments
@@ -210,10 +213,10 @@ class JobNotebook:
 
 
 def job_notebook(
-    client: "MlflowClient",
+    client: MlflowClient,
     run_id: str,
     root: str | Path,
-    store: "ScheduleStore | None" = None,
+    store: ScheduleStore | None = None,
     allow_hidden: bool = False,
 ) -> JobNotebook:
     """The executed notebook of the job run ``run_id``.
@@ -225,7 +228,7 @@ def job_notebook(
     executed notebook ``job/<name>.ipynb``. Raises :class:`NotFoundError` naming what is
     missing.
     """
-    from ..registry import _file_inside, _missing, _snapshot
+    from mlops_nb.registry import _file_inside, _missing, _snapshot
 
     if not _RUN_ID.fullmatch(run_id):
         raise UsageError(f"{run_id!r} is not a run id: give the id of a job run (32 hex digits), as /jobs lists them")
@@ -233,7 +236,9 @@ def job_notebook(
         run = client.get_run(run_id)
     except Exception as exc:
         if _missing(exc):
-            raise NotFoundError(f"no run {run_id} in {client.tracking_uri}: pick a job from the recent jobs list") from None
+            raise NotFoundError(
+                f"no run {run_id} in {client.tracking_uri}: pick a job from the recent jobs list"
+            ) from None
         raise StoreError(f"cannot read run {run_id}: {_one_line(exc)}") from None
     kind = run.data.tags.get(TAG + "kind")
     if kind != "job":
@@ -256,4 +261,6 @@ def job_notebook(
         return replace(found, name=executed[0], notebook_text=executed[1])
     state = run.info.status
     why = "it is still running" if state == "RUNNING" else f"it ended {state} before writing one"
-    raise NotFoundError(f"job run {run_id} has no executed notebook yet: {why}; open it again once the job has finished")
+    raise NotFoundError(
+        f"job run {run_id} has no executed notebook yet: {why}; open it again once the job has finished"
+    )

@@ -1,0 +1,5 @@
+import sys
+
+from mlops_nb.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One notebook as one job: parameters, kernels, the execution and where it runs."""

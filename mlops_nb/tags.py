@@ -1,0 +1,53 @@
+"""The names of every MLflow tag mlops-nb writes: one home, so a reader finds what a tag
+means and a writer cannot misspell it. All start with :data:`PREFIX`."""
+
+from __future__ import annotations
+
+PREFIX = "mlops_nb."
+
+# What a run is and where it came from (tracking, provenance).
+KIND = PREFIX + "kind"  # "job", "sweep", "pipeline", "reproduction", ...
+NOTEBOOK = PREFIX + "notebook"
+NOTEBOOK_SAVED = PREFIX + "notebook_saved"
+NOTEBOOK_HOW = PREFIX + "notebook_how"
+CELL = PREFIX + "cell"
+PARAMS = PREFIX + "params"
+HOST = PREFIX + "host"
+PYTHON = PREFIX + "python"
+GIT_COMMIT = PREFIX + "git.commit"
+GIT_BRANCH = PREFIX + "git.branch"
+GIT_DIRTY = PREFIX + "git.dirty"
+# A run's process, so a dead one can be found and ended (tracking's recovery).
+PID = PREFIX + "pid"
+PID_START = PREFIX + "pid_start"
+ENDED_BY = PREFIX + "ended_by"
+ERROR = PREFIX + "error"
+
+# Models (registry).
+FLAVOR = PREFIX + "flavor"
+METRICS = PREFIX + "metrics"
+AUDIT_PREFIX = PREFIX + "audit."
+REPRODUCED = PREFIX + "reproduced"
+REPRODUCES = PREFIX + "reproduces"
+REPRODUCED_BY = PREFIX + "reproduced_by"
+
+# Jobs (jobs.run).
+JOB_KERNEL = PREFIX + "job.kernel"
+JOB_FAILED_CELL = PREFIX + "job.failed_cell"
+JOB_KEY = PREFIX + "job.key"
+JOB_ATTEMPT = PREFIX + "job.attempt"
+JOB_WORKER = PREFIX + "job.worker"
+JOB_LOST = PREFIX + "job.lost"
+
+# Sweeps and pipelines (jobs.batch).
+SWEEP_SIZE = PREFIX + "sweep.size"
+SWEEP_BEST_RUN_ID = PREFIX + "sweep.best_run_id"
+PIPELINE_CACHE_KEY = PREFIX + "pipeline.cache_key"
+PIPELINE_STEP = PREFIX + "pipeline.step"
+PIPELINE_STEPS = PREFIX + "pipeline.steps"
+PIPELINE_STATES = PREFIX + "pipeline.states"
+PIPELINE_FILE = PREFIX + "pipeline.file"
+PIPELINE_RUN_ID = PREFIX + "pipeline.run_id"
+
+# Schedules (jobs.schedules).
+SCHEDULE = PREFIX + "schedule"
