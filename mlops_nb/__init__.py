@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlops_nb.tables import Table
     from mlops_nb.tracking import Tracker
 
-__version__ = "0.1.0"
+from mlops_nb.version import __version__
 
 __all__ = [
     "__version__",

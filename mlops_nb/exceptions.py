@@ -8,13 +8,18 @@ its only argument.
 from __future__ import annotations
 
 __all__ = [
+    "AgentLostError",
     "ConfigError",
     "ExecutorUnreachableError",
+    "KernelPoolError",
     "MlopsError",
+    "NotAModelError",
     "NotFoundError",
+    "PromotionRefusedError",
     "StoreError",
     "StoreUnreachableError",
     "UsageError",
+    "one_line",
 ]
 
 
@@ -51,3 +56,29 @@ class StoreUnreachableError(StoreError):
 
 class ExecutorUnreachableError(MlopsError):
     """The cluster that runs jobs (a Dask scheduler) cannot be reached."""
+
+
+class PromotionRefusedError(MlopsError):
+    """The promotion guard refused to move an alias (the REST API answers 409)."""
+
+
+class NotAModelError(UsageError):
+    """The object given to register is not a model mlops-nb can log."""
+
+
+class KernelPoolError(MlopsError):
+    """A pooled kernel could not be started, or none was ready in time."""
+
+
+class AgentLostError(MlopsError):
+    """The project's job agent went away in the middle of a job."""
+
+
+def one_line(exc: BaseException, *, with_type: bool = False) -> str:
+    """The first line of ``exc``'s message, for a one-line error: the exception's type
+    name alone when the message is empty; ``with_type`` puts the type name first (for an
+    error that is not mlops-nb's own, where the type says what went wrong)."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {lines[0]}" if with_type else lines[0]

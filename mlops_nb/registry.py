@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from mlops_nb.exceptions import MlopsError, NotAModelError, NotFoundError, PromotionRefusedError, StoreError, UsageError
 from mlops_nb.store import explain_missing_artifact, explain_missing_run_artifacts
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,14 +81,6 @@ FLAVORS = {
     "statsmodels": "mlflow.statsmodels",
     "prophet": "mlflow.prophet",
 }
-
-
-class PromotionRefusedError(MlopsError):
-    """The promotion guard refused to move an alias (the REST API answers 409)."""
-
-
-class NotAModelError(UsageError):
-    """The object given to register is not a model mlops-nb can log."""
 
 
 @dataclass(frozen=True)

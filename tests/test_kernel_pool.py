@@ -19,8 +19,8 @@ import psutil
 import pytest
 from jupyter_core.utils import ensure_event_loop
 
-from mlops_nb.exceptions import UsageError
-from mlops_nb.jobs.run.pool import JOB_FILE_ENV, KernelPool, KernelPoolError, PooledKernel
+from mlops_nb.exceptions import KernelPoolError, UsageError
+from mlops_nb.jobs.run.pool import JOB_FILE_ENV, KernelPool, PooledKernel
 
 pytestmark = pytest.mark.slow
 

@@ -262,7 +262,7 @@ def test_python_api_matches_the_magics(trained, client):
     assert (v1.version, v2.version) == ("1", "2")
     result = mnb.promote("api", metric="accuracy")
     assert result.version == "2" and result.previous_version == "1"
-    from mlops_nb.registry import PromotionRefusedError
+    from mlops_nb.exceptions import PromotionRefusedError
 
     with pytest.raises(PromotionRefusedError, match="already holds @champion"):
         mnb.promote("api", metric="accuracy")

@@ -11,8 +11,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mlops_nb import __version__
 from mlops_nb.exceptions import MlopsError, NotFoundError, UsageError
+from mlops_nb.version import __version__
 
 __all__ = ["build_parser", "main"]
 

@@ -23,10 +23,9 @@ from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 import mlops_nb
-from mlops_nb.exceptions import MlopsError
+from mlops_nb.exceptions import MlopsError, PromotionRefusedError
 from mlops_nb.magics import warmup
 from mlops_nb.provenance import locate_notebook
-from mlops_nb.registry import PromotionRefusedError
 from mlops_nb.tracking import FAILED, FINISHED, KILLED, RunHandle, RunRow, Tracker, read_run, ui_hint
 
 __all__ = ["HELP", "MlopsMagics", "load", "run_summary", "unload"]

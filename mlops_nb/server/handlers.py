@@ -25,8 +25,7 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 
 from mlops_nb.config import ProjectConfig, resolve_config
-from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError
-from mlops_nb.registry import PromotionRefusedError
+from mlops_nb.exceptions import MlopsError, NotFoundError, PromotionRefusedError, StoreError, UsageError
 
 __all__ = ["HANDLERS", "SPEC_PATH", "BaseHandler", "status_of"]
 

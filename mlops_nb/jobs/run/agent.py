@@ -47,9 +47,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from mlops_nb import __version__
 from mlops_nb.config import ProjectConfig
-from mlops_nb.exceptions import MlopsError, UsageError
+from mlops_nb.exceptions import AgentLostError, MlopsError, UsageError
+from mlops_nb.version import __version__
 
 __all__ = [
     "AgentInfo",
@@ -69,10 +69,6 @@ DEFAULT_IDLE_S = 900.0
 # kernel does; they do not split the kernel pools.
 _VOLATILE_ENV = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES"})
 _MAX_POOLS = 3
-
-
-class AgentLost(MlopsError):
-    """The agent went away in the middle of a job."""
 
 
 @dataclass
@@ -246,7 +242,7 @@ def run_via_agent(
     ------
     UsageError, MlopsError
         What the job's checks raised in the agent (nothing was run).
-    AgentLost
+    AgentLostError
         The agent went away during the job; the job's run is marked FAILED.
     """
     sock = _connect(_files(config.project_root)["sock"])
@@ -286,7 +282,7 @@ def run_via_agent(
                 if run_id is None:
                     return None  # it went away before taking the job: run it here
                 _mark_lost(config, run_id)
-                raise AgentLost(f"the job agent stopped during the job; its run {run_id} is marked FAILED")
+                raise AgentLostError(f"the job agent stopped during the job; its run {run_id} is marked FAILED")
             message = json.loads(line)
             event = message.get("event")
             if event == "mismatch":

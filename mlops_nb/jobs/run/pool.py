@@ -40,7 +40,7 @@ from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import KernelManager
 
-from mlops_nb.exceptions import MlopsError, UsageError
+from mlops_nb.exceptions import KernelPoolError, UsageError
 
 # The environment variable naming a pooled kernel's job file; the kernel reads it there.
 from mlops_nb.tracking import JOB_FILE_ENV
@@ -59,10 +59,6 @@ KERNEL_EXTENSION = "mlops_nb.fluent"
 # A Unix socket path longer than this does not fit in sockaddr_un (104 bytes on macOS,
 # 108 on Linux, with a "-N" suffix added per channel).
 _MAX_IPC_PATH = 100
-
-
-class KernelPoolError(MlopsError):
-    """A pooled kernel could not be started, or none was ready in time."""
 
 
 class _PooledKernelManager(KernelManager):
