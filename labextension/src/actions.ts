@@ -12,7 +12,8 @@ import { Widget } from '@lumino/widgets';
 import { aliasEffect, aliasInputPattern, aliasProblem } from './alias';
 import * as api from './api';
 import { lowerIsBetter } from './metrics';
-import { JobsModel, RegistryModel, asError } from './model';
+import { JobsModel, RegistryModel } from './model';
+import { IJobRow, INotebookSource } from './tokens';
 
 /** An alias the panel offers first, the convention of `%mlops promote`. */
 export const COMMON_ALIASES = ['champion', 'challenger'];
@@ -34,7 +35,7 @@ export function copyLoadSnippet(name: string, version: string, aliases: string[]
 }
 
 export function reportFailure(what: string, error: unknown): void {
-  const err = asError(error);
+  const err = api.ApiError.from(error);
   void showDialog({
     title: what,
     body: err.message,
@@ -304,7 +305,7 @@ export async function promoteFlow(
     Notification.success(done.message, { autoClose: 5000 });
     return true;
   } catch (error) {
-    const err = asError(error);
+    const err = api.ApiError.from(error);
     await showDialog({
       title: err.kind === 'refused' ? 'Promotion refused' : 'Could not promote',
       body: err.message,
@@ -318,7 +319,7 @@ export async function promoteFlow(
 
 /** A read-only rendering of the notebook snapshot stored with a run. */
 class SnapshotView extends IFrame {
-  constructor(source: Extract<api.INotebookSource, { source: 'snapshot' }>) {
+  constructor(source: Extract<INotebookSource, { source: 'snapshot' }>) {
     // No scripts, no same-origin: the snapshot's outputs can hold arbitrary HTML.
     super({ sandbox: [] });
     this.addClass('jp-mlops-snapshot');
@@ -334,7 +335,7 @@ class SnapshotView extends IFrame {
 function showNotebook(
   docManager: IDocumentManager,
   addToMainArea: (widget: MainAreaWidget) => void,
-  source: api.INotebookSource,
+  source: INotebookSource,
   label: string,
   caption: string
 ): void {
@@ -363,7 +364,7 @@ export async function openSourceNotebook(
   name: string,
   version: string
 ): Promise<void> {
-  let source: api.INotebookSource;
+  let source: INotebookSource;
   try {
     source = await api.fetchNotebook(name, version);
   } catch (error) {
@@ -375,19 +376,25 @@ export async function openSourceNotebook(
       ? `The notebook as it ran for ${name} v${version} (run ${source.run_id})` +
         (source.recorded_path ? `; ${source.recorded_path} is not under this server's root or was moved` : '')
       : '';
-  showNotebook(docManager, addToMainArea, source, source.source === 'snapshot' ? `${source.name} (snapshot)` : '', caption);
+  showNotebook(
+    docManager,
+    addToMainArea,
+    source,
+    source.source === 'snapshot' ? `${source.name} (snapshot)` : '',
+    caption
+  );
 }
 
 /** Open a job's executed notebook: the file when it is in the workspace, else its HTML from the run. */
 export async function openJobNotebook(
   docManager: IDocumentManager,
   addToMainArea: (widget: MainAreaWidget) => void,
-  job: api.IJobRow
+  job: IJobRow
 ): Promise<void> {
   if (!job.run_id) {
     return;
   }
-  let source: api.INotebookSource;
+  let source: INotebookSource;
   try {
     source = await api.fetchJobNotebook(job.run_id);
   } catch (error) {
@@ -399,14 +406,22 @@ export async function openJobNotebook(
       ? `${source.name} as job run ${source.run_id} executed it (${job.status.toLowerCase()}), read-only` +
         (source.recorded_path ? `; ${source.recorded_path} is outside this server's workspace` : '')
       : '';
-  showNotebook(docManager, addToMainArea, source, source.source === 'snapshot' ? `${source.name} (job run)` : '', caption);
+  showNotebook(
+    docManager,
+    addToMainArea,
+    source,
+    source.source === 'snapshot' ? `${source.name} (job run)` : '',
+    caption
+  );
 }
 
 /** Run a schedule now; say that it started (or why not). */
 export async function runNowFlow(model: JobsModel, name: string): Promise<void> {
   try {
     const record = await model.runNow(name);
-    Notification.success(`Started ${name} now (job ${record.id}); it shows under Recent job runs.`, { autoClose: 4000 });
+    Notification.success(`Started ${name} now (job ${record.id}); it shows under Recent job runs.`, {
+      autoClose: 4000
+    });
   } catch (error) {
     reportFailure(`Could not run ${name}`, error);
   }

@@ -47,7 +47,12 @@ export function aliasInputPattern(heldHere: string[]): string {
 }
 
 /** What setting `alias` on `version` will do, in one line (shown under a valid name). */
-export function aliasEffect(name: string, alias: string, version: string, holders: { [alias: string]: string }): string {
+export function aliasEffect(
+  name: string,
+  alias: string,
+  version: string,
+  holders: { [alias: string]: string }
+): string {
   const holder = holders[alias];
   return holder
     ? `Moves @${alias} from v${holder} to v${version}: models:/${name}@${alias} will load v${version}.`

@@ -2,19 +2,13 @@
  * mlops-nb's JupyterLab extension: a left side panel to browse and manage the model
  * registry of the project, and its scheduled jobs (through the server extension's REST API).
  */
-import {
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
-import { LabIcon, SidePanel, ToolbarButton, refreshIcon } from '@jupyterlab/ui-components';
-import { Message } from '@lumino/messaging';
-import { AccordionPanel, Widget } from '@lumino/widgets';
+import { ToolbarButton, refreshIcon } from '@jupyterlab/ui-components';
+import { AccordionPanel } from '@lumino/widgets';
 
-import registrySvg from '../style/icons/registry.svg';
 import {
   copyLoadSnippet,
   openJobNotebook,
@@ -26,41 +20,21 @@ import {
   setAliasFlow,
   setPausedFlow
 } from './actions';
-import { fetchModel } from './api';
-import { IActions, IJobActions, JobsView, RegistryView, VersionDetailView } from './components';
-import { fitSectionsToContent } from './layout';
-import { JobsModel, RegistryModel } from './model';
+import { registryIcon } from './icons';
+import { JobsModel, RegistryModel, VersionDetailModel } from './model';
+import { IActions, IJobActions } from './tokens';
+import { JobsView } from './widgets/JobsView';
+import { fitSectionsToContent } from './widgets/layout';
+import { RegistryPanel } from './widgets/RegistryPanel';
+import { RegistryView } from './widgets/RegistryView';
+import { VersionDetailView } from './widgets/VersionDetailView';
 
-export const registryIcon = new LabIcon({ name: 'mlops-nb:registry', svgstr: registrySvg });
+export { registryIcon };
 
 const CommandIDs = {
   open: 'mlops-nb:open-registry',
   refresh: 'mlops-nb:refresh-registry'
 };
-
-/** The side panel; auto-refresh runs only while it is shown. */
-class RegistryPanel extends SidePanel {
-  constructor(readonly model: RegistryModel) {
-    super();
-    this.id = 'mlops-nb-registry';
-    this.addClass('jp-mlops-panel');
-    this.title.icon = registryIcon;
-    this.title.caption = 'Model registry and jobs (mlops-nb)';
-    const heading = document.createElement('h2');
-    heading.textContent = 'Model registry';
-    this.header.addWidget(new Widget({ node: heading }));
-  }
-
-  protected onAfterShow(msg: Message): void {
-    super.onAfterShow(msg);
-    this.model.setVisible(true);
-  }
-
-  protected onAfterHide(msg: Message): void {
-    super.onAfterHide(msg);
-    this.model.setVisible(false);
-  }
-}
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'mlops-nb:registry',
@@ -108,8 +82,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const afterChange = async (name: string) => {
       await model.refresh({ quiet: true }).catch(() => undefined);
       details.forEach(w => {
-        if (w.content.modelName === name) {
-          void w.content.reload();
+        if (w.content.model.name === name) {
+          void w.content.model.reload();
         }
       });
     };
@@ -117,7 +91,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // Dialogs about aliases read them live: what the list shows may be 30 s old.
     const aliasesOf = async (name: string): Promise<{ [alias: string]: string } | null> => {
       try {
-        return (await fetchModel(name, 1)).aliases;
+        return await model.liveAliases(name);
       } catch (error) {
         reportFailure(`Could not read ${name}`, error);
         return null;
@@ -129,11 +103,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const id = `mlops-nb-version-${name}-${version}`;
         const existing = details.find(w => w.id === id);
         if (existing) {
-          void existing.content.reload();
+          void existing.content.model.reload();
           app.shell.activateById(id);
           return;
         }
-        const widget = new MainAreaWidget({ content: new VersionDetailView(name, version, actions) });
+        const widget = new MainAreaWidget({
+          content: new VersionDetailView(new VersionDetailModel(name, version), actions)
+        });
         widget.id = id;
         widget.title.label = `${name} v${version}`;
         widget.title.icon = registryIcon;

@@ -32,9 +32,7 @@ function kindRank(key: string): number {
 
 /** Metric names, most telling first (held-out quality scores lead; training scores trail). */
 export function rankMetricNames(keys: string[]): string[] {
-  return keys
-    .slice()
-    .sort((a, b) => splitRank(a) - splitRank(b) || kindRank(a) - kindRank(b) || a.localeCompare(b));
+  return keys.slice().sort((a, b) => splitRank(a) - splitRank(b) || kindRank(a) - kindRank(b) || a.localeCompare(b));
 }
 
 /** The few metrics worth showing in a list, in {@link rankMetricNames} order. */

@@ -1,0 +1,2 @@
+// An imported stylesheet in a unit test: nothing to apply.
+module.exports = {};

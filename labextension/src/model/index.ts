@@ -1,0 +1,5 @@
+/** The panel's state, one model a section. */
+export * from './jobs';
+export * from './polling';
+export * from './registry';
+export * from './version';

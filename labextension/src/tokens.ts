@@ -1,0 +1,185 @@
+/**
+ * Shared types: what the server extension's REST API answers (`/mlops-nb/api/`, see
+ * mlops_nb/server/openapi.yaml), and what the views ask the plugin to do.
+ */
+
+// ---------------------------------------------------------------- registry
+
+export interface IModelRow {
+  name: string;
+  latest_version: string | null;
+  aliases: { [alias: string]: string };
+  updated: string | null;
+  description: string;
+}
+
+export interface IModelsPage {
+  models: IModelRow[];
+  next_page_token: string | null;
+}
+
+export interface IVersionRow {
+  name: string;
+  version: string;
+  /** null from the versions endpoint: aliases live on the model. */
+  aliases: string[] | null;
+  run_id: string | null;
+  created: string | null;
+  notebook: string;
+  metrics: { [key: string]: number };
+}
+
+export interface IVersionsPage {
+  versions: IVersionRow[];
+  next_page_token: string | null;
+}
+
+export interface IModelDetail extends IVersionsPage {
+  name: string;
+  description: string;
+  tags: { [key: string]: string };
+  aliases: { [alias: string]: string };
+}
+
+export interface IAuditEvent {
+  action: string;
+  alias: string;
+  from_version: string | null;
+  to_version: string | null;
+  who: string;
+  when: string;
+  why: string;
+}
+
+export interface IVersionDetail {
+  name: string;
+  version: string;
+  aliases: string[];
+  description: string;
+  created: string | null;
+  run_id: string | null;
+  params: { [key: string]: string };
+  metrics: { [key: string]: number };
+  signature: { inputs?: string; outputs?: string; params?: string } | null;
+  lineage: { [key: string]: string };
+  audit: IAuditEvent[];
+  load: string;
+}
+
+export type INotebookSource =
+  | { source: 'workspace'; path: string }
+  | {
+      source: 'snapshot';
+      name: string;
+      run_id: string;
+      recorded_path: string | null;
+      html: string;
+    };
+
+export interface IPromotion {
+  name: string;
+  to_alias: string;
+  version: string;
+  previous_version: string | null;
+  metric: string;
+  candidate_value: number | null;
+  current_value: number | null;
+  message: string;
+}
+
+// ---------------------------------------------------------------- schedules and jobs
+
+export interface ISchedule {
+  name: string;
+  cron: string;
+  timezone: string;
+  /** Notebook or pipeline file, relative to the project root. */
+  target: string;
+  kind: 'notebook' | 'pipeline';
+  params: { [key: string]: string };
+  paused: boolean;
+  missed: string;
+  retries: number;
+  timeout_s: number | null;
+  webhook: string | null;
+  notify_success: boolean;
+  created: string;
+  /** UTC; null while paused. */
+  next_run: string | null;
+  last_state: string | null;
+}
+
+export interface ISchedulerInfo {
+  /** Whether this Jupyter server runs due jobs itself (`c.MlopsNbApp.scheduler = True`). */
+  in_server: boolean;
+  /** Why the in-server scheduler did not start, when it was asked to. */
+  error?: string | null;
+}
+
+export interface ISchedules {
+  schedules: ISchedule[];
+  scheduler: ISchedulerInfo;
+}
+
+export interface IJobRecord {
+  id: number;
+  schedule: string;
+  occurrence: string;
+  trigger: 'schedule' | 'manual';
+  attempt: number;
+  state: string;
+  started: string | null;
+  finished: string | null;
+  run_id: string | null;
+  output: string | null;
+  error: string | null;
+}
+
+/** Who started a job run. */
+export type JobOrigin = 'schedule' | 'manual' | 'pipeline' | 'sweep' | 'run';
+
+export interface IJobRow {
+  run_id: string | null;
+  name: string;
+  experiment: string | null;
+  notebook: string;
+  /** MLflow's (RUNNING, FINISHED, FAILED, KILLED) or, before a run exists, the scheduler's. */
+  status: string;
+  start: string | null;
+  end: string | null;
+  duration_s: number | null;
+  origin: JobOrigin;
+  schedule: string | null;
+  trigger: 'schedule' | 'manual' | null;
+  attempt: number | null;
+  job_id: number | null;
+  state: string | null;
+  parent_run_id: string | null;
+  error: string | null;
+}
+
+// ---------------------------------------------------------------- what views ask for
+
+/** What the registry views ask the plugin to do (dialogs, opening tabs). */
+export interface IActions {
+  openDetail(name: string, version: string): void;
+  openNotebook(name: string, version: string): void;
+  copySnippet(name: string, version: string, aliases: string[]): void;
+  setAlias(name: string, version: string): void;
+  removeAlias(name: string, alias: string, version: string): void;
+  /** `metrics` ranked by `rankMetricNames` (metrics.ts): the first is the default to judge on. */
+  promote(name: string, version: string, metrics: string[]): void;
+}
+
+/** What the Jobs section asks the plugin to do (feedback, opening tabs). */
+export interface IJobActions {
+  runNow(name: string): void;
+  setPaused(name: string, paused: boolean): void;
+  openJobNotebook(job: IJobRow): void;
+}
+
+/** Another section of the panel that refreshes with the registry (same button, same poll). */
+export interface IRefreshable {
+  refresh(options?: { quiet?: boolean }): Promise<void>;
+  setVisible(visible: boolean): void;
+}
