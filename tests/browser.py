@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from helpers import REPO
+from services import JupyterServer, jupyter_server
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -31,7 +28,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = REPO / "test-artifacts"
+#: A Jupyter Server configuration with the mlops-nb server extension switched off.
+SERVER_EXTENSION_OFF = {"ServerApp": {"jpserver_extensions": {"mlops_nb": False}}}
 
 
 def chromium_path() -> str | None:
@@ -39,87 +38,24 @@ def chromium_path() -> str | None:
     return path if Path(path).exists() else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Lab:
-    """A running JupyterLab: its URL, token and root folder."""
-
-    def __init__(self, base: str, token: str, root: Path) -> None:
-        self.base = base
-        self.token = token
-        self.root = root
-
-    def url(self, path: str) -> str:
-        return f"{self.base}{path}?token={self.token}"
-
-
 @contextmanager
-def jupyterlab(root: Path, tmp: Path, app: str = "lab") -> Iterator[Lab]:
-    """Start JupyterLab (or, with ``app="notebook"``, Notebook 7) serving ``root``."""
+def jupyterlab(root: Path, tmp: Path, app: str = "lab", *, config: dict | None = None) -> Iterator[JupyterServer]:
+    """Start JupyterLab (or, with ``app="notebook"``, Notebook 7) serving ``root``, with
+    its own settings and workspace folders in ``tmp``, the news/update toasts off and
+    ``config`` (when given) as its Jupyter Server configuration."""
     settings = tmp / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME", "MLOPS_NB_NOTEBOOK")
-        },
-        "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
-        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-        "JUPYTER_CONFIG_DIR": str(tmp / "config"),
-    }
-    port, token = _free_port(), secrets.token_hex(16)
-    log = (tmp / "lab.log").open("w")
+    env = {"JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces")}
     app_flags = (
-        ["--LabApp.news_url=None", "--LabApp.expose_app_in_browser=True"]
+        ("--LabApp.news_url=None", "--LabApp.expose_app_in_browser=True")
         if app == "lab"
-        else ["--JupyterNotebookApp.expose_app_in_browser=True"]
+        else ("--JupyterNotebookApp.expose_app_in_browser=True",)
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyter",
-            app,
-            "--allow-root",
-            "--no-browser",
-            "--ip=127.0.0.1",
-            f"--port={port}",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={root}",
-            *app_flags,
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not start: {(tmp / 'lab.log').read_text()[-2000:]}") from None
-                time.sleep(0.2)
-        yield Lab(base, token, root)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with jupyter_server(root, tmp, app, config=config, env=env, args=app_flags) as lab:
+        yield lab
 
 
 @contextmanager
@@ -159,10 +95,20 @@ def wait_for_kernel(page: object, timeout: float = 90_000) -> None:
     )
 
 
+def set_theme(page: object, theme: str, light: str) -> None:
+    """Switch JupyterLab to ``theme`` (``light``: "true" or "false", what the body says)
+    and wait until its stylesheet applies."""
+    page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
+    page.wait_for_selector(f"body[data-jp-theme-light='{light}']", state="attached", timeout=30_000)
+    page.wait_for_timeout(500)  # the theme's stylesheet applies
+
+
 # The WCAG contrast ratio between an element's text and the opaque background behind it
-# (Playwright: locator.evaluate(CONTRAST_JS)).
+# (Playwright: locator.evaluate(CONTRAST_JS)). Theme colours like --jp-ui-font-color2 are
+# translucent: with locator.evaluate(CONTRAST_JS, {"blend": True}) the text colour is
+# blended over that background (what is drawn); without, its alpha is ignored.
 CONTRAST_JS = """
-(el) => {
+(el, options) => {
   const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
   const lum = ([r, g, b]) => {
     const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
@@ -173,8 +119,10 @@ CONTRAST_JS = """
     const c = rgb(getComputedStyle(n).backgroundColor);
     if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) { bg = c.slice(0, 3); break; }
   }
-  const fg = rgb(getComputedStyle(el).color).slice(0, 3);
-  const [a, b] = [lum(fg), lum(bg || [255, 255, 255])].sort((x, y) => y - x);
-  return (a + 0.05) / (b + 0.05);
+  bg = bg || [255, 255, 255];
+  const [r, g, b, alpha = 1] = rgb(getComputedStyle(el).color);
+  const fg = options && options.blend ? [r, g, b].map((v, i) => alpha * v + (1 - alpha) * bg[i]) : [r, g, b];
+  const [hi, lo] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+  return (hi + 0.05) / (lo + 0.05);
 }
 """

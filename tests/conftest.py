@@ -1,66 +1,20 @@
 """Shared fixtures: a real git project with a notebook, a real SQLite store in a
-temporary folder, and a real IPython shell with the extension loaded."""
+temporary folder, and a real IPython shell with the extension loaded. Only fixtures and
+hooks live here; helpers the tests import are in helpers.py, real services in services.py."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import git, make_notebook, server_config
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 # `mlops-nb run` would start a job agent for the next job; only the agent's own tests
 # (test_agent.py) turn it on, each with a private runtime folder.
 os.environ["MLOPS_NB_AGENT"] = "off"
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def make_notebook(path: Path, cells: list[tuple[str, str, list[str]]]) -> Path:
-    """Write a notebook of (cell_type, source, tags) triples; return its path."""
-    nb = {
-        "cells": [
-            {
-                "cell_type": kind,
-                "id": f"cell-{i}",
-                "metadata": {"tags": tags} if tags else {},
-                "source": source,
-                **({"outputs": [], "execution_count": None} if kind == "code" else {}),
-            }
-            for i, (kind, source, tags) in enumerate(cells)
-        ],
-        "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(nb, indent=1))
-    return path
-
-
-def new_project(tmp_path: Path) -> Path:
-    """An empty project (a pyproject.toml and an embedded store folder) in ``tmp_path``."""
-    root = tmp_path / "proj"
-    (root / ".mlops").mkdir(parents=True)
-    (root / "pyproject.toml").write_text("[project]\nname = 'p'\n")
-    return root
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
 
 #: What a test's own process may carry from outside or from an earlier test's kernel code
 #: (%load_ext points MLflow at the project through these, as it does in a real kernel).
@@ -87,6 +41,13 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch):
     for var in set(os.environ) - set(saved):
         del os.environ[var]
     os.environ.update({k: v for k, v in saved.items() if os.environ.get(k) != v})
+
+
+@pytest.fixture
+def jp_server_config(jp_root_dir: Path) -> dict:
+    """pytest-jupyter's in-process server (``jp_fetch``) runs with the tests' one server
+    configuration; a test module that needs more overrides this fixture."""
+    return server_config()
 
 
 @pytest.fixture
@@ -147,15 +108,3 @@ def client(project: Path):
     ensure_store(resolve_config(project / "analysis"))
 
     return MlflowClient(tracking_uri=f"sqlite:///{project / '.mlops' / 'mlflow.db'}")
-
-
-def runs_of(client, experiment: str = "train"):
-    exp = client.get_experiment_by_name(experiment)
-    assert exp is not None, f"experiment {experiment!r} was not created"
-    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
-
-
-def artifact_text(client, run_id: str, path: str) -> str:
-    import mlflow.artifacts
-
-    return mlflow.artifacts.load_text(f"{client.get_run(run_id).info.artifact_uri}/{path}")

@@ -2,7 +2,9 @@
 
 - ``postgres(workdir)``: a private PostgreSQL cluster from Debian's binaries;
 - ``mlflow_server(backend_uri, artifacts)``: the standard ``mlflow server`` command;
-- ``dask_cluster(n_workers)``: a Dask scheduler and workers, each its own process.
+- ``dask_cluster(n_workers)``: a Dask scheduler and workers, each its own process;
+- ``jupyter_server(root, tmp)``: ``jupyter server`` (or ``jupyter lab``, ``jupyter
+  notebook``) with a token, serving ``root``, with private config, data and runtime folders.
 
 Each is a context manager that leaves no process behind on exit, also when the block
 raises. Importable by tests (``from services import ...``) and by benchmarks (after
@@ -11,8 +13,10 @@ raises. Importable by tests (``from services import ...``) and by benchmarks (af
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +36,7 @@ BIN = Path(sys.executable).parent
 
 MLFLOW_START_TIMEOUT = 180.0  # migrations on a new PostgreSQL database: 20+ s when loaded
 DASK_START_TIMEOUT = 120.0
+JUPYTER_START_TIMEOUT = 60.0
 PG_START_TIMEOUT = 60.0
 
 
@@ -434,3 +439,113 @@ def postgres(workdir: Path) -> Iterator[Postgres]:
         if link is not None:
             link.unlink(missing_ok=True)
         shutil.rmtree(home, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- Jupyter
+
+#: What the test process may carry that must not reach a server's kernels.
+_NOT_FOR_SERVERS = ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME", "MLOPS_NB_NOTEBOOK")
+
+
+class JupyterServer:
+    """A running Jupyter server: its URL, token, root, runtime folder and log; REST calls
+    with its token, kernels by id."""
+
+    def __init__(self, base: str, token: str, root: Path, runtime: Path, log: Path) -> None:
+        self.base, self.token, self.root, self.runtime, self.log = base, token, root, runtime, log
+
+    def url(self, path: str) -> str:
+        """``path`` on the server with the token in the query (what a browser opens)."""
+        return f"{self.base}{path}?token={self.token}"
+
+    def call(self, method: str, path: str, body: object = None, timeout: float = 60) -> object:
+        """A REST call with the token in the Authorization header; the JSON answer."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.base}{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            text = resp.read()
+        return json.loads(text) if text else None
+
+    @contextmanager
+    def kernel_client(self, kernel_id: str) -> Iterator[object]:
+        """A client on the server's kernel, from the connection file in its runtime folder."""
+        import queue
+
+        from jupyter_client import BlockingKernelClient
+
+        client = BlockingKernelClient(connection_file=str(self.runtime / f"kernel-{kernel_id}.json"))
+        client.load_connection_file()
+        client.start_channels()
+        try:
+            # Not wait_for_ready: without a kernel manager it takes a heartbeat not yet
+            # beating for a dead kernel. Ask for kernel_info until the kernel answers.
+            deadline = time.monotonic() + 60
+            while True:
+                msg_id = client.kernel_info()
+                try:
+                    if client.get_shell_msg(timeout=5)["parent_header"].get("msg_id") == msg_id:
+                        break
+                except queue.Empty:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"kernel {kernel_id} did not answer") from None
+            yield client
+        finally:
+            client.stop_channels()
+
+
+@contextmanager
+def jupyter_server(
+    root: Path,
+    tmp: Path,
+    app: str = "server",
+    *,
+    config: dict | None = None,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    ready: str = "/api/status",
+    timeout: float = JUPYTER_START_TIMEOUT,
+) -> Iterator[JupyterServer]:
+    """``jupyter <app>`` serving ``root`` on 127.0.0.1 and a free port, with a token, its
+    configuration, data and runtime folders in ``tmp`` (``config``, when given, written
+    there as ``jupyter_server_config.json``), ``env`` added to its environment and
+    ``args`` to its command line; ready when ``ready`` answers with the token. The server
+    and everything it started (kernels) end with the block."""
+    runtime, config_dir, log = tmp / "runtime", tmp / "config", tmp / "server.log"
+    if config is not None:
+        config_dir.mkdir(parents=True, exist_ok=True)
+        (config_dir / "jupyter_server_config.json").write_text(json.dumps(config))
+    server_env = {
+        **{k: v for k, v in os.environ.items() if k not in _NOT_FOR_SERVERS},
+        "JUPYTER_CONFIG_DIR": str(config_dir),
+        "JUPYTER_DATA_DIR": str(tmp / "data"),
+        "JUPYTER_RUNTIME_DIR": str(runtime),
+        **(env or {}),
+    }
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = [
+        sys.executable, "-m", "jupyter", app, "--allow-root", "--no-browser", "--ip=127.0.0.1",
+        f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", *args,
+    ]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cmd, env=server_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    server = JupyterServer(f"http://127.0.0.1:{port}", token, root, runtime, log)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                server.call("GET", ready, timeout=5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"jupyter {app} did not start; its log ({log}):\n{_log_tail(log)}") from None
+                time.sleep(0.2)
+        yield server
+    finally:
+        _kill_tree(proc, grace=10)

@@ -10,14 +10,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import make_notebook, new_project
-from test_jobs import _runs, _train_notebook
+from helpers import make_notebook, new_project, project_runs, run_cli, start_cli, train_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -40,19 +38,8 @@ def agent_env():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _cli(*args: str, cwd: Path, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mlops_nb.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **env},
-    )
-
-
 def _status(root: Path, env: dict) -> dict | None:
-    done = _cli("agent", "status", "--json", cwd=root, env=env)
+    done = run_cli("agent", "status", "--json", cwd=root, env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["agent"]
 
@@ -74,15 +61,15 @@ def _alive(pid: int) -> bool:
 
 def test_jobs_through_the_agent_store_what_a_run_in_the_command_stores(tmp_path: Path, agent_env: dict):
     root = new_project(tmp_path)
-    _train_notebook(root, body="import os\nscore = float(os.environ['SCORE'])\n%mlops log score")
+    train_notebook(root, body="import os\nscore = float(os.environ['SCORE'])\n%mlops log score")
     (root / "sub").mkdir()
-    started = _cli("agent", "start", cwd=root, env=agent_env)
+    started = run_cli("agent", "start", cwd=root, env=agent_env)
     assert started.returncode == 0, started.stderr
     assert "job agent" in started.stdout and "running" in started.stdout
     pid = _status(root, agent_env)["pid"]
 
     # From another folder, with relative paths: they mean what they mean to the command.
-    done = _cli(
+    done = run_cli(
         "run",
         "../train.ipynb",
         "-p",
@@ -101,12 +88,12 @@ def test_jobs_through_the_agent_store_what_a_run_in_the_command_stores(tmp_path:
     assert status["pid"] == pid and status["jobs_done"] == 1  # the agent ran it
 
     # The kernel gets the environment of the command that sent the job, not the agent's.
-    done = _cli("run", "train.ipynb", "--json", cwd=root, env={**agent_env, "SCORE": "0.5"})
+    done = run_cli("run", "train.ipynb", "--json", cwd=root, env={**agent_env, "SCORE": "0.5"})
     assert done.returncode == 0, done.stderr
     second = json.loads(done.stdout)
     assert _status(root, agent_env)["jobs_done"] == 2
 
-    client, runs = _runs(root)
+    client, runs = project_runs(root)
     by_id = {r.info.run_id: r for r in runs}
     assert set(by_id) == {first["run_id"], second["run_id"]}  # %mlops track joined each job's run
     one, two = by_id[first["run_id"]], by_id[second["run_id"]]
@@ -117,18 +104,18 @@ def test_jobs_through_the_agent_store_what_a_run_in_the_command_stores(tmp_path:
     assert {"job/out.ipynb", "job/out.html"} <= {a.path for a in client.list_artifacts(one.info.run_id, "job")}
 
     # Bad input: one line, exit code 2, no run.
-    bad = _cli("run", "train.ipynb", "-p", "n_stepz=3", cwd=root, env=agent_env)
+    bad = run_cli("run", "train.ipynb", "-p", "n_stepz=3", cwd=root, env=agent_env)
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "n_stepz" in bad.stderr and "n_steps" in bad.stderr
     # A failing cell: exit code 1, the failing cell named, the run FAILED.
-    failing = _cli("run", "train.ipynb", "--json", cwd=root, env={**agent_env, "SCORE": "not a number"})
+    failing = run_cli("run", "train.ipynb", "--json", cwd=root, env={**agent_env, "SCORE": "not a number"})
     assert failing.returncode == 1
     result = json.loads(failing.stdout)
     assert result["status"] == "FAILED" and result["failed_cell"]["index"] == 4
     assert "ValueError" in result["error"] and result["retryable"] is False  # a cell's error is not retried
-    assert len(_runs(root)[1]) == 3
+    assert len(project_runs(root)[1]) == 3
 
-    stopped = _cli("agent", "stop", cwd=root, env=agent_env)
+    stopped = run_cli("agent", "stop", cwd=root, env=agent_env)
     assert stopped.returncode == 0 and f"job agent {pid} stopped" in stopped.stdout
     _wait(lambda: not _alive(pid), "the agent did not exit")
     assert _status(root, agent_env) is None
@@ -136,19 +123,12 @@ def test_jobs_through_the_agent_store_what_a_run_in_the_command_stores(tmp_path:
 
 def test_sigterm_on_the_command_stops_the_job_in_the_agent(tmp_path: Path, agent_env: dict):
     root = new_project(tmp_path)
-    _train_notebook(root, body="import time\ntime.sleep(120)")
-    assert _cli("agent", "start", cwd=root, env=agent_env).returncode == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb", "--json"],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **agent_env},
-    )
+    train_notebook(root, body="import time\ntime.sleep(120)")
+    assert run_cli("agent", "start", cwd=root, env=agent_env).returncode == 0
+    proc = start_cli("run", "train.ipynb", "--json", cwd=root, env=agent_env)
     try:
         _wait(
-            lambda: (runs := _runs(root)[1]) and runs[0].data.metrics.get("loss") is not None,
+            lambda: (runs := project_runs(root)[1]) and runs[0].data.metrics.get("loss") is not None,
             "the job never got going",
             90,
         )
@@ -159,7 +139,7 @@ def test_sigterm_on_the_command_stops_the_job_in_the_agent(tmp_path: Path, agent
             proc.kill()
     assert proc.returncode == 1, err
     assert json.loads(out)["status"] == "KILLED"
-    _, (run,) = _runs(root)
+    _, (run,) = project_runs(root)
     assert run.info.status == "KILLED"
     status = _status(root, agent_env)
     assert status is not None and status["jobs_running"] == 0  # the agent lives on
@@ -167,20 +147,13 @@ def test_sigterm_on_the_command_stops_the_job_in_the_agent(tmp_path: Path, agent
 
 def test_an_agent_killed_mid_job_leaves_no_run_running(tmp_path: Path, agent_env: dict):
     root = new_project(tmp_path)
-    _train_notebook(root, body="import time\ntime.sleep(120)")
-    assert _cli("agent", "start", cwd=root, env=agent_env).returncode == 0
+    train_notebook(root, body="import time\ntime.sleep(120)")
+    assert run_cli("agent", "start", cwd=root, env=agent_env).returncode == 0
     pid = _status(root, agent_env)["pid"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb"],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **agent_env},
-    )
+    proc = start_cli("run", "train.ipynb", cwd=root, env=agent_env)
     try:
         _wait(
-            lambda: (runs := _runs(root)[1]) and runs[0].data.metrics.get("loss") is not None,
+            lambda: (runs := project_runs(root)[1]) and runs[0].data.metrics.get("loss") is not None,
             "the job never got going",
             90,
         )
@@ -191,7 +164,7 @@ def test_an_agent_killed_mid_job_leaves_no_run_running(tmp_path: Path, agent_env
             proc.kill()
     assert proc.returncode == 1
     assert err.strip().count("\n") == 0 and "job agent stopped during the job" in err
-    _, (run,) = _runs(root)
+    _, (run,) = project_runs(root)
     assert run.info.status == "FAILED"
 
 
@@ -201,15 +174,15 @@ def test_a_run_starts_an_agent_for_the_next_one_which_exits_when_idle(tmp_path: 
 
     # Under CI, and with MLOPS_NB_AGENT=off, no agent is started.
     for env in ({**agent_env, "CI": "true"}, {**agent_env, "MLOPS_NB_AGENT": "off"}):
-        assert _cli("run", "small.ipynb", cwd=root, env=env).returncode == 0
+        assert run_cli("run", "small.ipynb", cwd=root, env=env).returncode == 0
         assert not list(Path(agent_env["XDG_RUNTIME_DIR"]).glob("mlops-nb-*/*.log"))
 
     env = {**agent_env, "MLOPS_NB_AGENT_IDLE": "4"}
-    done = _cli("run", "small.ipynb", cwd=root, env=env)
+    done = run_cli("run", "small.ipynb", cwd=root, env=env)
     assert done.returncode == 0, done.stderr
     _wait(lambda: _status(root, env) is not None, "no agent was started after the run")
     pid = _status(root, env)["pid"]
-    done = _cli("run", "small.ipynb", "-p", "x=5", "--json", cwd=root, env=env)
+    done = run_cli("run", "small.ipynb", "-p", "x=5", "--json", cwd=root, env=env)
     assert done.returncode == 0 and json.loads(done.stdout)["params"] == {"x": 5}
     assert _status(root, env)["jobs_done"] == 1
     _wait(lambda: not _alive(pid), "the idle agent did not exit", 60)
@@ -218,17 +191,17 @@ def test_a_run_starts_an_agent_for_the_next_one_which_exits_when_idle(tmp_path: 
     assert not [
         k for k in kernels if Path(f"/proc/{k}").exists() and f"PPid:\t{pid}\n" in Path(f"/proc/{k}/status").read_text()
     ]
-    assert len(_runs(root)[1]) == 4
+    assert len(project_runs(root)[1]) == 4
 
-    bad = _cli("run", "small.ipynb", cwd=root, env={**agent_env, "MLOPS_NB_AGENT": "sometimes"})
+    bad = run_cli("run", "small.ipynb", cwd=root, env={**agent_env, "MLOPS_NB_AGENT": "sometimes"})
     assert bad.returncode == 2 and "MLOPS_NB_AGENT" in bad.stderr
 
 
 def test_an_agent_running_other_code_steps_aside(tmp_path: Path, agent_env: dict):
-    from mlops_nb.jobs import agent
+    from mlops_nb.jobs.run import agent
 
     root = new_project(tmp_path)
-    assert _cli("agent", "start", cwd=root, env=agent_env).returncode == 0
+    assert run_cli("agent", "start", cwd=root, env=agent_env).returncode == 0
     pid = _status(root, agent_env)["pid"]
     sock_dir = next(Path(agent_env["XDG_RUNTIME_DIR"]).glob("mlops-nb-*"))
     (sock_path,) = sock_dir.glob("*.sock")

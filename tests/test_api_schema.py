@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from services import free_port
+from helpers import REPO, make_notebook, server_config
+from services import jupyter_server
 
 from mlops_nb.config import resolve_config
 from mlops_nb.provenance import NotebookLocation
@@ -28,7 +25,6 @@ from mlops_nb.tracking import Tracker
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "mlops_nb" / "server" / "openapi.yaml"
 BIN = Path(sys.executable).parent
 #: Fixed, so `make test` tries the same cases every time; set MLOPS_NB_FUZZ_SEED to explore others.
@@ -42,7 +38,6 @@ def _seed_project(root: Path) -> None:
     ('tumour-classifier' v1 @champion, v2 @challenger, from a tracked notebook) and
     another ('other' v1), a schedule 'nightly' of a tiny notebook and one job run of it."""
     import numpy as np
-    from conftest import make_notebook
     from sklearn.linear_model import LogisticRegression
 
     from mlops_nb.jobs.schedules.store import ScheduleStore
@@ -86,55 +81,8 @@ def api_server(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("api")
     root = tmp / "project"
     _seed_project(root)
-    config_dir = tmp / "config"
-    config_dir.mkdir()
-    (config_dir / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": {"mlops_nb": True}, "allow_unauthenticated_access": False}})
-    )
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME", "MLOPS_NB_NOTEBOOK")
-        },
-        "JUPYTER_CONFIG_DIR": str(config_dir),
-        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-        "JUPYTER_DATA_DIR": str(tmp / "data"),
-    }
-    port, token = free_port(), secrets.token_hex(16)
-    log_path = tmp / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "jupyter", "server", "--allow-root", "--no-browser", "--ip=127.0.0.1",
-                f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-            ],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                request = urllib.request.Request(
-                    f"{base}/mlops-nb/api/models", headers={"Authorization": f"token {token}"}
-                )
-                with urllib.request.urlopen(request, timeout=5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the Jupyter server did not start: {log_path.read_text()[-3000:]}") from None
-                time.sleep(0.3)
-        yield base, token, log_path
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
+    with jupyter_server(root, tmp, config=server_config(), ready="/mlops-nb/api/models", timeout=120) as server:
+        yield server.base, server.token, server.log
 
 
 def test_schemathesis_finds_no_server_error_and_no_difference_from_the_openapi_file(api_server, tmp_path):

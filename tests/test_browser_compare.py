@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser import ARTIFACTS, CONTRAST_JS, browser_page, chromium_path, jupyterlab, wait_for_kernel
-from conftest import make_notebook
+from browser import ARTIFACTS, CONTRAST_JS, browser_page, chromium_path, jupyterlab, set_theme, wait_for_kernel
+from helpers import make_notebook
 
 from mlops_nb.config import resolve_config
 
@@ -125,9 +125,7 @@ def test_runs_table_and_compare_in_both_themes(tmp_path: Path):
         compare.screenshot(path=str(ARTIFACTS / "compare-light.png"))
 
         for theme, light in (("JupyterLab Dark", "false"), ("JupyterLab Light", "true")):
-            page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
-            page.wait_for_selector(f"body[data-jp-theme-light='{light}']", state="attached", timeout=30_000)
-            page.wait_for_timeout(500)  # the theme's stylesheet applies
+            set_theme(page, theme, light)
             for selector in ("table.mlops-nb-metrics td .value", "table.mlops-nb-params td", "table.mlops-nb-runs td"):
                 ratio = page.locator(selector).first.evaluate(CONTRAST_JS)
                 assert ratio >= 4.5, f"{selector} in {theme}: contrast {ratio:.2f}"

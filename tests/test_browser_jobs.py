@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
-from browser import ARTIFACTS, browser_page, chromium_path, jupyterlab
-from conftest import make_notebook, new_project
+from browser import ARTIFACTS, SERVER_EXTENSION_OFF, browser_page, chromium_path, jupyterlab
+from helpers import make_notebook, new_project
 
 from mlops_nb.config import resolve_config
 from mlops_nb.jobs.schedules.store import ScheduleStore
@@ -93,15 +93,8 @@ def test_jobs_section_empty_state_schedule_pause_resume_run_now_and_executed_not
 
 
 def test_jobs_section_says_what_to_do_when_the_server_extension_is_off(tmp_path: Path):
-    import json
-
     root = new_project(tmp_path)
-    config = tmp_path / "config"  # the JUPYTER_CONFIG_DIR jupyterlab() gives the server
-    config.mkdir()
-    (config / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": {"mlops_nb": False}}})
-    )
-    with jupyterlab(root, tmp_path) as lab, browser_page(tmp_path, "jobs-missing") as page:
+    with jupyterlab(root, tmp_path, config=SERVER_EXTENSION_OFF) as lab, browser_page(tmp_path, "jobs-missing") as page:
         page.goto(lab.url("/lab"))
         page.wait_for_selector(PANEL_TAB, timeout=60_000)
         page.click(PANEL_TAB)

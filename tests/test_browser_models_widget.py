@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser import ARTIFACTS, CONTRAST_JS, browser_page, chromium_path, jupyterlab, wait_for_kernel
-from conftest import make_notebook
+from browser import ARTIFACTS, CONTRAST_JS, browser_page, chromium_path, jupyterlab, set_theme, wait_for_kernel
+from helpers import make_notebook
 
 from mlops_nb.config import resolve_config
 
@@ -113,9 +113,7 @@ def test_models_widget_version_details_alias_moves_and_themes(tmp_path: Path):
         assert _chosen(version) == "v1"  # still the one chosen
 
         for theme, light, name in (("JupyterLab Dark", "false", "dark"), ("JupyterLab Light", "true", "light")):
-            page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
-            page.wait_for_selector(f"body[data-jp-theme-light='{light}']", state="attached", timeout=30_000)
-            page.wait_for_timeout(500)  # the theme's stylesheet applies
+            set_theme(page, theme, light)
             for selector in (
                 "table.mlops-nb-versions td",
                 "table.mlops-nb-lineage td",

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
-from browser import ARTIFACTS, browser_page, chromium_path, jupyterlab
-from conftest import make_notebook, new_project
+from browser import ARTIFACTS, CONTRAST_JS, browser_page, chromium_path, jupyterlab, set_theme
+from helpers import make_notebook, new_project
 
 from mlops_nb.config import resolve_config
 from mlops_nb.jobs.schedules.store import ScheduleStore
@@ -51,28 +51,6 @@ METRICS = {
         "training_log_loss": 0.04,
     },
 }
-
-# The WCAG contrast ratio between an element's text and the opaque background behind it.
-CONTRAST_JS = """
-(el) => {
-  const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
-  const lum = ([r, g, b]) => {
-    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
-    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
-  };
-  let bg = null;
-  for (let n = el; n; n = n.parentElement) {
-    const c = rgb(getComputedStyle(n).backgroundColor);
-    if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) { bg = c.slice(0, 3); break; }
-  }
-  bg = bg || [255, 255, 255];
-  // Theme colours like --jp-ui-font-color2 are translucent: blend them over the background.
-  const [r, g, b, alpha = 1] = rgb(getComputedStyle(el).color);
-  const fg = [r, g, b].map((v, i) => alpha * v + (1 - alpha) * bg[i]);
-  const [hi, lo] = [lum(fg), lum(bg)].sort((x, y) => y - x);
-  return (hi + 0.05) / (lo + 0.05);
-}
-"""
 
 # Whether the element is drawn where a person can see it: inside the window, and the
 # topmost element at its centre is the element itself (not clipped or covered).
@@ -170,14 +148,8 @@ def one_model_root(tmp_path: Path):
     return root, client, store
 
 
-def _set_theme(page, theme: str, light: str) -> None:
-    page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
-    page.wait_for_selector(f"body[data-jp-theme-light='{light}']", state="attached", timeout=30_000)
-    page.wait_for_timeout(500)  # the theme's stylesheet applies
-
-
 def _readable(locator, what: str, theme: str) -> None:
-    ratio = locator.evaluate(CONTRAST_JS)
+    ratio = locator.evaluate(CONTRAST_JS, {"blend": True})
     assert ratio >= 4.5, f"{what} in {theme}: contrast {ratio:.2f}"
 
 
@@ -338,7 +310,7 @@ def test_panel_reads_at_a_glance_in_both_themes(tmp_path: Path, one_model_root):
         _assert_jobs_in_view(page, registry_fits=False)  # unfolded: its two versions scroll if need be
 
         for theme, slug, light in THEMES:
-            _set_theme(page, theme, light)
+            set_theme(page, theme, light)
             _check_actions(page, theme)
             _check_schedule(page, store, theme)
             page.evaluate("document.querySelector('#mlops-nb-registry .jp-mlops-registry').scrollTop = 0")

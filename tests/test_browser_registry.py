@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import ARTIFACTS, browser_page, chromium_path, jupyterlab
-from conftest import make_notebook
+from browser import ARTIFACTS, CONTRAST_JS, SERVER_EXTENSION_OFF, browser_page, chromium_path, jupyterlab, set_theme
+from helpers import make_notebook
 
 from mlops_nb.config import resolve_config
 from mlops_nb.provenance import NotebookLocation
@@ -59,27 +59,6 @@ def seeded_root(tmp_path: Path):
     for i in range(30):
         client.create_registered_model(f"zz-filler-{i:02d}")
     return root, client
-
-
-# The WCAG contrast ratio between an element's text and the background behind it.
-CONTRAST_JS = """
-(selector) => {
-  const el = document.querySelector(selector);
-  const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
-  const lum = ([r, g, b]) => {
-    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
-    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
-  };
-  let bg = null;
-  for (let n = el; n; n = n.parentElement) {
-    const c = rgb(getComputedStyle(n).backgroundColor);
-    if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) { bg = c.slice(0, 3); break; }
-  }
-  const fg = rgb(getComputedStyle(el).color).slice(0, 3);
-  const [a, b] = [lum(fg), lum(bg || [255, 255, 255])].sort((x, y) => y - x);
-  return (a + 0.05) / (b + 0.05);
-}
-"""
 
 
 def _show_panel(page, lab) -> None:
@@ -206,9 +185,7 @@ def test_panel_search_alias_moves_promotion_guard_and_source_notebook(tmp_path: 
         page.locator(f"{PANEL} .jp-Toolbar [title='Refresh the registry and jobs']").click()
         page.wait_for_selector(f"{PANEL} [data-model='cancer-late']", timeout=10_000)
         for theme, light in (("JupyterLab Light", "true"), ("JupyterLab Dark", "false")):
-            page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
-            page.wait_for_selector(f"body[data-jp-theme-light='{light}']", state="attached", timeout=30_000)
-            page.wait_for_timeout(500)  # the theme's stylesheet applies
+            set_theme(page, theme, light)
             for selector in (
                 ".jp-mlops-model-name",
                 ".jp-mlops-badge",
@@ -216,7 +193,7 @@ def test_panel_search_alias_moves_promotion_guard_and_source_notebook(tmp_path: 
                 ".jp-mlops-metric",
                 ".jp-mlops-version-label",
             ):
-                ratio = page.evaluate(CONTRAST_JS, f"{PANEL} {selector}")
+                ratio = page.locator(f"{PANEL} {selector}").first.evaluate(CONTRAST_JS)
                 assert ratio >= 4.5, f"{selector} in {theme}: contrast {ratio:.2f}"
             page.screenshot(path=str(ARTIFACTS / f"registry-panel-{light}.png"))
 
@@ -243,12 +220,8 @@ def test_panel_empty_state_auto_refresh_and_missing_server_extension(tmp_path: P
         assert page.locator(f"{PANEL} .jp-mlops-empty").count() == 0
 
     # The same front end with the server extension switched off says what to do.
-    config = tmp_path / "second" / "config"  # the JUPYTER_CONFIG_DIR jupyterlab() gives the server
-    config.mkdir(parents=True)
-    (config / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": {"mlops_nb": False}}})
-    )
-    with jupyterlab(root, tmp_path / "second") as lab, browser_page(tmp_path / "second", "registry-missing") as page:
+    second = tmp_path / "second"
+    with jupyterlab(root, second, config=SERVER_EXTENSION_OFF) as lab, browser_page(second, "registry-missing") as page:
         _show_panel(page, lab)
         alert = page.locator(f"{PANEL} .jp-mlops-registry [role=alert]")
         alert.wait_for(timeout=30_000)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser import ARTIFACTS, browser_page, chromium_path, jupyterlab, wait_for_kernel
-from conftest import make_notebook
+from browser import ARTIFACTS, browser_page, chromium_path, jupyterlab, set_theme, wait_for_kernel
+from helpers import make_notebook
 
 pytestmark = [
     pytest.mark.slow,
@@ -77,12 +77,6 @@ LINE_VALUES_JS = """(fig) => {
 }"""
 
 
-def _switch_theme(page, theme: str, light: str) -> None:
-    page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
-    page.wait_for_selector(f"body[data-jp-theme-light='{light}']", state="attached", timeout=30_000)
-    page.wait_for_timeout(500)  # the theme's stylesheet applies
-
-
 def test_live_chart_summary_line_and_theme_colours(tmp_path: Path):
     """A series is a line with the logged values; values logged once are in the cell's
     closing line, not on a chart; a finished chart says so; its text takes JupyterLab's
@@ -135,7 +129,7 @@ def test_live_chart_summary_line_and_theme_colours(tmp_path: Path):
 
         ARTIFACTS.mkdir(exist_ok=True)
         for theme, light, name in (("JupyterLab Light", "true", "light"), ("JupyterLab Dark", "false", "dark")):
-            _switch_theme(page, theme, light)
+            set_theme(page, theme, light)
             text1, text2 = (
                 page.evaluate(RESOLVE_JS, "--jp-ui-font-color1"),
                 page.evaluate(RESOLVE_JS, "--jp-ui-font-color2"),

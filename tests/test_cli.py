@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from services import free_port
 
 from mlops_nb.provenance import NotebookLocation
 from mlops_nb.tracking import Tracker
@@ -73,12 +74,8 @@ def test_bad_usage_exits_2_with_one_line(store_with_runs: Path, args, code, mess
 
 def test_unreachable_server_exits_1_naming_it(project: Path):
     import os
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://127.0.0.1:{free_port()}"
     out = subprocess.run(
         [sys.executable, "-m", "mlops_nb", "runs"],
         cwd=project,

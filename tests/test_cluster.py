@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_notebook
+from helpers import make_notebook
 from services import dask_cluster, mlflow_server, postgres
 
 from mlops_nb.config import resolve_config

@@ -4,17 +4,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import make_notebook, new_project
+from helpers import make_notebook, new_project, project_runs, run_cli, start_cli, train_notebook
 
 from mlops_nb.config import resolve_config
 from mlops_nb.store import get_client
@@ -22,50 +19,16 @@ from mlops_nb.store import get_client
 pytestmark = pytest.mark.slow
 
 
-def _train_notebook(root: Path, body: str = "", name: str = "train.ipynb") -> Path:
-    return make_notebook(
-        root / name,
-        [
-            ("code", "n_steps = 3  # how many steps\nlabel = 'base'\nrate = 0.5", ["parameters"]),
-            ("code", "%load_ext mlops_nb\n%mlops track", []),
-            (
-                "code",
-                "import mlops_nb as mnb\nfor i in range(n_steps):\n    mnb.log_metric('loss', rate / (i + 1))\n"
-                "print('label is', label)",
-                [],
-            ),
-            ("code", body or "score = 0.75\n%mlops log score", []),
-        ],
-    )
-
-
-def _cli(*args: str, cwd: Path, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mlops_nb.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def _runs(root: Path):
-    client = get_client(resolve_config(root, environ={}))
-    exps = [e.experiment_id for e in client.search_experiments()]
-    return client, client.search_runs(exps) if exps else []
-
-
 def test_run_is_one_mlflow_run_with_params_metrics_and_the_executed_notebook(tmp_path: Path):
     root = new_project(tmp_path)
-    _train_notebook(root)
-    done = _cli("run", "train.ipynb", "-p", "n_steps=4", "-p", "label=1.10", "--json", cwd=root)
+    train_notebook(root)
+    done = run_cli("run", "train.ipynb", "-p", "n_steps=4", "-p", "label=1.10", "--json", cwd=root)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["status"] == "FINISHED" and result["ok"] is True
     assert result["params"] == {"n_steps": 4, "label": "1.10"}  # no quoting, no coercion of "1.10"
 
-    client, runs = _runs(root)
+    client, runs = project_runs(root)
     assert [r.info.run_id for r in runs] == [result["run_id"]]  # %mlops track joined the job's run
     run = runs[0]
     assert run.info.status == "FINISHED"
@@ -81,11 +44,11 @@ def test_run_is_one_mlflow_run_with_params_metrics_and_the_executed_notebook(tmp
 
 def test_a_failing_notebook_ends_failed_with_its_cell_and_a_junit_report(tmp_path: Path):
     root = new_project(tmp_path)
-    _train_notebook(root, body="x = 1\nraise ValueError('bad data in fold 3')")
-    done = _cli("run", "train.ipynb", "-p", "n_steps=2", "--junit", "report.xml", cwd=root)  # an injected cell too
+    train_notebook(root, body="x = 1\nraise ValueError('bad data in fold 3')")
+    done = run_cli("run", "train.ipynb", "-p", "n_steps=2", "--junit", "report.xml", cwd=root)  # an injected cell too
     assert done.returncode == 1
     assert "FAILED" in done.stdout and "cell 4 failed: ValueError: bad data in fold 3" in done.stderr
-    _, (run,) = _runs(root)
+    _, (run,) = project_runs(root)
     assert run.info.status == "FAILED"
     assert run.data.tags["mlops_nb.job.failed_cell"] == "4"
     assert "bad data in fold 3" in run.data.tags["mlops_nb.error"]
@@ -111,57 +74,51 @@ def test_a_failing_notebook_ends_failed_with_its_cell_and_a_junit_report(tmp_pat
 )
 def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path: Path, args, message):
     root = new_project(tmp_path)
-    _train_notebook(root)
+    train_notebook(root)
     make_notebook(root / "plain.ipynb", [("code", "print(1)", [])])
     (root / "bad.yaml").write_text("n_steps: [1, 2\n")
-    done = _cli("run", *args, cwd=root, timeout=60)
+    done = run_cli("run", *args, cwd=root, timeout=60)
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mlops-nb: error:") and message in lines[0], lines
-    assert _runs(root)[1] == []
+    assert project_runs(root)[1] == []
 
 
 def test_whole_job_timeout_kills_the_kernel_and_keeps_the_partial_notebook(tmp_path: Path):
     root = new_project(tmp_path)
-    _train_notebook(root, body="import time\nprint('started the long part', flush=True)\ntime.sleep(120)")
-    done = _cli("run", "train.ipynb", "--timeout", "20", "--json", cwd=root)
+    train_notebook(root, body="import time\nprint('started the long part', flush=True)\ntime.sleep(120)")
+    done = run_cli("run", "train.ipynb", "--timeout", "20", "--json", cwd=root)
     assert done.returncode == 1
     result = json.loads(done.stdout)
     assert result["status"] == "FAILED" and "timed out after 20 s" in result["error"]
     assert result["retryable"] is True  # a scheduler may try it again
-    _, (run,) = _runs(root)
+    _, (run,) = project_runs(root)
     assert run.info.status == "FAILED"
     assert Path(result["output"]).exists()
 
 
 def test_a_kernel_killed_mid_job_fails_the_job_and_leaves_nothing_running(tmp_path: Path):
     root = new_project(tmp_path)
-    _train_notebook(root, body="import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
-    done = _cli("run", "train.ipynb", "--json", cwd=root)
+    train_notebook(root, body="import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    done = run_cli("run", "train.ipynb", "--json", cwd=root)
     assert done.returncode == 1
     result = json.loads(done.stdout)
     assert result["status"] == "FAILED"
     assert "dead" in result["error"].lower() or "died" in result["error"].lower(), result["error"]
     assert result["retryable"] is True
-    _, runs = _runs(root)
+    _, runs = project_runs(root)
     assert [r.info.status for r in runs] == ["FAILED"]
     assert Path(result["output"]).exists()
 
 
 def test_sigterm_shuts_the_kernel_down_and_ends_the_run_killed(tmp_path: Path):
     root = new_project(tmp_path)
-    _train_notebook(root, body="import os, time\nprint('kernel pid', os.getpid(), flush=True)\ntime.sleep(120)")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops_nb.cli", "run", "train.ipynb", "--json"],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    train_notebook(root, body="import os, time\nprint('kernel pid', os.getpid(), flush=True)\ntime.sleep(120)")
+    proc = start_cli("run", "train.ipynb", "--json", cwd=root)
     try:
         deadline = time.monotonic() + 90
         while True:
-            runs = _runs(root)[1]
+            runs = project_runs(root)[1]
             if runs and runs[0].info.status == "RUNNING" and runs[0].data.metrics.get("loss") is not None:
                 break
             assert time.monotonic() < deadline, "the job never got going"
@@ -174,7 +131,7 @@ def test_sigterm_shuts_the_kernel_down_and_ends_the_run_killed(tmp_path: Path):
             proc.kill()
     assert proc.returncode != 0
     assert json.loads(out)["status"] == "KILLED"
-    _, (run,) = _runs(root)
+    _, (run,) = project_runs(root)
     assert run.info.status == "KILLED"
 
 
@@ -201,7 +158,7 @@ def test_eight_parallel_jobs_on_the_embedded_store_lose_nothing(tmp_path: Path):
     for t in threads:
         t.join(300)
     assert sorted(r.status for r in results) == ["FINISHED"] * 8, [r.error for r in results]
-    client, runs = _runs(root)
+    client, runs = project_runs(root)
     assert len(runs) == 8
     assert sorted(int(r.data.params["job"]) for r in runs) == list(range(8))
     for r in runs:
@@ -212,8 +169,8 @@ def test_eight_parallel_jobs_on_the_embedded_store_lose_nothing(tmp_path: Path):
 
 def test_sweep_runs_the_grid_as_child_runs_and_names_the_best(tmp_path: Path):
     root = new_project(tmp_path)
-    _train_notebook(root, body="final = rate * n_steps\n%mlops log final")
-    done = _cli(
+    train_notebook(root, body="final = rate * n_steps\n%mlops log final")
+    done = run_cli(
         "sweep",
         "train.ipynb",
         "-p",
@@ -233,7 +190,7 @@ def test_sweep_runs_the_grid_as_child_runs_and_names_the_best(tmp_path: Path):
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["n_steps", "rate", "final", "status", "run"]
     assert [line.split()[2] for line in lines[1:5]] == ["2", "1", "1", "0.5"]  # best first
-    client, runs = _runs(root)
+    client, runs = project_runs(root)
     parent = next(r for r in runs if r.data.tags.get("mlops_nb.kind") == "sweep")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
@@ -252,12 +209,12 @@ def test_sweep_runs_the_grid_as_child_runs_and_names_the_best(tmp_path: Path):
 
 def test_reproduce_from_the_command_line_says_yes_and_exits_0(tmp_path: Path):
     root = new_project(tmp_path)
-    _train_notebook(root)
-    first = json.loads(_cli("run", "train.ipynb", "-p", "n_steps=2", "--json", cwd=root).stdout)
-    done = _cli("reproduce", first["run_id"], cwd=root, timeout=240)
+    train_notebook(root)
+    first = json.loads(run_cli("run", "train.ipynb", "-p", "n_steps=2", "--json", cwd=root).stdout)
+    done = run_cli("reproduce", first["run_id"], cwd=root, timeout=240)
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert "score" in done.stdout and "reproduces: yes" in done.stdout
-    client, _ = _runs(root)
+    client, _ = project_runs(root)
     original = client.get_run(first["run_id"])
     assert original.data.tags["mlops_nb.reproduced"] == "yes"
     again = client.get_run(original.data.tags["mlops_nb.reproduced_by"])

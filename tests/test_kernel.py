@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, artifact_text, git, runs_of
+from helpers import REPO, artifact_text, git, make_notebook, runs_of
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +120,6 @@ def test_killed_kernel_run_is_marked_killed_by_the_next_kernel(train_project: Pa
 
 def test_a_failing_headless_notebook_ends_its_run_failed(train_project: Path, monkeypatch):
     import papermill
-    from conftest import make_notebook
 
     nb = make_notebook(
         train_project / "notebooks" / "broken.ipynb",

@@ -9,7 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import artifact_text, git, runs_of
+from helpers import artifact_text, git, runs_of
+from services import free_port
 
 
 def run(ip, source: str):
@@ -244,12 +245,7 @@ def test_logging_a_non_scalar_is_refused_before_anything_is_logged(ip, client, c
 
 
 def test_unreachable_server_is_one_line_and_cells_still_run(ip, monkeypatch, capsys):
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     ip.run_line_magic("unload_ext", "mlops_nb")
     from mlops_nb import magics

@@ -10,118 +10,14 @@ renames the file, moves the session to the new path and writes the cells. The ke
 from __future__ import annotations
 
 import json
-import os
-import queue
 import re
-import secrets
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import new_project
-from services import _kill_tree, _log_tail, free_port
+from helpers import new_project
+from services import jupyter_server
 
 pytestmark = pytest.mark.slow
-
-
-class Server:
-    """A running Jupyter Server: REST calls with its token, kernels by id."""
-
-    def __init__(self, base: str, token: str, runtime: Path) -> None:
-        self.base, self.token, self.runtime = base, token, runtime
-
-    def call(self, method: str, path: str, body: object = None) -> object:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"{self.base}{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            text = resp.read()
-        return json.loads(text) if text else None
-
-    @contextmanager
-    def kernel_client(self, kernel_id: str) -> Iterator[object]:
-        """A client on the server's kernel, from the connection file in its runtime folder."""
-        from jupyter_client import BlockingKernelClient
-
-        client = BlockingKernelClient(connection_file=str(self.runtime / f"kernel-{kernel_id}.json"))
-        client.load_connection_file()
-        client.start_channels()
-        try:
-            # Not wait_for_ready: without a kernel manager it takes a heartbeat not yet
-            # beating for a dead kernel. Ask for kernel_info until the kernel answers.
-            deadline = time.monotonic() + 60
-            while True:
-                msg_id = client.kernel_info()
-                try:
-                    if client.get_shell_msg(timeout=5)["parent_header"].get("msg_id") == msg_id:
-                        break
-                except queue.Empty:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"kernel {kernel_id} did not answer") from None
-            yield client
-        finally:
-            client.stop_channels()
-
-
-@contextmanager
-def jupyter_server(root: Path, tmp: Path) -> Iterator[Server]:
-    runtime = tmp / "runtime"
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME", "MLOPS_NB_NOTEBOOK")
-        },
-        "JUPYTER_RUNTIME_DIR": str(runtime),
-        "JUPYTER_CONFIG_DIR": str(tmp / "config"),
-        "JUPYTER_DATA_DIR": str(tmp / "data"),
-    }
-    port, token = free_port(), secrets.token_hex(16)
-    log = tmp / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter",
-                "server",
-                "--allow-root",
-                "--no-browser",
-                "--ip=127.0.0.1",
-                f"--port={port}",
-                f"--IdentityProvider.token={token}",
-                f"--ServerApp.root_dir={root}",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    server = Server(f"http://127.0.0.1:{port}", token, runtime)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                server.call("GET", "/api/status")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"jupyter server did not start:\n{_log_tail(log)}") from None
-                time.sleep(0.2)
-        yield server
-    finally:
-        _kill_tree(proc, grace=10)
 
 
 def execute(kc, code: str) -> tuple[str, dict]:

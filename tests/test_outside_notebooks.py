@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import artifact_text, make_notebook, new_project
+from helpers import artifact_text, make_notebook, new_project
 
 from mlops_nb.config import resolve_config
 from mlops_nb.store import get_client

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 import mlops_nb
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _jupyter(*args: str) -> str:

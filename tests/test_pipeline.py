@@ -5,16 +5,14 @@ bad pipeline files are one line and exit 2 with nothing run, and the shipped exa
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import make_notebook, new_project
+from helpers import REPO, make_notebook, new_project, run_cli, start_cli
 
 from mlops_nb import cli
 from mlops_nb.config import resolve_config
@@ -22,8 +20,6 @@ from mlops_nb.jobs.batch.pipeline import pipeline_status, run_pipeline
 from mlops_nb.store import get_client
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
 
 # `a` tracks (it logs a metric), `b` and `c` do not (no MLflow in their kernels: faster).
 PIPELINE = """
@@ -88,14 +84,7 @@ def _states(result) -> dict[str, str]:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mlops_nb.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "MLOPS_NB_AGENT": "off"},
-    )
+    return run_cli(*args, cwd=cwd, timeout=240, env={"MLOPS_NB_AGENT": "off"})
 
 
 def test_references_caching_edits_and_force(tmp_path: Path):
@@ -201,14 +190,7 @@ def test_sigterm_ends_the_running_step_killed(tmp_path: Path):
     (root / "s.yaml").write_text(
         "steps:\n  slow: {notebook: slow.ipynb}\n  next: {notebook: slow.ipynb, needs: [slow]}\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops_nb.cli", "pipeline", "run", "s.yaml", "--json"],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "MLOPS_NB_AGENT": "off"},
-    )
+    proc = start_cli("pipeline", "run", "s.yaml", "--json", cwd=root, env={"MLOPS_NB_AGENT": "off"})
     deadline = time.monotonic() + 60
     while not (root / ".mlops" / "jobs").exists() or not any((root / ".mlops" / "jobs").iterdir()):
         assert time.monotonic() < deadline and proc.poll() is None

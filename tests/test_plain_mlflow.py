@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import git, make_notebook, new_project
+from helpers import git, make_notebook, new_project
 
 from mlops_nb.config import resolve_config
 from mlops_nb.jobs.run.execution import run_notebook

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_notebook
+from helpers import make_notebook
 
 from mlops_nb.config import resolve_config
 from mlops_nb.exceptions import MlopsError, StoreError
@@ -274,7 +274,9 @@ def test_a_model_or_notebook_whose_files_are_gone_says_which_and_what_to_do(temp
     assert str(info.value).startswith("cannot read the files saved with run ") and "\n" not in str(info.value)
 
 
-def test_artifacts_kept_outside_the_project_say_what_to_run_and_can_be_re_pointed(tmp_path):
+def _moved_outside_artifacts(tmp_path: Path):
+    """A project whose artifacts are kept outside it (one run's file), then moved to a new
+    disk: (project, old folder, new folder, config, client, run)."""
     project = tmp_path / "proj"
     outside = tmp_path / "shared-disk" / "artifacts"
     (project / ".mlops").mkdir(parents=True)
@@ -286,6 +288,11 @@ def test_artifacts_kept_outside_the_project_say_what_to_run_and_can_be_re_pointe
     moved = tmp_path / "new-disk" / "artifacts"
     moved.parent.mkdir()
     shutil.move(outside, moved)
+    return project, outside, moved, config, client, run
+
+
+def test_artifacts_kept_outside_the_project_say_what_to_run_and_can_be_re_pointed(tmp_path):
+    _, outside, moved, config, client, run = _moved_outside_artifacts(tmp_path)
 
     line = explain_missing_run_artifacts(client, run.info.run_id, "the artifacts of the run", expected=True)
     assert line is not None and "\n" not in line
@@ -307,17 +314,7 @@ def test_stores_that_are_not_sqlite_are_never_rewritten(tmp_path):
 
 
 def test_relocate_command_re_points_artifacts_kept_outside_the_project(tmp_path):
-    project = tmp_path / "proj"
-    outside = tmp_path / "shared-disk" / "artifacts"
-    (project / ".mlops").mkdir(parents=True)
-    (project / "pyproject.toml").write_text(f"[tool.mlops-nb]\nartifact_location = '{outside}'\n")
-    config = resolve_config(project)
-    client = get_client(config)
-    run = client.create_run(get_or_create_experiment(client, config, "outside"))
-    client.log_text(run.info.run_id, "kept outside", "notes/x.txt")
-    moved = tmp_path / "new-disk" / "artifacts"
-    moved.parent.mkdir()
-    shutil.move(outside, moved)
+    project, outside, moved, _, client, run = _moved_outside_artifacts(tmp_path)
     cli = [sys.executable, "-m", "mlops_nb", "relocate", "--project", str(project)]
 
     missing = subprocess.run([*cli, str(outside), str(tmp_path / "nowhere")], capture_output=True, text=True)

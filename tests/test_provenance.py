@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import make_notebook
+from helpers import make_notebook
+from services import free_port
 
 from mlops_nb.provenance import locate_notebook, parameter_values, read_snapshot
 
@@ -60,8 +61,6 @@ def test_a_jupyter_server_that_does_not_answer_falls_back_to_jpy_session_name(tm
     or does not know this kernel leaves the kernel's JPY_SESSION_NAME to name the notebook."""
     import json
     import os
-
-    from services import free_port
 
     from mlops_nb.provenance import session_notebook
 

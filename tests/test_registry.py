@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import git
+from helpers import git, new_project
 
 TRAIN = """
 from sklearn.datasets import load_breast_cancer
@@ -380,8 +380,6 @@ def test_the_metrics_snapshot_is_bounded_and_keeps_plain_names_first():
 
 
 def test_open_source_notebook_says_the_notebook_was_never_saved_not_that_capture_was_off(tmp_path: Path):
-    from conftest import new_project
-
     from mlops_nb.config import resolve_config
     from mlops_nb.exceptions import NotFoundError
     from mlops_nb.registry import version_notebook

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_notebook, new_project
+from helpers import make_notebook, new_project
 
 from mlops_nb.config import resolve_config
 from mlops_nb.exceptions import NotFoundError, UsageError

@@ -22,12 +22,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import make_notebook, new_project
+from helpers import make_notebook, new_project
 
 from mlops_nb import cli
 from mlops_nb.config import resolve_config
-from mlops_nb.jobs.schedules.scheduler import Scheduler
-from mlops_nb.jobs.schedules.store import ScheduleStore, run_now, scheduler_url
+from mlops_nb.jobs.schedules.scheduler import Scheduler, run_now
+from mlops_nb.jobs.schedules.store import ScheduleStore, scheduler_url
 
 pytestmark = pytest.mark.slow
 UTC = timezone.utc
@@ -604,7 +604,7 @@ def test_stopping_a_scheduler_interrupts_its_job_and_queues_the_retry(proj: Path
 def test_recovery_ends_a_dead_pipeline_job_and_every_run_nested_under_it(proj: Path, tmp_path: Path) -> None:
     # A pipeline job whose scheduler died: its pipeline run, a step run and a sweep job
     # under that step were left RUNNING in the store.
-    from mlops_nb.jobs.schedules.store import _db
+    from mlops_nb.jobs.schedules.store import db_time as _db
     from mlops_nb.store import get_client
 
     client = get_client(resolve_config(proj))

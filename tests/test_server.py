@@ -7,21 +7,11 @@ from pathlib import Path
 
 import pytest
 import tornado.httpclient
+from helpers import call, make_notebook
 
 from mlops_nb.config import resolve_config
 from mlops_nb.provenance import NotebookLocation
 from mlops_nb.tracking import Tracker
-
-
-@pytest.fixture
-def jp_server_config(jp_root_dir):
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"mlops_nb": True},
-            "allow_root": True,
-            "allow_unauthenticated_access": False,
-        }
-    }
 
 
 @pytest.fixture
@@ -56,7 +46,6 @@ def notebook_version(jp_root_dir: Path, seeded):
     """'nbmodel' v1, registered from the tracked notebook nb/train.ipynb (capture on, so
     its run keeps the snapshot code/train.ipynb); returns the client."""
     import numpy as np
-    from conftest import make_notebook
     from sklearn.linear_model import LogisticRegression
 
     path = make_notebook(
@@ -70,21 +59,6 @@ def notebook_version(jp_root_dir: Path, seeded):
     tracker.end_run(h)
     tracker.close()
     return seeded
-
-
-async def call(jp_fetch, *path, method="GET", body=None, params=None, raw=None):
-    kwargs = {"method": method, "params": params or {}}
-    if raw is not None:
-        kwargs["body"] = raw
-    elif body is not None:
-        kwargs["body"] = json.dumps(body)
-    elif method in ("PUT", "POST"):
-        kwargs["body"] = ""
-    try:
-        resp = await jp_fetch("mlops-nb", "api", *path, **kwargs)
-        return resp.code, json.loads(resp.body)
-    except tornado.httpclient.HTTPClientError as err:
-        return err.code, json.loads(err.response.body) if err.response and err.response.body else {}
 
 
 def _experiment(client, root: Path, name: str) -> str:

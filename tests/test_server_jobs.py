@@ -5,29 +5,16 @@ the jobs list, a job's executed notebook, and the scheduler running inside the s
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-import tornado.httpclient
-from conftest import make_notebook
+from helpers import call, make_notebook, server_config
 
 from mlops_nb.config import resolve_config
 from mlops_nb.jobs.schedules.store import ScheduleStore
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def jp_server_config(jp_root_dir):
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"mlops_nb": True},
-            "allow_root": True,
-            "allow_unauthenticated_access": False,
-        }
-    }
 
 
 @pytest.fixture
@@ -48,19 +35,6 @@ def store(jp_root_dir: Path) -> ScheduleStore:
     store = ScheduleStore.for_project(config)
     store.add("nightly", "0 2 * * *", "nb/tiny.ipynb", timezone="Europe/Paris", params={"word": "scheduled"})
     return store
-
-
-async def call(jp_fetch, *path, method="GET", body=None, params=None):
-    kwargs = {"method": method, "params": params or {}}
-    if body is not None:
-        kwargs["body"] = body if isinstance(body, str) else json.dumps(body)
-    elif method in ("PUT", "POST", "PATCH"):
-        kwargs["body"] = ""
-    try:
-        resp = await jp_fetch("mlops-nb", "api", *path, **kwargs)
-        return resp.code, json.loads(resp.body)
-    except tornado.httpclient.HTTPClientError as err:
-        return err.code, json.loads(err.response.body) if err.response and err.response.body else {}
 
 
 async def wait_for_job(jp_fetch, done, timeout: float = 120.0) -> dict:
@@ -223,14 +197,7 @@ class TestSchedulerInServer:
         s = store.schedules
         with store._write() as conn:
             conn.execute(s.update().where(s.c.name == "nightly").values(next_run=due))
-        return {
-            "ServerApp": {
-                "jpserver_extensions": {"mlops_nb": True},
-                "allow_root": True,
-                "allow_unauthenticated_access": False,
-            },
-            "MlopsNbApp": {"scheduler": True},
-        }
+        return server_config(MlopsNbApp={"scheduler": True})
 
     async def test_the_server_runs_a_due_job_and_says_so(self, jp_fetch, store):
         code, data = await call(jp_fetch, "schedules")

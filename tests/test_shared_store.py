@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import tornado.httpclient
-from conftest import make_notebook, new_project
+from helpers import call, make_notebook, new_project, server_config
 from services import MlflowServer, Postgres, mlflow_server, postgres
 
 from mlops_nb.config import resolve_config
@@ -160,24 +159,7 @@ def jp_server_config(jp_root_dir: Path, shared: Shared):
     (jp_root_dir / "pyproject.toml").write_text(
         f"[project]\nname = 'p'\n[tool.mlops-nb]\ntracking_uri = '{shared.uri}'\n"
     )
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"mlops_nb": True},
-            "allow_root": True,
-            "allow_unauthenticated_access": False,
-        }
-    }
-
-
-async def _call(jp_fetch, *path, method="GET", body=None, params=None):
-    kwargs = {"method": method, "params": params or {}}
-    if body is not None:
-        kwargs["body"] = json.dumps(body)
-    try:
-        resp = await jp_fetch("mlops-nb", "api", *path, **kwargs)
-        return resp.code, json.loads(resp.body)
-    except tornado.httpclient.HTTPClientError as err:
-        return err.code, json.loads(err.response.body) if err.response and err.response.body else {}
+    return server_config()
 
 
 async def test_a_model_registered_in_the_shared_store_is_served_by_the_panels_api(
@@ -205,17 +187,17 @@ async def test_a_model_registered_in_the_shared_store_is_served_by_the_panels_ap
     tracker.close()
     set_alias(tracker.client, "shared-clf", "champion", versions[0].version, why="first model")
 
-    code, data = await _call(jp_fetch, "models", params={"q": "shared-clf"})
+    code, data = await call(jp_fetch, "models", params={"q": "shared-clf"})
     assert code == 200, data
     assert [m["name"] for m in data["models"]] == ["shared-clf"]
     assert data["models"][0]["aliases"] == {"champion": "1", "challenger": "2"}
-    code, data = await _call(jp_fetch, "models", "shared-clf", "versions", "2")
+    code, data = await call(jp_fetch, "models", "shared-clf", "versions", "2")
     assert code == 200, data
     assert data["metrics"] == {"accuracy": 0.9} and data["run_id"] == versions[1].run_id
     assert data["signature"]["inputs"] and data["lineage"]["notebook"] == "train.ipynb"
 
     # The panel's promotion writes to the shared store: every client sees the move.
-    code, data = await _call(jp_fetch, "models", "shared-clf", "promotions", method="POST", body={"metric": "accuracy"})
+    code, data = await call(jp_fetch, "models", "shared-clf", "promotions", method="POST", body={"metric": "accuracy"})
     assert code == 200 and data["version"] == "2", data
     client = shared.client()
     assert str(client.get_model_version_by_alias("shared-clf", "champion").version) == "2"

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from services import mlflow_server
+from services import free_port, mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -162,23 +162,10 @@ def test_cli_status_and_logging_without_a_run_while_the_server_is_down_and_back(
 
 
 def test_cli_status_exits_1_while_the_store_does_not_answer(project: Path):
-    from services import free_port
-
     assert cli_status(project, f"http://127.0.0.1:{free_port()}").returncode == 1
 
 
 # ----------------------------------------------------------------- the REST API
-
-
-@pytest.fixture
-def jp_server_config(jp_root_dir):
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"mlops_nb": True},
-            "allow_root": True,
-            "allow_unauthenticated_access": False,
-        }
-    }
 
 
 async def test_rest_api_is_503_naming_the_server_while_it_is_down_and_200_once_back(

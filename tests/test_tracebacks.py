@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import artifact_text, make_notebook, new_project
+from helpers import artifact_text, make_notebook, new_project
 
 pytestmark = pytest.mark.slow
 
