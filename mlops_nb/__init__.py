@@ -47,8 +47,6 @@ __all__ = [
     "track",
 ]
 
-_tracker: Tracker | None = None
-
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     """The Jupyter server extension (the registry REST API under /mlops-nb/api/)."""
@@ -83,19 +81,27 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 
 def get_tracker() -> Tracker:
-    """The tracker of this process (one per kernel or script), created on first use."""
-    global _tracker
-    if _tracker is None:
-        from mlops_nb.tracking import Tracker
+    """The tracker of this process (one per kernel or script), created on first use
+    (it lives in :mod:`mlops_nb.tracking`)."""
+    from mlops_nb.tracking import get_tracker as tracker_of_process
 
-        _tracker = Tracker()
-    return _tracker
+    return tracker_of_process()
 
 
 def _set_tracker(tracker: Tracker | None) -> None:
     """Replace the process's tracker (the magics do this when they load)."""
-    global _tracker
-    _tracker = tracker
+    from mlops_nb.tracking import set_tracker
+
+    set_tracker(tracker)
+
+
+def __getattr__(name: str) -> Any:
+    # ``mlops_nb._tracker``: the process's tracker, or None (read by mlops_nb.magics).
+    if name == "_tracker":
+        from mlops_nb.tracking import current_tracker
+
+        return current_tracker()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def track(experiment: str | None = None, run_name: str | None = None, autolog: bool = True) -> str:

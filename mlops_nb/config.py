@@ -18,6 +18,7 @@ extension loads.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -98,6 +99,11 @@ class ProjectConfig:
         Whether code (notebook snapshot, cell sources, git diff) is captured with runs.
     executor:
         Where notebook jobs run: ``local`` or ``dask://HOST:PORT``.
+    scheduler_db:
+        ``scheduler_db`` of the project root's ``[tool.mlops-nb]``: the SQLAlchemy URL of
+        the schedule database, a relative ``sqlite:///`` path made absolute against that
+        ``pyproject.toml``; ``None`` when not set (``MLOPS_NB_SCHEDULER_DB`` and the default
+        are the scheduler's to apply).
     """
 
     project_root: Path
@@ -107,6 +113,24 @@ class ProjectConfig:
     experiment: str | None = None
     capture: bool = True
     executor: str = "local"
+    scheduler_db: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-safe values (:meth:`from_dict` reads them back): how a job
+        hands its configuration to the kernel that runs it."""
+        data = dataclasses.asdict(self)
+        data["project_root"] = str(self.project_root)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProjectConfig:
+        """The settings :meth:`to_dict` wrote; :class:`ConfigError` for anything else."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, Mapping) or not {"project_root", "tracking_uri", "source"} <= data.keys():
+            raise ConfigError(f"not a project configuration: {data!r:.200}")
+        values = {k: v for k, v in data.items() if k in names}
+        values["project_root"] = Path(str(values["project_root"]))
+        return cls(**values)
 
     @property
     def is_embedded(self) -> bool:
@@ -179,6 +203,20 @@ def _read_table(pyproject: Path) -> dict[str, Any] | None:
     return table
 
 
+def _scheduler_db(table: Mapping[str, Any], pyproject: Path | None, root: Path) -> str | None:
+    """``scheduler_db`` of ``[tool.mlops-nb]``, read only from the project root's own
+    ``pyproject.toml`` (as the scheduler always has), a relative SQLite path made absolute
+    against it; a value that is not a non-empty string is ignored, as it always was."""
+    value = table.get("scheduler_db")
+    if pyproject is None or pyproject.parent != root or not isinstance(value, str) or not value.strip():
+        return None
+    url, prefix = value.strip(), "sqlite:///"
+    path = url[len(prefix) :]
+    if url.startswith(prefix) and not path.startswith("/") and path not in ("", ":memory:"):
+        return prefix + str((pyproject.parent / path).resolve())
+    return url
+
+
 def _absolute_uri(uri: str, base: Path) -> str:
     """Make a relative ``sqlite:///`` path absolute against ``base``."""
     prefix = "sqlite:///"
@@ -216,52 +254,44 @@ def resolve_config(
         start_dir = start_dir.parent
     root, marker = find_project_root(start_dir)
     pyproject = _nearest_pyproject(start_dir)
-    table = _read_table(pyproject) if pyproject is not None else None
-    table = table or {}
-    experiment = table.get("experiment")
-    capture = table.get("capture", True)
-    executor = "local"
-    if env.get("MLOPS_NB_EXECUTOR", "").strip():
-        executor = check_executor(env["MLOPS_NB_EXECUTOR"], "MLOPS_NB_EXECUTOR")
-    elif "executor" in table:
-        executor = check_executor(table["executor"], f"executor in [tool.mlops-nb] of {pyproject}")
+    table = (_read_table(pyproject) if pyproject is not None else None) or {}
+    executor = _executor(env, table, pyproject)
+    uri, base, source = _store(env, table, pyproject, root, marker)
+    return ProjectConfig(
+        project_root=root,
+        tracking_uri=uri,
+        artifact_root=_artifact_root_for(uri, table.get("artifact_location"), base),
+        source=source,
+        experiment=table.get("experiment"),
+        capture=table.get("capture", True),
+        executor=executor,
+        scheduler_db=_scheduler_db(table, pyproject, root),
+    )
 
+
+def _executor(env: Mapping[str, str], table: Mapping[str, Any], pyproject: Path | None) -> str:
+    """``MLOPS_NB_EXECUTOR``, else ``executor`` of ``[tool.mlops-nb]``, else ``local``."""
+    if env.get("MLOPS_NB_EXECUTOR", "").strip():
+        return check_executor(env["MLOPS_NB_EXECUTOR"], "MLOPS_NB_EXECUTOR")
+    if "executor" in table:
+        return check_executor(table["executor"], f"executor in [tool.mlops-nb] of {pyproject}")
+    return "local"
+
+
+def _store(
+    env: Mapping[str, str], table: Mapping[str, Any], pyproject: Path | None, root: Path, marker: str
+) -> tuple[str, Path, str]:
+    """(tracking URI, folder a relative artifact location is relative to, why this store)."""
     env_uri = env.get("MLFLOW_TRACKING_URI", "").strip()
     if env_uri:
-        uri = _absolute_uri(env_uri, Path(os.getcwd()))
-        return ProjectConfig(
-            project_root=root,
-            tracking_uri=uri,
-            artifact_root=_artifact_root_for(uri, table.get("artifact_location"), root),
-            source="the MLFLOW_TRACKING_URI environment variable",
-            experiment=experiment,
-            capture=capture,
-            executor=executor,
-        )
+        return _absolute_uri(env_uri, Path(os.getcwd())), root, "the MLFLOW_TRACKING_URI environment variable"
     if "tracking_uri" in table:
         assert pyproject is not None
         uri = _absolute_uri(table["tracking_uri"], pyproject.parent)
-        return ProjectConfig(
-            project_root=root,
-            tracking_uri=uri,
-            artifact_root=_artifact_root_for(uri, table.get("artifact_location"), pyproject.parent),
-            source=f"tracking_uri in [tool.mlops-nb] of {pyproject}",
-            experiment=experiment,
-            capture=capture,
-            executor=executor,
-        )
-    uri = _embedded_uri(root)
+        return uri, pyproject.parent, f"tracking_uri in [tool.mlops-nb] of {pyproject}"
     why = (
         f"the embedded store of the project rooted at {root} (it holds {marker})"
         if marker
         else f"the embedded store in {root} (no .git, pyproject.toml or .mlops above the notebook)"
     )
-    return ProjectConfig(
-        project_root=root,
-        tracking_uri=uri,
-        artifact_root=_artifact_root_for(uri, table.get("artifact_location"), root),
-        source=why,
-        experiment=experiment,
-        capture=capture,
-        executor=executor,
-    )
+    return _embedded_uri(root), root, why

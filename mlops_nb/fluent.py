@@ -42,25 +42,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_nb.config import STORE_DIRNAME, find_project_root, resolve_config, sqlite_path
-from mlops_nb.exceptions import MlopsError
+from mlops_nb.config import STORE_DIRNAME, ProjectConfig, find_project_root, resolve_config, sqlite_path
+from mlops_nb.exceptions import MlopsError, one_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlops_nb.tracking import Tracker
 
 __all__ = [
+    "JOB_FILE_ENV",
+    "activate_run",
+    "end_runs_down_to",
     "enter_job",
     "install_start_run_defaults",
+    "job_config",
     "load_ipython_extension",
     "point_kernel_at_project",
     "quiet_autolog_warnings",
+    "read_job",
+    "set_sklearn_autolog",
     "set_source_name",
+    "stack_ids",
 ]
 
 #: MLflow's variable of extra context tags, applied to every run and logged model it creates.
 RUN_CONTEXT_ENV = "MLFLOW_RUN_CONTEXT"
-#: The environment variable naming a pooled kernel's job file (see mlops_nb.tracking.read_job).
-_JOB_FILE_ENV = "MLOPS_NB_JOB_FILE"
+#: Set by the job runner on the kernels it starts: a JSON file describing the job.
+JOB_FILE_ENV = "MLOPS_NB_JOB_FILE"
 
 
 @dataclass
@@ -83,11 +90,6 @@ _lock = threading.Lock()
 
 def _report(message: str) -> None:
     print(f"mlops-nb: {message}", file=sys.stderr, flush=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 # ---------------------------------------------------------------- entry points
@@ -116,14 +118,11 @@ def point_kernel_at_project(tracker: Tracker) -> None:
 
 def enter_job(job: Mapping[str, Any]) -> None:
     """Point this kernel's MLflow at the job described by ``job`` (see
-    :func:`mlops_nb.tracking.read_job`): its store, its experiment, its run, its notebook."""
+    :func:`read_job`): its store, its experiment, its run, its notebook."""
     uri = str(job["tracking_uri"])
     notebook = Path(str(job["notebook"]))
     root, _ = find_project_root(notebook.parent)
-    try:
-        artifact_root = resolve_config(notebook.parent, environ={"MLFLOW_TRACKING_URI": uri}).artifact_root
-    except MlopsError:
-        artifact_root = None
+    artifact_root = _job_artifact_root(job, uri, notebook)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ["MLFLOW_EXPERIMENT_ID"] = str(job["experiment_id"])
     os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)  # would win over the id, and may name another
@@ -142,6 +141,18 @@ def enter_job(job: Mapping[str, Any]) -> None:
     _arm()
     if "mlflow" in sys.modules:
         _ensure_job_run_active()
+
+
+def _job_artifact_root(job: Mapping[str, Any], uri: str, notebook: Path) -> str | None:
+    """Where experiments of the job's store keep artifacts: from the settings the job
+    handed over when they are for the same store, else resolved from the notebook's folder."""
+    config = job_config(job)
+    if config is not None and config.tracking_uri == uri:
+        return config.artifact_root
+    try:
+        return resolve_config(notebook.parent, environ={"MLFLOW_TRACKING_URI": uri}).artifact_root
+    except MlopsError:
+        return None
 
 
 def set_source_name(name: str | None) -> None:
@@ -175,19 +186,44 @@ def _before_cell(*_: Any) -> None:
         elif _kernel.job_run_id is not None and "mlflow" in sys.modules:
             _ensure_job_run_active()
     except Exception as exc:  # never break the user's cell
-        _report(f"warning: MLflow calls of this notebook may not reach the job's run: {_one_line(exc)}")
+        _report(f"warning: MLflow calls of this notebook may not reach the job's run: {one_line(exc, with_type=True)}")
 
 
-def _read_job_file() -> dict[str, Any] | None:
-    path = os.environ.get(_JOB_FILE_ENV)
+def read_job(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The job this kernel runs (``run_id``, ``experiment_id``, ``experiment_name``,
+    ``notebook``, ``tracking_uri``, and ``config``: the job's project settings), or
+    ``None`` outside a job.
+
+    Pooled kernels start before their job is known, so the runner writes the file
+    right before it executes the notebook; the kernel reads it on first use.
+    """
+    env = os.environ if environ is None else environ
+    path = env.get(JOB_FILE_ENV)
     if not path:
         return None
     try:
         job = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return job if isinstance(job, dict) and job.get("run_id") else None
+
+
+def job_config(job: Mapping[str, Any]) -> ProjectConfig | None:
+    """The project settings the job runner resolved and handed over whole (the job file's
+    ``config``), or ``None`` when the file has none (then the kernel resolves them)."""
+    data = job.get("config")
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return ProjectConfig.from_dict(data)
+    except (MlopsError, TypeError, ValueError):
+        return None
+
+
+def _read_job_file() -> dict[str, Any] | None:
+    job = read_job()
     keys = ("run_id", "experiment_id", "notebook", "tracking_uri")
-    return job if isinstance(job, dict) and all(job.get(k) for k in keys) else None
+    return job if job is not None and all(job.get(k) for k in keys) else None
 
 
 # ---------------------------------------------------------------- once MLflow is imported
@@ -221,7 +257,7 @@ class _AfterImport:
             try:
                 callback(module)
             except Exception as exc:  # the user's import must succeed regardless
-                _report(f"warning: could not point MLflow at the project: {_one_line(exc)}")
+                _report(f"warning: could not point MLflow at the project: {one_line(exc, with_type=True)}")
 
         loader.exec_module = exec_then_call  # type: ignore[method-assign]
         return spec
@@ -287,8 +323,13 @@ def _artifact_root_of(store_uri: str) -> str | None:
 # ---------------------------------------------------------------- start_run and end_run
 
 
-def _stack_ids() -> list[str]:
-    """Run ids on MLflow's active-run stack of this thread, bottom first."""
+def stack_ids() -> list[str]:
+    """Run ids on MLflow's active-run stack of this thread, bottom first.
+
+    MLflow exposes only the top (``mlflow.active_run()``); the stack itself is needed to
+    end a run without ending runs that are not ours. Falls back to the top alone
+    (tests/test_mlflow_pins.py pins the private stack this reads).
+    """
     from mlflow.tracking import fluent
 
     try:
@@ -316,7 +357,9 @@ def _ensure_job_run_active() -> Any:
         stack.append(fluent.ActiveRun(run))
         return stack[-1]
     except Exception as exc:
-        _report(f"warning: MLflow calls of this notebook cannot reach the job's run {run_id}: {_one_line(exc)}")
+        _report(
+            f"warning: MLflow calls of this notebook cannot reach the job's run {run_id}: {one_line(exc, with_type=True)}"
+        )
         return None
 
 
@@ -345,7 +388,7 @@ def install_start_run_defaults(tracker_owns: Callable[[str], bool] | None = None
     def start_run(*args: Any, **kwargs: Any) -> Any:
         job = _kernel.job_run_id
         if args or kwargs.keys() & {"run_id", "nested", "parent_run_id"}:
-            if job is not None and "nested" not in kwargs and (args or kwargs.get("run_id")) and _stack_ids() == [job]:
+            if job is not None and "nested" not in kwargs and (args or kwargs.get("run_id")) and stack_ids() == [job]:
                 kwargs["nested"] = True  # resuming a run by id inside the job's run
             return original_start(*args, **kwargs)
         top = _ensure_job_run_active() if job is not None else fluent.active_run()
@@ -353,14 +396,14 @@ def install_start_run_defaults(tracker_owns: Callable[[str], bool] | None = None
             return original_start(**kwargs)
         if _tracker_owns(top.info.run_id):
             return original_start(nested=True, **kwargs)
-        if top.info.run_id == job and _stack_ids() == [job]:
+        if top.info.run_id == job and stack_ids() == [job]:
             return _job_start_run(top, original_start, kwargs)
         return original_start(**kwargs)  # MLflow's own "already active" error
 
     @functools.wraps(original_end)
     def end_run(*args: Any, **kwargs: Any) -> None:
         job = _kernel.job_run_id
-        if job is not None and _stack_ids() == [job]:
+        if job is not None and stack_ids() == [job]:
             # Only the job's run is left: the job runner ends it, with the job's status,
             # once the notebook has run. Values logged asynchronously are written now.
             flush = getattr(fluent, "flush_async_logging", None)
@@ -396,6 +439,70 @@ def _job_start_run(job_run: Any, original_start: Callable[..., Any], kwargs: dic
         return job_run
     kwargs.setdefault("experiment_id", _kernel.job_experiment_id)
     return original_start(nested=True, **kwargs)
+
+
+# ---------------------------------------------------------------- an mlops-nb run as MLflow's active run
+
+
+def activate_run(tracking_uri: str, experiment_id: str, run_id: str) -> None:
+    """Make the mlops-nb run ``run_id`` MLflow's active run in this process, so
+    autologging and the notebook's own ``mlflow.*`` calls land in it. Raises whatever
+    MLflow raises."""
+    import mlflow
+
+    if mlflow.get_tracking_uri() != tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    # The user's own mlflow.start_run() inside this run lands in its experiment.
+    mlflow.set_experiment(experiment_id=experiment_id)
+    top = mlflow.active_run()
+    # In a job, the job's run may be active already (see enter_job).
+    if top is None or top.info.run_id != run_id:
+        mlflow.start_run(run_id=run_id, nested=top is not None)
+
+
+def end_runs_down_to(run_id: str, status: str) -> bool:
+    """End ``run_id`` through MLflow's fluent API if it is on this thread's active-run
+    stack, ending first, with the same status, any run the user's code left open inside
+    it; ``False`` (nothing ended) when it is not on the stack."""
+    stack = stack_ids()
+    if run_id not in stack:
+        return False
+    import mlflow
+
+    for _ in range(len(stack) - stack.index(run_id)):
+        mlflow.end_run(status)
+    return True
+
+
+#: The scikit-learn autologging configuration mlops-nb made (MLflow keeps one a process):
+#: any other was made by the notebook's own mlflow.autolog() call, and is left alone.
+_our_autolog_conf: dict[str, Any] | None = None
+
+
+def set_sklearn_autolog(want: bool) -> None:
+    """Turn mlops-nb's scikit-learn autologging on or off in this process; left alone
+    when the notebook turned autologging on itself. Raises whatever MLflow raises."""
+    global _our_autolog_conf
+    import mlflow.sklearn
+    from mlflow.utils import autologging_utils
+
+    conf = autologging_utils.AUTOLOGGING_INTEGRATIONS.get("sklearn")
+    if conf and conf is not _our_autolog_conf:
+        # The notebook called mlflow.autolog() or mlflow.sklearn.autolog() itself (MLflow
+        # registers an empty configuration for each integration it imports): its settings
+        # win, and its fits log into whichever run is active.
+        return
+    if conf:
+        # Our own configuration, paused or resumed: flipping its flag is read by the
+        # patched methods at call time, and costs nothing, where reverting and re-applying
+        # MLflow's ~700 patches costs ~50 ms a cell.
+        conf["disable"] = not want
+    elif want:
+        quiet_autolog_warnings()
+        # Models are registered explicitly (%mlops register); logging one per fit would
+        # make every fit slow and fill the store.
+        mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True)
+        _our_autolog_conf = autologging_utils.AUTOLOGGING_INTEGRATIONS.get("sklearn")
 
 
 # ---------------------------------------------------------------- autologging's warnings

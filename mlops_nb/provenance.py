@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops_nb.tags import GIT_DIRTY
+
 __all__ = [
     "NO_CAPTURE_TAG",
     "GitState",
@@ -38,6 +40,7 @@ __all__ = [
     "process_identity",
     "read_snapshot",
     "session_notebook",
+    "static_capture",
 ]
 
 #: Cells carrying this tag (or starting with a ``# mlops:no-capture`` comment) are left
@@ -499,3 +502,24 @@ def process_alive(pid: int, start: str | None) -> bool:
         if now is not None and now != start:
             return False  # the pid was reused by another process
     return True
+
+
+def static_capture(project_root: Path, capture_code: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """What a run records of its surroundings: (tags, artifacts by path) for the git state
+    of ``project_root`` and the installed packages; the uncommitted diff too when
+    ``capture_code``. Slow (git, the package list): run it off the main thread."""
+    tags: dict[str, str] = {}
+    artifacts: dict[str, str] = {"environment/requirements.txt": environment_lock()}
+    state = git_state(project_root, with_diff=capture_code)
+    if state is not None:
+        if state.commit:
+            tags["mlflow.source.git.commit"] = state.commit
+        if state.branch:
+            tags["mlflow.source.git.branch"] = state.branch
+        tags[GIT_DIRTY] = "true" if state.dirty else "false"
+        if state.dirty and capture_code:
+            diff = state.diff
+            if state.untracked:
+                diff += "".join(f"# untracked: {p}\n" for p in state.untracked)
+            artifacts["code/git.diff"] = diff
+    return tags, artifacts

@@ -12,7 +12,6 @@ import getpass
 import json
 import math
 import re
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -20,8 +19,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_nb.exceptions import MlopsError, NotAModelError, NotFoundError, PromotionRefusedError, StoreError, UsageError
+from mlops_nb.exceptions import (
+    MlopsError,
+    NotAModelError,
+    NotFoundError,
+    PromotionRefusedError,
+    StoreError,
+    UsageError,
+    one_line,
+)
+from mlops_nb.runs import collect_pages, experiment_ids
+from mlops_nb.snapshots import file_inside, is_missing, read_snapshot, why_no_snapshot
 from mlops_nb.store import explain_missing_artifact, explain_missing_run_artifacts
+from mlops_nb.tags import (
+    AUDIT_PREFIX,
+    FLAVOR,
+    GIT_BRANCH,
+    GIT_COMMIT,
+    GIT_DIRTY,
+    METRICS,
+    NOTEBOOK,
+    PARAMS,
+    PREFIX,
+    RUN_ID,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -53,16 +74,16 @@ __all__ = [
     "remove_alias",
     "resolve_alias",
     "set_alias",
+    "stale_alias_warnings",
+    "tagged_metrics",
     "version_detail",
     "version_notebook",
     "versions_page",
 ]
 
-TAG = "mlops_nb."
-AUDIT_PREFIX = TAG + "audit."
 #: Version tag holding the source run's metrics at registration, as compact JSON, so a
 #: page of versions needs no run search. Not lineage: version_detail reads live metrics.
-METRICS_TAG = TAG + "metrics"
+METRICS_TAG = METRICS
 #: Bound of that tag's text: far under MLflow's limit, and a page of 20 versions stays small.
 METRICS_TAG_LIMIT = 5000
 _ALIAS = re.compile(r"^[\w\-]+$")
@@ -167,15 +188,6 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["alias"], match["version"]
 
 
-def _missing(exc: Exception) -> bool:
-    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 def _known_models(client: MlflowClient, limit: int = 10) -> str:
     names = [m.name for m in client.search_registered_models(max_results=limit)]
     return ", ".join(names) if names else "none yet"
@@ -188,12 +200,12 @@ def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
     try:
         return client.get_model_version(name, version)
     except Exception as exc:
-        if not _missing(exc):
+        if not is_missing(exc):
             raise
     try:
         client.get_registered_model(name)
     except Exception as exc:
-        if _missing(exc):
+        if is_missing(exc):
             raise NotFoundError(f"no registered model named {name!r}; known models: {_known_models(client)}") from None
         raise
     raise NotFoundError(f"model {name!r} has no version {version}") from None
@@ -205,7 +217,7 @@ def get_model(client: MlflowClient, name: str) -> Any:
     try:
         return client.get_registered_model(name)
     except Exception as exc:
-        if _missing(exc):
+        if is_missing(exc):
             raise NotFoundError(f"no registered model named {name!r}; known models: {_known_models(client)}") from None
         raise
 
@@ -257,12 +269,12 @@ def detect_flavor(model: Any) -> str:
 def _lineage(client: MlflowClient, run: Run) -> dict[str, str]:
     run_id = run.info.run_id
     tags = run.data.tags
-    lineage = {TAG + "run_id": run_id}
+    lineage = {RUN_ID: run_id}
     for src, dst in (
-        (TAG + "notebook", TAG + "notebook"),
-        ("mlflow.source.git.commit", TAG + "git.commit"),
-        ("mlflow.source.git.branch", TAG + "git.branch"),
-        (TAG + "git.dirty", TAG + "git.dirty"),
+        (NOTEBOOK, NOTEBOOK),
+        ("mlflow.source.git.commit", GIT_COMMIT),
+        ("mlflow.source.git.branch", GIT_BRANCH),
+        (GIT_DIRTY, GIT_DIRTY),
     ):
         if src in tags:
             lineage[dst] = tags[src]
@@ -275,7 +287,7 @@ def _lineage(client: MlflowClient, run: Run) -> dict[str, str]:
             pass
     if params:
         text = json.dumps(params, sort_keys=True)
-        lineage[TAG + "params"] = text if len(text) <= 5000 else text[:4990] + "...}"
+        lineage[PARAMS] = text if len(text) <= 5000 else text[:4990] + "...}"
     return lineage
 
 
@@ -311,7 +323,7 @@ def metrics_tag(metrics: Mapping[str, Any]) -> dict[str, str]:
     return {METRICS_TAG: text}
 
 
-def _tagged_metrics(tags: Mapping[str, str]) -> dict[str, float] | None:
+def tagged_metrics(tags: Mapping[str, str]) -> dict[str, float] | None:
     """The metrics snapshot on a version's tags, or ``None`` when it has none (registered
     outside mlops-nb) or it cannot be read."""
     text = tags.get(METRICS_TAG)
@@ -324,6 +336,10 @@ def _tagged_metrics(tags: Mapping[str, str]) -> dict[str, float] | None:
     if not isinstance(data, dict):
         return None
     return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+#: The name mlops_nb.jobs.schedules.scheduler still imports (until it imports tagged_metrics).
+_tagged_metrics = tagged_metrics
 
 
 def register_model(
@@ -352,6 +368,38 @@ def register_model(
     import mlflow
 
     flavor = importlib.import_module(flavor_name)
+    kwargs = _log_model_kwargs(model, flavor_name, flavor, input_example)
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != run_id:
+        raise MlopsError(f"run {run_id} is not the active MLflow run; start tracking first")
+    info = flavor.log_model(model, **kwargs)
+    _ensure_registered(client, name)
+    run = client.get_run(run_id)  # once, for the lineage and the metrics snapshot
+    lineage = _lineage(client, run)
+    version = client.create_model_version(
+        name,
+        source=info.model_uri,
+        run_id=run_id,
+        tags={**lineage, FLAVOR: flavor_name.split(".")[-1], **metrics_tag(run.data.metrics)},
+        description=description,
+        model_id=getattr(info, "model_id", None),
+    )
+    aliases: tuple[str, ...] = ()
+    if alias is not None:
+        try:
+            set_alias(client, name, alias, version.version, why="registered with this alias")
+        except Exception as exc:
+            raise StoreError(
+                f"registered {name} v{version.version}, but could not point @{alias} at it "
+                f"({type(exc).__name__}: {exc}); run %mlops alias {name}@{alias} {version.version}"
+            ) from None
+        aliases = (alias,)
+    return RegisteredVersion(name, str(version.version), run_id, aliases, flavor_name.split(".")[-1], lineage)
+
+
+def _log_model_kwargs(model: Any, flavor_name: str, flavor: Any, input_example: Any) -> dict[str, Any]:
+    """The arguments of ``flavor.log_model`` for ``model``: its signature (inferred from
+    ``input_example``), its trusted types and its pip requirements."""
     signature = None
     if input_example is not None:
         from mlflow.models import infer_signature
@@ -381,41 +429,21 @@ def register_model(
         # MLflow otherwise infers requirements by re-importing the model in a
         # subprocess (~6 s a model); the run already records the full environment.
         kwargs["pip_requirements"] = defaults()
-    active = mlflow.active_run()
-    if active is None or active.info.run_id != run_id:
-        raise MlopsError(f"run {run_id} is not the active MLflow run; start tracking first")
-    info = flavor.log_model(model, **kwargs)
+    return kwargs
+
+
+def _ensure_registered(client: MlflowClient, name: str) -> None:
+    """Create the registered model ``name`` unless it exists (or another process made it meanwhile)."""
     try:
         client.get_registered_model(name)
     except Exception as exc:
-        if not _missing(exc):
+        if not is_missing(exc):
             raise
         try:
             client.create_registered_model(name)
         except Exception as again:  # created meanwhile by another process
             if getattr(again, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
-    run = client.get_run(run_id)  # once, for the lineage and the metrics snapshot
-    lineage = _lineage(client, run)
-    version = client.create_model_version(
-        name,
-        source=info.model_uri,
-        run_id=run_id,
-        tags={**lineage, TAG + "flavor": flavor_name.split(".")[-1], **metrics_tag(run.data.metrics)},
-        description=description,
-        model_id=getattr(info, "model_id", None),
-    )
-    aliases: tuple[str, ...] = ()
-    if alias is not None:
-        try:
-            set_alias(client, name, alias, version.version, why="registered with this alias")
-        except Exception as exc:
-            raise StoreError(
-                f"registered {name} v{version.version}, but could not point @{alias} at it "
-                f"({type(exc).__name__}: {exc}); run %mlops alias {name}@{alias} {version.version}"
-            ) from None
-        aliases = (alias,)
-    return RegisteredVersion(name, str(version.version), run_id, aliases, flavor_name.split(".")[-1], lineage)
 
 
 # ---------------------------------------------------------------- aliases and audit
@@ -590,6 +618,7 @@ def promote(
             + "); log it with %mlops log, or choose a metric the runs have"
         )
     if cand_value is None:
+        assert current is not None  # else refused just above
         raise PromotionRefusedError(
             f"refused: {name} v{candidate.version} (@{from_alias}) has no {metric!r}; "
             f"the current @{to_alias} v{current.version} has {metric}={cur_value:.6g}"
@@ -597,26 +626,17 @@ def promote(
     if current is not None and current.version == candidate.version:
         raise PromotionRefusedError(f"refused: {name} v{candidate.version} already holds @{to_alias}")
     if current is not None:
-        if cur_value is None:
-            raise PromotionRefusedError(
-                f"refused: the current @{to_alias} v{current.version} has no {metric!r} to compare with "
-                f"(candidate v{candidate.version}: {metric}={cand_value:.6g}); move it by hand with %mlops alias"
-            )
-        gain = (cur_value - cand_value) if lower_is_better else (cand_value - cur_value)
-        direction = "lower" if lower_is_better else "higher"
-        if not gain > min_delta:
-            raise PromotionRefusedError(
-                f"refused: {name} v{candidate.version} (@{from_alias}) has {metric}={cand_value:.6g}, "
-                f"the current @{to_alias} v{current.version} has {metric}={cur_value:.6g}; "
-                f"{direction} is better and the gain must exceed {min_delta:g}"
-            )
-        new_inputs, old_inputs = _signature_inputs(client, candidate), _signature_inputs(client, current)
-        if new_inputs is not None and old_inputs is not None and new_inputs != old_inputs:
-            raise PromotionRefusedError(
-                f"refused: {name} v{candidate.version} takes different inputs than the current @{to_alias} "
-                f"v{current.version} (signatures differ), though {metric}={cand_value:.6g} beats {cur_value:.6g}"
-            )
-        why = f"promoted from @{from_alias}: {metric} {cand_value:.6g} vs {cur_value:.6g} ({direction} is better)"
+        why = _why_promote(
+            client,
+            name,
+            metric,
+            (candidate, cand_value),
+            (current, cur_value),
+            from_alias,
+            to_alias,
+            min_delta,
+            lower_is_better,
+        )
     else:
         why = f"promoted from @{from_alias}: no version held @{to_alias} ({metric}={cand_value:.6g})"
     previous = set_alias(client, name, to_alias, candidate.version, who=who, why=why)
@@ -630,6 +650,42 @@ def promote(
         cur_value,
         f"{name} v{candidate.version} is now @{to_alias}: {why}",
     )
+
+
+def _why_promote(
+    client: MlflowClient,
+    name: str,
+    metric: str,
+    candidate_value: tuple[ModelVersion, float],
+    current_value: tuple[ModelVersion, float | None],
+    from_alias: str,
+    to_alias: str,
+    min_delta: float,
+    lower_is_better: bool,
+) -> str:
+    """Why the candidate may take ``to_alias`` from the current holder, for the audit
+    trail; :class:`PromotionRefusedError` when it may not."""
+    (candidate, cand_value), (current, cur_value) = candidate_value, current_value
+    if cur_value is None:
+        raise PromotionRefusedError(
+            f"refused: the current @{to_alias} v{current.version} has no {metric!r} to compare with "
+            f"(candidate v{candidate.version}: {metric}={cand_value:.6g}); move it by hand with %mlops alias"
+        )
+    gain = (cur_value - cand_value) if lower_is_better else (cand_value - cur_value)
+    direction = "lower" if lower_is_better else "higher"
+    if not gain > min_delta:
+        raise PromotionRefusedError(
+            f"refused: {name} v{candidate.version} (@{from_alias}) has {metric}={cand_value:.6g}, "
+            f"the current @{to_alias} v{current.version} has {metric}={cur_value:.6g}; "
+            f"{direction} is better and the gain must exceed {min_delta:g}"
+        )
+    new_inputs, old_inputs = _signature_inputs(client, candidate), _signature_inputs(client, current)
+    if new_inputs is not None and old_inputs is not None and new_inputs != old_inputs:
+        raise PromotionRefusedError(
+            f"refused: {name} v{candidate.version} takes different inputs than the current @{to_alias} "
+            f"v{current.version} (signatures differ), though {metric}={cand_value:.6g} beats {cur_value:.6g}"
+        )
+    return f"promoted from @{from_alias}: {metric} {cand_value:.6g} vs {cur_value:.6g} ({direction} is better)"
 
 
 # ---------------------------------------------------------------- listing
@@ -747,7 +803,7 @@ def models_page(
         )
     except Exception as exc:
         if getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
-            raise UsageError(f"cannot search models: {str(exc).splitlines()[0]}") from None
+            raise UsageError(f"cannot search models: {one_line(exc)}") from None
         raise
     rows = []
     for m in page:
@@ -770,8 +826,6 @@ def list_models(
     client: MlflowClient, name_contains: str | None = None, max_results: int = 50
 ) -> tuple[list[ModelRow], bool]:
     """Registered models by name (paged through MLflow, never cut silently)."""
-    from mlops_nb.tracking import collect_pages
-
     return collect_pages(lambda size, token: models_page(client, name_contains, size, token), max_results)
 
 
@@ -779,8 +833,6 @@ def _run_metrics(client: MlflowClient, run_ids: list[str]) -> dict[str, dict[str
     """The metrics of several runs in one search (not one query a version)."""
     if not run_ids:
         return {}
-    from mlops_nb.tracking import experiment_ids
-
     ids = sorted(set(run_ids))
     found: dict[str, dict[str, float]] = {}
     quoted = ", ".join(f"'{r}'" for r in ids if r.isalnum())
@@ -828,7 +880,7 @@ def versions_page(
     versions = [mv for mv in page if mv.name == name]
     if not versions and page_token is None and model is None:
         get_model(client, name)  # an unknown model is a NotFoundError, not an empty page
-    tagged = {str(mv.version): _tagged_metrics(mv.tags) for mv in versions}
+    tagged = {str(mv.version): tagged_metrics(mv.tags) for mv in versions}
     live = _run_metrics(client, [mv.run_id for mv in versions if mv.run_id and tagged[str(mv.version)] is None])
     rows = []
     for mv in versions:
@@ -842,7 +894,7 @@ def versions_page(
                 tuple(sorted(by_version.get(str(mv.version), []))) if by_version is not None else None,
                 mv.run_id,
                 _ts(mv.creation_timestamp),
-                mv.tags.get(TAG + "notebook", ""),
+                mv.tags.get(NOTEBOOK, ""),
                 metrics,
             )
         )
@@ -851,8 +903,6 @@ def versions_page(
 
 def list_versions(client: MlflowClient, name: str, max_results: int = 50) -> tuple[list[VersionRow], bool]:
     """A model's versions, newest first (paged through MLflow, never cut silently)."""
-    from mlops_nb.tracking import collect_pages
-
     model = get_model(client, name)
     return collect_pages(lambda size, token: versions_page(client, name, size, token, model=model), max_results)
 
@@ -879,9 +929,9 @@ def version_detail(client: MlflowClient, name: str, version: str) -> dict[str, A
         signature = None
     aliases = sorted(a for a, v in get_model(client, name).aliases.items() if str(v) == str(mv.version))
     lineage = {
-        k[len(TAG) :]: v
+        k[len(PREFIX) :]: v
         for k, v in mv.tags.items()
-        if k.startswith(TAG) and not k.startswith(AUDIT_PREFIX) and k != METRICS_TAG  # metrics: live, above
+        if k.startswith(PREFIX) and not k.startswith(AUDIT_PREFIX) and k != METRICS_TAG  # metrics: live, above
     }
     return {
         "name": name,
@@ -933,58 +983,6 @@ class VersionNotebook:
     snapshot_text: str | None = None
 
 
-def _file_inside(root: Path, candidate: Path) -> str | None:
-    """``candidate`` relative to ``root`` (POSIX) if it is a file there once symlinks are
-    resolved; ``None`` for anything outside, missing or not a file."""
-    try:
-        base, target = root.resolve(), candidate.resolve()
-        if not target.is_relative_to(base) or not target.is_file():
-            return None
-    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte in the tag
-        return None
-    return target.relative_to(base).as_posix()
-
-
-def _snapshot(
-    client: MlflowClient, run_id: str, recorded: str | None, folder: str = "code", suffix: str = ".ipynb"
-) -> tuple[str, str] | None:
-    """(file name, text) of the ``*<suffix>`` file the run saved under ``<folder>/`` (the
-    one named like ``recorded`` if there is one), or ``None``: the notebook snapshot by
-    default; a job's executed notebook (``job/``) too."""
-    try:
-        names = [Path(f.path).name for f in client.list_artifacts(run_id, folder) if not f.is_dir]
-    except Exception as exc:
-        if _missing(exc):
-            return None  # the run is gone
-        raise StoreError(f"cannot list the artifacts of run {run_id}: {_first_line(exc)}") from None
-    notebooks = sorted(n for n in names if n.endswith(suffix))
-    if not notebooks:
-        # An empty listing is also what a run whose artifact folder is gone gives.
-        line = explain_missing_run_artifacts(client, run_id, f"the files saved with run {run_id}")
-        if line:
-            raise NotFoundError(line)
-        return None
-    wanted = Path(recorded).stem + suffix if recorded else None
-    chosen = wanted if wanted in notebooks else notebooks[0]
-    with tempfile.TemporaryDirectory(prefix="mlops-nb-snapshot-") as tmp:
-        try:
-            local = client.download_artifacts(run_id, f"{folder}/{chosen}", tmp)
-            return chosen, Path(local).read_text(encoding="utf-8")
-        except Exception as exc:
-            raise StoreError(f"cannot read the file {folder}/{chosen} of run {run_id}: {_first_line(exc)}") from None
-
-
-def _why_no_snapshot(client: MlflowClient, run_id: str) -> str:
-    """Why a run kept no notebook snapshot, as its tags tell (read only on this error path)."""
-    try:
-        saved = client.get_run(run_id).data.tags.get(TAG + "notebook_saved")
-    except Exception:
-        saved = None
-    if saved == "false":
-        return "the notebook had never been saved when it ran"
-    return "capture was off, or the run was not tracked from a notebook"
-
-
 def version_notebook(
     client: MlflowClient, name: str, version: str, project_root: str | Path, root: str | Path | None = None
 ) -> VersionNotebook:
@@ -998,17 +996,17 @@ def version_notebook(
     :class:`NotFoundError` saying what is missing when there is neither.
     """
     mv = get_version(client, name, version)
-    recorded = mv.tags.get(TAG + "notebook") or None
+    recorded = mv.tags.get(NOTEBOOK) or None
     found = VersionNotebook(name, str(mv.version), mv.run_id, recorded)
     if recorded:
-        inside = _file_inside(Path(root if root is not None else project_root), Path(project_root) / recorded)
+        inside = file_inside(Path(root if root is not None else project_root), Path(project_root) / recorded)
         if inside is not None:
-            return replace(found, workspace_path=inside)
-    snap = _snapshot(client, mv.run_id, recorded) if mv.run_id else None
+            return replace(found, workspace_path=inside.as_posix())
+    snap = read_snapshot(client, mv.run_id, recorded) if mv.run_id else None
     if snap is not None:
         return replace(found, snapshot_name=snap[0], snapshot_text=snap[1])
     missing = (
-        f"its run {mv.run_id} holds no notebook snapshot ({_why_no_snapshot(client, mv.run_id)})"
+        f"its run {mv.run_id} holds no notebook snapshot ({why_no_snapshot(client, mv.run_id)})"
         if mv.run_id
         else "it has no source run to hold a notebook snapshot"
     )
@@ -1033,7 +1031,7 @@ def load_model(client: MlflowClient, uri: str) -> tuple[Any, ModelVersion]:
     """
     name, alias, version = parse_model_uri(uri)
     mv = resolve_alias(client, name, alias) if alias else get_version(client, name, version or "")
-    flavor = mv.tags.get(TAG + "flavor")
+    flavor = mv.tags.get(FLAVOR)
     import importlib
 
     module_name = f"mlflow.{flavor}" if flavor and f"mlflow.{flavor}" in FLAVORS.values() else "mlflow.pyfunc"
@@ -1042,3 +1040,29 @@ def load_model(client: MlflowClient, uri: str) -> tuple[Any, ModelVersion]:
     # not change what this call returns.
     model = module.load_model(model_files(client, mv))
     return model, mv
+
+
+def stale_alias_warnings(client: MlflowClient, loaded: dict[tuple[str, str], tuple[str, str | None]]) -> list[str]:
+    """Warnings for models loaded by alias whose alias has moved since, each move once.
+
+    ``loaded`` maps (model name, alias) -> (the version loaded, the holder last seen);
+    the holders seen now are written back into it.
+    """
+    out = []
+    for key, (version, seen) in list(loaded.items()):
+        name, alias = key
+        try:
+            now = alias_holder(client, name, alias)
+        except Exception:
+            continue  # cannot tell now (store down, model deleted): say nothing
+        if now == seen:
+            continue
+        loaded[key] = (version, now)
+        if now == version:
+            continue  # moved back to what this kernel holds
+        where = f"now points at v{now}" if now is not None else "was removed"
+        out.append(
+            f"warning: the model loaded from models:/{name}@{alias} is v{version}, but @{alias} {where}; "
+            f"run %mlops load models:/{name}@{alias} again to use it"
+        )
+    return out

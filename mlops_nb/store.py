@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlops_nb.config import STORE_DIRNAME, ProjectConfig, sqlite_path
-from mlops_nb.exceptions import StoreError, StoreUnreachableError, UsageError
+from mlops_nb.exceptions import StoreError, StoreUnreachableError, UsageError, one_line
+from mlops_nb.tags import KIND
 
 if TYPE_CHECKING:  # pragma: no cover
     import sqlite3
@@ -141,7 +142,7 @@ def _init_sqlite(config: ProjectConfig, db: Path) -> None:
             "check that the folder is writable and the disk is not full"
         ) from None
     except Exception as exc:  # MLflow/SQLAlchemy errors: corrupt file, locked, ...
-        raise StoreUnreachableError(f"cannot open the tracking store {config.tracking_uri}: {_one_line(exc)}") from None
+        raise StoreUnreachableError(f"cannot open the tracking store {config.tracking_uri}: {one_line(exc)}") from None
 
 
 # ---------------------------------------------------------------- a project that moved
@@ -252,7 +253,7 @@ def _infer_anchor(con: sqlite3.Connection, config: ProjectConfig, db: Path, anch
     for (location,) in con.execute("SELECT artifact_location FROM experiments ORDER BY experiment_id"):
         path = local_path(location)
         cut = path.rfind(tail) if path else -1
-        if cut > 0:
+        if path is not None and cut > 0:
             return path[:cut]
     return None
 
@@ -290,6 +291,7 @@ def _relocate(config: ProjectConfig, db: Path, record: dict[str, str] | None) ->
     try:
         con = sqlite3.connect(db, timeout=60, isolation_level=None)
         try:
+            old: str | None
             if record:
                 old, anchor = record["anchor"], _new_anchor(record, db) or anchor
             else:
@@ -302,7 +304,7 @@ def _relocate(config: ProjectConfig, db: Path, record: dict[str, str] | None) ->
     except sqlite3.Error as exc:
         raise StoreError(
             f"this project's store {db} was moved or copied, and pointing its artifact locations at "
-            f"{anchor} failed ({_one_line(exc)}); make {db.parent} writable and run again"
+            f"{anchor} failed ({one_line(exc)}); make {db.parent} writable and run again"
         ) from None
     _log.info("store %s moved from %s: %d artifact locations now point into %s", db, old, changed, anchor)
     return anchor
@@ -359,7 +361,7 @@ def relocate_artifacts(config: ProjectConfig, old: str, new: str) -> int:
         try:
             return _rewrite_in_one_transaction(con, paths[0], paths[1])
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot update the store {db}: {_one_line(exc)}") from None
+            raise StoreError(f"cannot update the store {db}: {one_line(exc)}") from None
         finally:
             con.close()
 
@@ -403,7 +405,7 @@ def explain_missing_run_artifacts(client: MlflowClient, run_id: str, what: str, 
     except Exception:  # a deleted run, a store that went away: not an artifact problem
         return None
     if not expected:
-        if "mlops_nb.kind" not in run.data.tags:
+        if KIND not in run.data.tags:
             return None
         if experiment_folder is not None and (
             os.path.isdir(experiment_folder) or os.path.isdir(os.path.dirname(experiment_folder))
@@ -508,7 +510,7 @@ def _sqlite_problem(db: Path, timeout: float) -> str:
         finally:
             con.close()
     except sqlite3.Error as exc:
-        return f"cannot open the SQLite store {db} ({_one_line(exc)})"
+        return f"cannot open the SQLite store {db} ({one_line(exc)})"
     return ""
 
 
@@ -555,7 +557,7 @@ def check_store(config: ProjectConfig, timeout: float = 3.0) -> StoreHealth:
             return StoreHealth(None, "not checked (mlops-nb probes http(s), sqlite and database-server stores)")
         return _health(tcp)
     except Exception as exc:  # a probe must never break the status it is part of
-        return StoreHealth(None, f"not checked ({_one_line(exc)})")
+        return StoreHealth(None, f"not checked ({one_line(exc)})")
 
 
 def _health(problem: str, resumes: bool = True) -> StoreHealth:
@@ -565,11 +567,6 @@ def _health(problem: str, resumes: bool = True) -> StoreHealth:
     # has to be fixed first.
     tail = "; tracking resumes by itself when it answers" if resumes else ""
     return StoreHealth(False, f"UNREACHABLE — {problem}{tail}", problem)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def ensure_store(config: ProjectConfig) -> None:
@@ -640,5 +637,5 @@ def get_or_create_experiment(client: MlflowClient, config: ProjectConfig, name: 
     except MlflowException as exc:
         exp = client.get_experiment_by_name(name)
         if exp is None:
-            raise StoreError(f"cannot create experiment {name!r}: {_one_line(exc)}") from None
+            raise StoreError(f"cannot create experiment {name!r}: {one_line(exc)}") from None
         return exp.experiment_id

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from mlops_nb.tracking import RunRow
+from mlops_nb.runs import RunRow
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlops_nb.registry import ModelRow, VersionRow
@@ -163,7 +163,7 @@ def versions_table(rows: Sequence[VersionRow], more: bool, name: str) -> Table:
     body = [
         [
             f"v{r.version}",
-            " ".join(f"@{a}" for a in r.aliases),
+            " ".join(f"@{a}" for a in r.aliases or ()),
             _fmt_time(r.created),
             (r.run_id or "")[:12],
             r.notebook,

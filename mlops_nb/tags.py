@@ -24,6 +24,7 @@ ENDED_BY = PREFIX + "ended_by"
 ERROR = PREFIX + "error"
 
 # Models (registry).
+RUN_ID = PREFIX + "run_id"  # a version's source run, in its lineage
 FLAVOR = PREFIX + "flavor"
 METRICS = PREFIX + "metrics"
 AUDIT_PREFIX = PREFIX + "audit."

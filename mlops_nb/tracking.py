@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import json
 import numbers
-import os
 import posixpath
 import re
 import sys
@@ -32,44 +30,85 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_nb import fluent
+import mlops_nb.fluent as fluent
 from mlops_nb.config import ProjectConfig, resolve_config
-from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from mlops_nb.exceptions import MlopsError, StoreError, UsageError, one_line
+from mlops_nb.fluent import JOB_FILE_ENV, job_config, read_job
 from mlops_nb.provenance import (
     NotebookLocation,
-    environment_lock,
-    git_state,
     is_no_capture,
     locate_notebook,
     notebook_saved,
     parameter_values,
-    process_alive,
     process_identity,
     read_snapshot,
+    static_capture,
+)
+from mlops_nb.registry import (
+    RegisteredVersion,
+    check_alias,
+    check_model_name,
+    detect_flavor,
+    load_model,
+    parse_model_uri,
+    stale_alias_warnings,
+)
+from mlops_nb.registry import register_model as register_version
+
+# Run queries live in mlops_nb.runs; re-exported here for the callers that import them from tracking.
+from mlops_nb.runs import (
+    RunRow,
+    RunsPage,
+    collect_pages,
+    end_dead_runs,
+    experiment_ids,
+    list_runs,
+    metric_series,
+    read_run,
+    runs_page,
+)
+from mlops_nb.store import check_store, get_client, get_or_create_experiment
+from mlops_nb.tags import (
+    CELL,
+    ERROR,
+    HOST,
+    KIND,
+    NOTEBOOK,
+    NOTEBOOK_HOW,
+    NOTEBOOK_SAVED,
+    PID,
+    PID_START,
+    PYTHON,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
-    from mlops_nb.registry import RegisteredVersion
-
 __all__ = [
+    "JOB_FILE_ENV",
     "MetricBuffer",
     "RunHandle",
     "RunRow",
+    "RunsPage",
     "Tracker",
+    "collect_pages",
+    "current_tracker",
+    "current_tracker_owns",
+    "experiment_ids",
+    "get_tracker",
     "list_runs",
     "metric_series",
+    "read_job",
     "read_run",
+    "runs_page",
+    "set_tracker",
     "ui_hint",
 ]
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
-TAG = "mlops_nb."
 _MAX_PARAM_LEN = 6000
 _MAX_BATCH = 1000
 #: Seconds between attempts to start an implicit run while the store does not answer
@@ -79,11 +118,6 @@ _IMPLICIT_RETRY_S = 30.0
 
 def _default_report(message: str) -> None:
     print(f"mlops-nb: {message}", file=sys.stderr, flush=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _now_ms() -> int:
@@ -111,6 +145,32 @@ def check_key(name: Any, what: str) -> str:
 def is_metric_value(value: Any) -> bool:
     """Numbers become metrics; booleans are flags and become params."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def split_values(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, params) of named values: numbers are metrics, strings, booleans and
+    None params; every name is checked first. :class:`UsageError` for anything else."""
+    metrics, params = {}, {}
+    for name, value in values.items():
+        check_key(name, "metric" if is_metric_value(value) else "param")
+        if is_metric_value(value):
+            metrics[name] = value
+        elif isinstance(value, (str, bool, type(None))):
+            params[name] = value
+        else:
+            raise UsageError(
+                f"{name} is a {type(value).__name__}; %mlops log takes numbers (logged as metrics) "
+                "and strings, booleans or None (logged as params)"
+            )
+    return metrics, params
+
+
+def cells_source(cells: Iterable[tuple[int | None, str]]) -> str:
+    """The ``code/cells.py`` a run keeps: its cells' sources in execution order."""
+    parts = ["# Cells executed in this run, in execution order (captured by mlops-nb).\n"]
+    for count, source in cells:
+        parts.append(f"\n# In[{count if count is not None else ' '}]:\n{source.rstrip()}\n")
+    return "".join(parts)
 
 
 @dataclass(eq=False)
@@ -220,7 +280,9 @@ class MetricBuffer:
                             if getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
                                 # The store refuses these values for good: retrying cannot
                                 # help, and must not hold back the other runs' values.
-                                self._report(f"warning: {len(chunk)} metric values were refused: {_one_line(exc)}")
+                                self._report(
+                                    f"warning: {len(chunk)} metric values were refused: {one_line(exc, with_type=True)}"
+                                )
                                 continue
                             error = exc  # the store failed: keep the values and retry later
                     unsent.extend((rid, m.key, m.value, m.timestamp, m.step) for m in chunk)
@@ -229,7 +291,7 @@ class MetricBuffer:
                     self._pending = unsent + self._pending
             if error is not None and (final or not self._failing):
                 self._report(
-                    f"warning: could not write {len(unsent)} metric values ({_one_line(error)}); "
+                    f"warning: could not write {len(unsent)} metric values ({one_line(error, with_type=True)}); "
                     + ("they were not saved." if final else "they are kept and retried.")
                 )
             self._failing = error is not None
@@ -255,214 +317,7 @@ class MetricBuffer:
         return left
 
 
-# ---------------------------------------------------------------- listing
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """One run as listings show it."""
-
-    run_id: str
-    name: str
-    experiment: str
-    status: str
-    start_time: datetime | None
-    duration_s: float | None
-    notebook: str
-    params: dict[str, str]
-    metrics: dict[str, float]
-
-
-def experiment_ids(client: MlflowClient, names: Iterable[str] | None) -> dict[str, str]:
-    """Map experiment id -> name for the named experiments (or all active ones)."""
-    if names is not None:
-        out = {}
-        for name in names:
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                known = sorted(e for e in experiment_ids(client, None).values())
-                raise NotFoundError(
-                    f"no experiment named {name!r}; known experiments: {', '.join(known) or 'none yet'}"
-                )
-            out[exp.experiment_id] = exp.name
-        return out
-    out = {}
-    token = None
-    while True:
-        page = client.search_experiments(max_results=1000, page_token=token)
-        out.update({e.experiment_id: e.name for e in page})
-        token = page.token
-        if not token:
-            return out
-
-
-def _row(run: Any, experiments: Mapping[str, str]) -> RunRow:
-    info, data = run.info, run.data
-    start = datetime.fromtimestamp(info.start_time / 1000, tz=timezone.utc) if info.start_time else None
-    duration = (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None
-    return RunRow(
-        run_id=info.run_id,
-        name=info.run_name or "",
-        experiment=experiments.get(info.experiment_id, info.experiment_id),
-        status=info.status,
-        start_time=start,
-        duration_s=duration,
-        notebook=data.tags.get(TAG + "notebook", data.tags.get("mlflow.source.name", "")),
-        params=dict(data.params),
-        metrics=dict(data.metrics),
-    )
-
-
-def read_run(client: MlflowClient, run_id: str) -> RunRow:
-    """One run as listings show it (status, duration, last value of each metric), as
-    the store has it now: what a finished cell's summary line says."""
-    try:
-        run = client.get_run(run_id)
-        experiment = client.get_experiment(run.info.experiment_id)
-    except Exception as exc:
-        raise StoreError(f"cannot read run {run_id} from {client.tracking_uri}: {_one_line(exc)}") from None
-    return _row(run, {experiment.experiment_id: experiment.name})
-
-
-@dataclass(frozen=True)
-class RunsPage:
-    """One page of runs and the token of the next page (``None`` on the last page)."""
-
-    rows: list[RunRow]
-    next_token: str | None
-
-
-def runs_page(
-    client: MlflowClient,
-    experiments: Iterable[str] | None = None,
-    filter_string: str | None = None,
-    order_by: str | None = None,
-    page_size: int = 50,
-    page_token: str | None = None,
-    resolved: Mapping[str, str] | None = None,
-) -> RunsPage:
-    """One page of runs, filtered and sorted by the store: pages go on past 1,000.
-
-    ``filter_string`` and ``order_by`` use MLflow's search syntax (for example
-    ``metrics.accuracy > 0.9``, ``params.lr = '0.1'``, ``metrics.accuracy DESC``).
-    ``resolved`` (experiment id -> name) skips looking the experiments up again.
-    """
-    if not 1 <= page_size <= 1000:
-        raise UsageError(f"page size must be between 1 and 1000, not {page_size}")
-    ids = resolved if resolved is not None else experiment_ids(client, experiments)
-    if not ids:
-        return RunsPage([], None)
-    try:
-        page = client.search_runs(
-            list(ids),
-            filter_string=filter_string or "",
-            order_by=[order_by] if order_by else ["attributes.start_time DESC"],
-            max_results=page_size,
-            page_token=page_token,
-        )
-    except Exception as exc:
-        if getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
-            raise UsageError(
-                f"cannot search runs with filter {filter_string!r} and order {order_by!r}: {_one_line(exc)}; "
-                "write e.g. metrics.accuracy > 0.9 or params.lr = '0.1'"
-            ) from None
-        raise StoreError(f"cannot list runs from {client.tracking_uri}: {_one_line(exc)}") from None
-    return RunsPage([_row(run, ids) for run in page], page.token or None)
-
-
-def collect_pages(
-    fetch: Callable[[int, str | None], tuple[list[Any], str | None]], max_results: int
-) -> tuple[list[Any], bool]:
-    """Gather up to ``max_results`` rows from ``fetch(page_size, token) -> (rows, next_token)``.
-
-    Returns the rows and whether more exist: pages go on past MLflow's 1,000.
-    """
-    rows: list[Any] = []
-    token = None
-    while len(rows) < max_results:
-        page, token = fetch(min(1000, max_results - len(rows)), token)
-        rows.extend(page)
-        if not token:
-            return rows, False
-    return rows, True
-
-
-def list_runs(
-    client: MlflowClient,
-    experiments: Iterable[str] | None = None,
-    max_results: int = 20,
-) -> tuple[list[RunRow], bool]:
-    """The newest ``max_results`` runs of the named experiments (default: all).
-
-    Pages through MLflow's results (never the silent 1,000 cut) and returns the rows
-    and whether more runs exist.
-    """
-    if max_results < 1:
-        raise UsageError(f"-n must be at least 1, not {max_results}")
-    try:
-        names = list(experiments) if experiments is not None else None
-
-        def fetch(size: int, token: str | None) -> tuple[list[RunRow], str | None]:
-            page = runs_page(client, names, page_size=size, page_token=token)
-            return page.rows, page.next_token
-
-        return collect_pages(fetch, max_results)
-    except MlopsError:
-        raise
-    except Exception as exc:
-        raise StoreError(f"cannot list runs from {client.tracking_uri}: {_one_line(exc)}") from None
-
-
-def metric_series(
-    client: MlflowClient, run_ids: Iterable[str], keys: Iterable[str]
-) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """The histories of the metrics that some run logged at more than one step.
-
-    Returns ``key -> run id -> [(step, value), ...]`` in step order (the last value
-    logged at a step wins, as in MLflow's UI); a metric every run logged at one step
-    only is left out: it is a single value, not a series. A run without the metric is
-    absent from its mapping.
-    """
-    ids = list(run_ids)
-    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for key in keys:
-        per_run: dict[str, list[tuple[int, float]]] = {}
-        for run_id in ids:
-            try:
-                history = client.get_metric_history(run_id, key)
-            except Exception as exc:
-                raise StoreError(f"cannot read metric {key!r} of run {run_id}: {_one_line(exc)}") from None
-            by_step = {m.step: m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))}
-            if by_step:
-                per_run[run_id] = sorted(by_step.items())
-        if any(len(points) > 1 for points in per_run.values()):
-            out[key] = per_run
-    return out
-
-
 # ---------------------------------------------------------------- tracker
-
-
-#: Set by the job runner on the kernels it starts: a JSON file describing the job.
-JOB_FILE_ENV = "MLOPS_NB_JOB_FILE"
-
-
-def read_job(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
-    """The job this kernel runs (``run_id``, ``experiment_id``, ``experiment_name``,
-    ``notebook``, ``tracking_uri``), or ``None`` outside a job.
-
-    Pooled kernels start before their job is known, so the runner writes the file
-    right before it executes the notebook; the kernel reads it on first use.
-    """
-    env = os.environ if environ is None else environ
-    path = env.get(JOB_FILE_ENV)
-    if not path:
-        return None
-    try:
-        job = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return job if isinstance(job, dict) and job.get("run_id") else None
 
 
 class Tracker:
@@ -498,9 +353,10 @@ class Tracker:
         self.job = read_job() if config is None else None
         if self.job is not None:
             notebook = NotebookLocation(Path(self.job["notebook"]), "mlops-nb job")
-            config = dataclasses.replace(
-                resolve_config(Path(self.job["notebook"]).parent), tracking_uri=self.job["tracking_uri"]
-            )
+            # The settings the job runner resolved, handed over whole; resolved here only
+            # for a job file that does not carry them.
+            given = job_config(self.job) or resolve_config(Path(self.job["notebook"]).parent)
+            config = dataclasses.replace(given, tracking_uri=self.job["tracking_uri"])
         self._locate = locate if locate is not None else (None if notebook is not None else locate_notebook)
         self.notebook = notebook or (self._locate or locate_notebook)()
         self._config = config
@@ -535,8 +391,6 @@ class Tracker:
     @property
     def client(self) -> MlflowClient:
         """The MLflow client for the project store (created, and the store initialised, once)."""
-        from mlops_nb.store import get_client
-
         return get_client(self.config)
 
     @property
@@ -566,17 +420,17 @@ class Tracker:
             try:
                 self.notebook = self._locate()
             except Exception as exc:  # keep the last known place
-                self.report(f"warning: could not find the notebook again: {_one_line(exc)}")
+                self.report(f"warning: could not find the notebook again: {one_line(exc, with_type=True)}")
         return self.notebook
 
     def _notebook_tags(self) -> dict[str, str]:
         """The run tags that name the notebook and say whether it was ever saved."""
         rel = self.notebook.relative_to(self.config.project_root)
-        tags = {TAG + "notebook_how": self.notebook.how}
+        tags = {NOTEBOOK_HOW: self.notebook.how}
         if rel:
-            tags[TAG + "notebook"] = rel
+            tags[NOTEBOOK] = rel
             tags["mlflow.source.name"] = rel
-            tags[TAG + "notebook_saved"] = "true" if notebook_saved(self.notebook.path) else "false"
+            tags[NOTEBOOK_SAVED] = "true" if notebook_saved(self.notebook.path) else "false"
         return tags
 
     def default_experiment(self) -> str:
@@ -665,7 +519,7 @@ class Tracker:
         label = name or (f"{self.notebook.name or 'cell'} [{execution_count}]" if execution_count is not None else None)
         tags = {}
         if execution_count is not None:
-            tags[TAG + "cell"] = str(execution_count)
+            tags[CELL] = str(execution_count)
         handle = self._start("cell", exp, label, parent, autolog, {}, tags)
         handle.notebook_tags = self._notebook_tags()
         if self._capturable(source, cell_id):
@@ -684,8 +538,6 @@ class Tracker:
         params: dict[str, str],
         extra_tags: dict[str, str],
     ) -> RunHandle:
-        from mlops_nb.store import get_or_create_experiment
-
         try:
             client = self.client
             if not self._recovered:
@@ -706,14 +558,14 @@ class Tracker:
         except MlopsError:
             raise
         except Exception as exc:
-            from mlops_nb.store import check_store
-
             # A server that went down since it last answered: say so in one line, not
             # with MLflow's retry trace.
             health = check_store(self.config, timeout=2.0)
             if health.reachable is False:
                 raise health.error() from None
-            raise StoreError(f"cannot start a run in {self.config.tracking_uri}: {_one_line(exc)}") from None
+            raise StoreError(
+                f"cannot start a run in {self.config.tracking_uri}: {one_line(exc, with_type=True)}"
+            ) from None
         self._implicit_failed_at = None
         handle = RunHandle(
             run_id=run_id,
@@ -725,7 +577,8 @@ class Tracker:
             autolog=autolog,
             params=dict(params),
         )
-        handle.static_capture = self._pool().submit(self._static_capture, self.capture)
+        # Git state and environment: computed off the main thread while the cell runs.
+        handle.static_capture = self._pool().submit(static_capture, self.config.project_root, self.capture)
         if self.fluent:
             self._activate(handle)
         if not self._atexit_registered:
@@ -735,15 +588,15 @@ class Tracker:
 
     def _base_tags(self, kind: str) -> dict[str, str]:
         tags = {
-            TAG + "kind": kind,
+            KIND: kind,
             **self._notebook_tags(),
-            TAG + "host": self._identity["host"],
-            TAG + "pid": self._identity["pid"],
-            TAG + "python": sys.version.split()[0],
+            HOST: self._identity["host"],
+            PID: self._identity["pid"],
+            PYTHON: sys.version.split()[0],
             "mlflow.source.type": "NOTEBOOK",
         }
         if "pid_start" in self._identity:
-            tags[TAG + "pid_start"] = self._identity["pid_start"]
+            tags[PID_START] = self._identity["pid_start"]
         try:
             import getpass
 
@@ -757,43 +610,23 @@ class Tracker:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-nb-capture")
         return self._executor
 
-    def _static_capture(self, capture_code: bool) -> tuple[dict[str, str], dict[str, str]]:
-        """Git state and environment: computed off the main thread while the cell runs."""
-        tags: dict[str, str] = {}
-        artifacts: dict[str, str] = {"environment/requirements.txt": environment_lock()}
-        state = git_state(self.config.project_root, with_diff=capture_code)
-        if state is not None:
-            if state.commit:
-                tags["mlflow.source.git.commit"] = state.commit
-            if state.branch:
-                tags["mlflow.source.git.branch"] = state.branch
-            tags[TAG + "git.dirty"] = "true" if state.dirty else "false"
-            if state.dirty and capture_code:
-                diff = state.diff
-                if state.untracked:
-                    diff += "".join(f"# untracked: {p}\n" for p in state.untracked)
-                artifacts["code/git.diff"] = diff
-        return tags, artifacts
-
     def _activate(self, handle: RunHandle) -> None:
+        """Make ``handle`` MLflow's active run too, so autologging and the notebook's own
+        ``mlflow.*`` calls land in it (see :func:`mlops_nb.fluent.activate_run`)."""
         try:
-            import mlflow
-
-            if mlflow.get_tracking_uri() != self.config.tracking_uri:
-                mlflow.set_tracking_uri(self.config.tracking_uri)
-            # The user's own mlflow.start_run() inside this run lands in its experiment.
-            mlflow.set_experiment(experiment_id=handle.experiment_id)
-            top = mlflow.active_run()
-            # In a job, mlops_nb.fluent may have made the job's run active already.
-            if top is None or top.info.run_id != handle.run_id:
-                mlflow.start_run(run_id=handle.run_id, nested=top is not None)
+            fluent.activate_run(self.config.tracking_uri, handle.experiment_id, handle.run_id)
             handle.fluent = True
-            _install_nested_default(lambda run_id: _current_tracker_owns(run_id))
+            # A user's mlflow.start_run() nests under this run rather than raising MLflow's
+            # "Run ... is already active".
+            fluent.install_start_run_defaults(current_tracker_owns)
             # Runs and models the notebook's own mlflow calls create name the notebook as
             # it is now (it may have been renamed since the kernel started).
             fluent.set_source_name(self.notebook.relative_to(self.config.project_root))
         except Exception as exc:
-            self.report(f"warning: autologging and mlflow.* calls will not reach run {handle.run_id}: {_one_line(exc)}")
+            self.report(
+                f"warning: autologging and mlflow.* calls will not reach run {handle.run_id}: "
+                f"{one_line(exc, with_type=True)}"
+            )
 
     def _sync_autolog(self) -> None:
         """Autolog follows the innermost active run's setting."""
@@ -801,33 +634,12 @@ class Tracker:
         want = bool(active and active.autolog)
         if want == self._autolog_on or not self.fluent:
             return
-        global _our_autolog_conf
         try:
-            import mlflow.sklearn
-            from mlflow.utils import autologging_utils
-
-            conf = autologging_utils.AUTOLOGGING_INTEGRATIONS.get("sklearn")
-            if conf and conf is not _our_autolog_conf:
-                # The notebook called mlflow.autolog() or mlflow.sklearn.autolog() itself
-                # (MLflow registers an empty configuration for each integration it imports):
-                # its settings win, and its fits log into whichever run is active.
-                self._autolog_on = want
-                return
-            if conf:
-                # Our own configuration, paused or resumed: flipping its flag is read by
-                # the patched methods at call time, and costs nothing, where reverting
-                # and re-applying MLflow's ~700 patches costs ~50 ms a cell.
-                conf["disable"] = not want
-            elif want:
-                fluent.quiet_autolog_warnings()
-                # Models are registered explicitly (%mlops register); logging one per fit
-                # would make every fit slow and fill the store.
-                mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True)
-                _our_autolog_conf = autologging_utils.AUTOLOGGING_INTEGRATIONS.get("sklearn")
-            self._autolog_on = want
+            fluent.set_sklearn_autolog(want)
         except Exception as exc:
+            self.report(f"warning: scikit-learn autologging is unavailable ({one_line(exc, with_type=True)})")
+        finally:
             self._autolog_on = want
-            self.report(f"warning: scikit-learn autologging is unavailable ({_one_line(exc)})")
 
     # -- logging --------------------------------------------------------
 
@@ -894,7 +706,7 @@ class Tracker:
                 listener(handle.run_id, key, value, step)
             except Exception as exc:  # a broken chart must not break training
                 self._listeners.remove(listener)
-                self.report(f"warning: live chart stopped: {_one_line(exc)}")
+                self.report(f"warning: live chart stopped: {one_line(exc, with_type=True)}")
 
     def log_params(self, params: Mapping[str, Any]) -> dict[str, str]:
         """Log params on the active run; a changed value warns instead of raising.
@@ -929,7 +741,7 @@ class Tracker:
             try:
                 self.client.log_batch(handle.run_id, params=[Param(k, v) for k, v in fresh.items()])
             except Exception as exc:
-                self.report(f"warning: could not log params {sorted(fresh)}: {_one_line(exc)}")
+                self.report(f"warning: could not log params {sorted(fresh)}: {one_line(exc, with_type=True)}")
                 return {}
             handle.params.update(fresh)
         return fresh
@@ -945,18 +757,7 @@ class Tracker:
         UsageError
             When a value is neither a number nor a scalar (str, bool, None).
         """
-        metrics, params = {}, {}
-        for name, value in values.items():
-            check_key(name, "metric" if is_metric_value(value) else "param")
-            if is_metric_value(value):
-                metrics[name] = value
-            elif isinstance(value, (str, bool, type(None))):
-                params[name] = value
-            else:
-                raise UsageError(
-                    f"{name} is a {type(value).__name__}; %mlops log takes numbers (logged as metrics) "
-                    "and strings, booleans or None (logged as params)"
-                )
+        metrics, params = split_values(values)
         if params:
             self.log_params(params)
         for name, value in metrics.items():
@@ -1015,7 +816,7 @@ class Tracker:
                 self._write_error(handle, error)
             self._terminate(handle, status)
         except Exception as exc:
-            self.report(f"warning: run {handle.run_id} may not have ended cleanly: {_one_line(exc)}")
+            self.report(f"warning: run {handle.run_id} may not have ended cleanly: {one_line(exc, with_type=True)}")
         finally:
             if handle in self.cell_runs:
                 self.cell_runs.remove(handle)
@@ -1046,7 +847,7 @@ class Tracker:
             for path, text in artifacts.items():
                 self.client.log_text(handle.run_id, text, path)
         except Exception as exc:
-            self.report(f"warning: could not record git state and environment: {_one_line(exc)}")
+            self.report(f"warning: could not record git state and environment: {one_line(exc, with_type=True)}")
 
     def _write_capture_static_now(self, handle: RunHandle) -> None:
         """Wait for the git/environment capture of ``handle`` and write it; name the
@@ -1061,7 +862,7 @@ class Tracker:
                     self.client.log_batch(handle.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
                     handle.notebook_tags = tags
                 except Exception as exc:
-                    self.report(f"warning: could not record the notebook's new name: {_one_line(exc)}")
+                    self.report(f"warning: could not record the notebook's new name: {one_line(exc, with_type=True)}")
         if handle.static_capture is not None:
             try:
                 handle.static_capture.result(timeout=60)
@@ -1080,27 +881,17 @@ class Tracker:
         if self.notebook.path is not None and snap is not None and snap.cells:
             client.log_text(handle.run_id, snap.text, f"code/{self.notebook.path.name}")
         if handle.cells:
-            parts = ["# Cells executed in this run, in execution order (captured by mlops-nb).\n"]
-            for count, source in handle.cells:
-                parts.append(f"\n# In[{count if count is not None else ' '}]:\n{source.rstrip()}\n")
-            client.log_text(handle.run_id, "".join(parts), "code/cells.py")
+            client.log_text(handle.run_id, cells_source(handle.cells), "code/cells.py")
 
     def _write_error(self, handle: RunHandle, error: BaseException) -> None:
         from mlflow.entities import RunTag
 
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        self.client.log_batch(handle.run_id, tags=[RunTag(TAG + "error", _one_line(error)[:5000])])
+        self.client.log_batch(handle.run_id, tags=[RunTag(ERROR, one_line(error, with_type=True)[:5000])])
         self.client.log_text(handle.run_id, text, "error.txt")
 
     def _terminate(self, handle: RunHandle, status: str) -> None:
-        stack = _fluent_stack_ids() if handle.fluent else []
-        if handle.run_id in stack:
-            import mlflow
-
-            # Pop MLflow's active-run stack down to this run, ending any run the user's
-            # code left open inside it with the same status.
-            for _ in range(len(stack) - stack.index(handle.run_id)):
-                mlflow.end_run(status)
+        if handle.fluent and fluent.end_runs_down_to(handle.run_id, status):
             return
         self.client.set_terminated(handle.run_id, status)
 
@@ -1130,35 +921,34 @@ class Tracker:
         description: str | None = None,
     ) -> RegisteredVersion:
         """Log ``model`` under the active run (or a new run) and register a version."""
-        from mlops_nb.registry import check_alias, check_model_name, detect_flavor, register_model
-
         check_model_name(name)
         if alias is not None:
             check_alias(alias)
         detect_flavor(model)  # refuse a non-model before any run is started
         if not self.fluent:
             raise UsageError("registering a model needs an in-process tracker (fluent=True)")
-        own_run = self.active is None
-        handle = self.start_cell_run(f"register {name}", autolog=False) if own_run else self.active
+        active = self.active
+        own_run = active is None
+        handle = active if active is not None else self.start_cell_run(f"register {name}", autolog=False)
         try:
             if not handle.fluent:
                 raise StoreError(f"run {handle.run_id} is not MLflow's active run; cannot log the model into it")
             self._write_capture_static_now(handle)  # the version's lineage reads the run's git tags
             if self._buffer is not None:
                 self._buffer.flush(handle.run_id)  # ...and its metrics snapshot the run's metrics
-            return register_model(self.client, model, name, handle.run_id, alias, input_example, description)
+            return register_version(self.client, model, name, handle.run_id, alias, input_example, description)
         except MlopsError:
             raise
         except Exception as exc:
-            raise StoreError(f"cannot register {name!r} in {self.config.tracking_uri}: {_one_line(exc)}") from None
+            raise StoreError(
+                f"cannot register {name!r} in {self.config.tracking_uri}: {one_line(exc, with_type=True)}"
+            ) from None
         finally:
             if own_run:
                 self.end_run(handle, FINISHED)
 
     def load_model(self, uri: str) -> tuple[Any, Any]:
         """Load a model version; remember which version an alias resolved to."""
-        from mlops_nb.registry import load_model, parse_model_uri
-
         name, alias, _ = parse_model_uri(uri)
         model, mv = load_model(self.client, uri)
         if alias:
@@ -1167,73 +957,13 @@ class Tracker:
 
     def stale_models(self) -> list[str]:
         """Warnings for loaded models whose alias has moved since (each move once)."""
-        if not self.loaded:
-            return []
-        from mlops_nb.registry import alias_holder
-
-        out = []
-        client = self.client
-        for key, (loaded, seen) in list(self.loaded.items()):
-            name, alias = key
-            try:
-                now = alias_holder(client, name, alias)
-            except Exception:
-                continue  # cannot tell now (store down, model deleted): say nothing
-            if now == seen:
-                continue
-            self.loaded[key] = (loaded, now)
-            if now == loaded:
-                continue  # moved back to what this kernel holds
-            where = f"now points at v{now}" if now is not None else "was removed"
-            out.append(
-                f"warning: the model loaded from models:/{name}@{alias} is v{loaded}, but @{alias} {where}; "
-                f"run %mlops load models:/{name}@{alias} again to use it"
-            )
-        return out
+        return stale_alias_warnings(self.client, self.loaded) if self.loaded else []
 
     # -- recovery and status ---------------------------------------------
 
     def recover_dead_runs(self, page_size: int = 1000) -> list[str]:
         """Mark KILLED the runs of this host left RUNNING by processes that are gone."""
-        host = self._identity["host"]
-        if "'" in host or "\\" in host:
-            return []
-        client = self.client
-        found: list[str] = []
-        try:
-            ids = list(experiment_ids(client, None))
-            dead: list[tuple[str, int]] = []
-            token = None
-            # Collect every candidate first: marking runs while paging through a filter
-            # on their status would shift the pages and skip runs.
-            while ids:
-                page = client.search_runs(
-                    ids,
-                    filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG}host` = '{host}'",
-                    max_results=page_size,
-                    page_token=token,
-                )
-                for run in page:
-                    tags = run.data.tags
-                    try:
-                        pid = int(tags.get(TAG + "pid", ""))
-                    except ValueError:
-                        continue
-                    if not process_alive(pid, tags.get(TAG + "pid_start")):
-                        dead.append((run.info.run_id, pid))
-                token = page.token
-                if not token:
-                    break
-            for run_id, pid in dead:
-                client.set_tag(run_id, TAG + "ended_by", f"recovery: process {pid} on {host} was gone")
-                client.set_terminated(run_id, KILLED)
-                found.append(run_id)
-        except Exception as exc:
-            self.report(f"warning: could not check for runs left by dead kernels: {_one_line(exc)}")
-            return found
-        if found:
-            self.report(f"marked {len(found)} run(s) left RUNNING by a dead kernel as KILLED")
-        return found
+        return end_dead_runs(self.client, self._identity["host"], self.report, page_size)
 
     def status(self) -> dict[str, Any]:
         """What is tracked, where, whether the store answers right now, and what is captured.
@@ -1241,8 +971,6 @@ class Tracker:
         The store is probed with a short timeout (:func:`mlops_nb.store.check_store`);
         nothing here raises because the store is down.
         """
-        from mlops_nb.store import check_store
-
         cfg = self.config
         capture = self.capture
         notebook = self.refresh_notebook().relative_to(cfg.project_root)
@@ -1275,44 +1003,34 @@ class Tracker:
         }
 
 
-def _fluent_stack_ids() -> list[str]:
-    """Run ids on MLflow's fluent active-run stack of this thread, bottom first.
+# ---------------------------------------------------------------- the process's tracker
 
-    MLflow exposes only the top (``mlflow.active_run()``); the stack itself is needed to
-    end our run without ending runs that are not ours. Falls back to the top alone.
-    """
-    try:
-        from mlflow.tracking import fluent
-
-        return [run.info.run_id for run in fluent._active_run_stack.get()]
-    except Exception:  # the private stack moved: fall back to what is public
-        import mlflow
-
-        top = mlflow.active_run()
-        return [top.info.run_id] if top else []
+_tracker: Tracker | None = None
 
 
-#: The scikit-learn autologging configuration mlops-nb made (MLflow keeps one a process):
-#: any other was made by the notebook's own mlflow.autolog() call, and is left alone.
-_our_autolog_conf: dict[str, Any] | None = None
+def get_tracker() -> Tracker:
+    """The tracker of this process (one per kernel or script), created on first use."""
+    global _tracker
+    if _tracker is None:
+        _tracker = Tracker()
+    return _tracker
 
 
-def _current_tracker_owns(run_id: str) -> bool:
-    import mlops_nb
+def current_tracker() -> Tracker | None:
+    """The tracker of this process if there is one yet (never creates it)."""
+    return _tracker
 
-    tracker = mlops_nb._tracker
+
+def set_tracker(tracker: Tracker | None) -> None:
+    """Replace the process's tracker (the magics do this when they load)."""
+    global _tracker
+    _tracker = tracker
+
+
+def current_tracker_owns(run_id: str) -> bool:
+    """Whether ``run_id`` is an open run of this process's tracker."""
+    tracker = _tracker
     return tracker is not None and tracker.owns(run_id)
-
-
-def _install_nested_default(tracker_owns: Callable[[str], bool]) -> None:
-    """Make a user's ``mlflow.start_run()`` nest under an mlops-nb run.
-
-    Without this, ``with mlflow.start_run():`` in a tracked notebook raises MLflow's
-    "Run ... is already active". Only calls that pass neither ``run_id`` nor ``nested``
-    while one of our runs is on top are changed (see :mod:`mlops_nb.fluent`, which also
-    gives a job's run to the notebook's own MLflow calls).
-    """
-    fluent.install_start_run_defaults(tracker_owns)
 
 
 def ui_hint(cfg: ProjectConfig) -> str:
