@@ -1,7 +1,8 @@
 """A job started from a cell (``%mlops run``): its status, live, and a Stop button.
 
-The job runs in a background thread of the kernel (its notebook in a kernel of its own),
-so the notebook stays usable; the widget says how it ended and where its run is.
+The job was submitted to the project's executor (its notebook runs in a kernel of its
+own), so the notebook stays usable; the widget watches the job's future and says how it
+ended and where its run is. Stop sets the stop event the job was submitted with.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import html
 import threading
 import time
-from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ __all__ = ["JobStatus"]
 class JobStatus(FallbackMixin, W.VBox):
     """Status of one background job: running (elapsed time), then how it ended."""
 
-    def __init__(self, notebook: str, start: Callable[[threading.Event], Any]) -> None:
+    def __init__(self, notebook: str, future: Future[Any], stop_event: threading.Event) -> None:
         self.notebook = Path(notebook).name
         self.result: Any = None
         self.error: BaseException | None = None
-        self.stop_event = threading.Event()
+        self.future = future
+        self.stop_event = stop_event
         self._started = time.monotonic()
         self._label = W.HTML()
         self._stop = W.Button(
@@ -37,14 +39,14 @@ class JobStatus(FallbackMixin, W.VBox):
         super().__init__([W.HBox([self._label, self._stop])])
         self.add_class("mlops-nb-job")
         self._render()
-        self.thread = threading.Thread(target=self._work, args=(start,), name="mlops-nb-run", daemon=True)
-        self.thread.start()
+        self._ended = threading.Event()
+        future.add_done_callback(self._on_done)
         self._ticker = threading.Thread(target=self._tick, name="mlops-nb-run-clock", daemon=True)
         self._ticker.start()
 
     @property
     def done(self) -> bool:
-        return not self.thread.is_alive()
+        return self._ended.is_set()
 
     def stop(self) -> None:
         """Stop the job: its kernel is shut down and its run ends KILLED."""
@@ -53,16 +55,17 @@ class JobStatus(FallbackMixin, W.VBox):
 
     def wait(self, timeout: float | None = None) -> Any:
         """Block until the job ends; return its result."""
-        self.thread.join(timeout)
+        self._ended.wait(timeout)
         return self.result
 
-    def _work(self, start: Callable[[threading.Event], Any]) -> None:
+    def _on_done(self, future: Future[Any]) -> None:
         try:
-            self.result = start(self.stop_event)
+            self.result = future.result()
         except BaseException as exc:  # shown in the widget, never raised into the kernel
             self.error = exc
         self._stop.disabled = True
         self._render()
+        self._ended.set()
 
     def _tick(self) -> None:
         while not self.done:

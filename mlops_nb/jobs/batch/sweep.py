@@ -9,15 +9,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlops_nb.config import ProjectConfig, resolve_config
 from mlops_nb.exceptions import UsageError
-from mlops_nb.jobs.run.execution import FAILED, FINISHED, KILLED, JobResult, notebook_path
+from mlops_nb.jobs.run.executors import LocalExecutor
+from mlops_nb.jobs.run.params import expand_grid, parameters_in, read_notebook
+from mlops_nb.jobs.run.spec import FAILED, FINISHED, KILLED, Executor, JobResult, JobSpec, job_spec, notebook_path
 from mlops_nb.provenance import NotebookLocation
-
-if TYPE_CHECKING:
-    from mlops_nb.jobs.run.executors import Executor
+from mlops_nb.tags import KIND, SWEEP_BEST_RUN_ID, SWEEP_SIZE
+from mlops_nb.tracking import Tracker
 
 __all__ = ["SweepResult", "sweep"]
 
@@ -63,6 +64,57 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def _checked_jobs(
+    path: Path,
+    texts: Mapping[str, str] | None,
+    values: Mapping[str, Any] | None,
+    config: ProjectConfig | None,
+    timeout: float | None,
+    cell_timeout: float | None,
+    kernel: str | None,
+) -> tuple[list[dict[str, Any]], list[JobSpec]]:
+    """The grid and one checked spec per combination, before the sweep's run exists
+    (the notebook is read once, for the grid and every spec)."""
+    read = read_notebook(path)
+    grid = expand_grid(parameters_in(read), dict(texts or {}), dict(values or {}), notebook=path.name)
+    config = config or resolve_config(path.parent)
+    specs = [
+        job_spec(
+            path,
+            combo,
+            config=config,
+            run_name=f"{path.stem} " + " ".join(f"{k}={v}" for k, v in combo.items()),
+            timeout=timeout,
+            cell_timeout=cell_timeout,
+            kernel=kernel or read.kernel,
+            source=read,
+        )
+        for combo in grid
+    ]
+    return grid, specs
+
+
+def _rank(jobs: list[JobResult], metric: str, lower_is_better: bool) -> None:
+    """Sort ``jobs`` best first by ``metric``; jobs that failed or lack it last."""
+    sign = 1 if lower_is_better else -1
+    jobs.sort(
+        key=lambda j: (
+            not (j.ok and _finite(j.metrics.get(metric))),
+            sign * j.metrics.get(metric, 0.0) if _finite(j.metrics.get(metric)) else 0.0,
+        )
+    )
+
+
+def _tag_sweep_run(
+    tracker: Tracker, run_id: str, size: int, parent_run_id: str | None, tags: Mapping[str, str] | None
+) -> None:
+    client = tracker.client
+    client.set_tag(run_id, KIND, "sweep")
+    for key, value in {**({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}), **dict(tags or {})}.items():
+        client.set_tag(run_id, key, value)
+    client.set_tag(run_id, SWEEP_SIZE, str(size))
+
+
 def sweep(
     notebook: str | Path,
     texts: Mapping[str, str] | None = None,
@@ -92,41 +144,18 @@ def sweep(
     (default: this process, ``workers`` at a time; a :class:`~.executors.DaskExecutor`
     runs them on a cluster, as many at a time as it has worker threads).
     """
-    from mlops_nb.jobs.run.execution import _notebook_kernel
-    from mlops_nb.jobs.run.executors import LocalExecutor, job_spec
-    from mlops_nb.jobs.run.params import declared_parameters, expand_grid
-
     path = notebook_path(notebook)
     if not isinstance(workers, int) or not 1 <= workers <= 64:
         raise UsageError(f"--workers must be a whole number from 1 to 64, not {workers!r}")
-    grid = expand_grid(declared_parameters(path), dict(texts or {}), dict(values or {}), notebook=path.name)
-    cfg = config or resolve_config(path.parent)
-    kernel = kernel or _notebook_kernel(path)
-    # Every job is checked before the sweep's run exists.
-    specs = [
-        job_spec(
-            path,
-            combo,
-            config=cfg,
-            run_name=f"{path.stem} " + " ".join(f"{k}={v}" for k, v in combo.items()),
-            timeout=timeout,
-            cell_timeout=cell_timeout,
-            kernel=kernel,
-        )
-        for combo in grid
-    ]
+    grid, specs = _checked_jobs(path, texts, values, config, timeout, cell_timeout, kernel)
+    cfg = specs[0].config if specs else config or resolve_config(path.parent)
     stop = stop or threading.Event()
-
-    from mlops_nb.tracking import Tracker
 
     tracker = Tracker(notebook=NotebookLocation(path, "mlops-nb sweep"), config=cfg, fluent=False)
     started = time.monotonic()
     parent = tracker.start_notebook_run(experiment, run_name or f"sweep {path.stem}", autolog=False)
     client = tracker.client
-    client.set_tag(parent.run_id, "mlops_nb.kind", "sweep")
-    for key, value in {**({"mlflow.parentRunId": parent_run_id} if parent_run_id else {}), **dict(tags or {})}.items():
-        client.set_tag(parent.run_id, key, value)
-    client.set_tag(parent.run_id, "mlops_nb.sweep.size", str(len(grid)))
+    _tag_sweep_run(tracker, parent.run_id, len(grid), parent_run_id, tags)
     tracker.log_params({"sweep.grid": json.dumps({**dict(values or {}), **dict(texts or {})})[:6000]})
     specs = [replace(spec, experiment=parent.experiment_name, parent_run_id=parent.run_id) for spec in specs]
     own = executor is None
@@ -143,13 +172,7 @@ def sweep(
         if own:
             runner.close()
     if metric:
-        sign = 1 if lower_is_better else -1
-        jobs.sort(
-            key=lambda j: (
-                not (j.ok and _finite(j.metrics.get(metric))),
-                sign * j.metrics.get(metric, 0.0) if _finite(j.metrics.get(metric)) else 0.0,
-            )
-        )
+        _rank(jobs, metric, lower_is_better)
     status = FINISHED if all(j.ok for j in jobs) else KILLED if any(j.status == KILLED for j in jobs) else FAILED
     result = SweepResult(
         str(path),
@@ -162,8 +185,8 @@ def sweep(
         jobs,
     )
     best = result.best
-    if best is not None:
-        client.set_tag(parent.run_id, "mlops_nb.sweep.best_run_id", best.run_id or "")
+    if best is not None and metric:  # a best needs a metric
+        client.set_tag(parent.run_id, SWEEP_BEST_RUN_ID, best.run_id or "")
         client.log_metric(parent.run_id, f"best_{metric}", best.metrics[metric])
     client.log_metric(parent.run_id, "jobs_failed", sum(not j.ok for j in jobs))
     tracker.end_run(parent, status)
@@ -191,7 +214,7 @@ def sweep_table(result: SweepResult) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
     best = result.best
     lines.append("")
-    if best is not None:
+    if best is not None and metric:
         lines.append(
             f"best: run {best.run_id} with {metric}={best.metrics[metric]:.6g} ({', '.join(f'{k}={v}' for k, v in best.params.items())})"
         )

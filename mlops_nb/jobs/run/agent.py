@@ -8,8 +8,10 @@ folder and environment), and ``mlops-nb run`` hands it the job over a Unix socke
 
 What a job sees does not change:
 
-- the job runs through :func:`~mlops_nb.jobs.run.execution.run_notebook`, as in the command's
-  own process: same checks, same run, same artifacts, same result;
+- the command checks the job into a :class:`~mlops_nb.jobs.run.spec.JobSpec` and sends
+  it; the agent trusts it and runs it through
+  :func:`~mlops_nb.jobs.run.execution.execute_job`, the primitive every executor ends in:
+  same run, same artifacts, same result (:class:`AgentExecutor` is the executor form);
 - its kernel gets the environment of the command that sent it (the pool key includes
   that environment), starts in the notebook's folder and serves that one job;
 - the project config (store, experiment) is resolved by the command, in its own
@@ -43,15 +45,24 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TextIO
 
-from mlops_nb.config import ProjectConfig
+from mlops_nb.config import ProjectConfig, resolve_config
 from mlops_nb.exceptions import AgentLostError, MlopsError, UsageError
+from mlops_nb.jobs.run.spec import Executor, JobResult, JobSpec, job_spec
+from mlops_nb.store import get_client
+from mlops_nb.tags import ERROR
 from mlops_nb.version import __version__
 
+# The client half runs in the `mlops-nb` command before anything is known to need
+# MLflow, jupyter_client or papermill: the agent's half imports them (execution, pool)
+# where used, so a command handing its job to the agent starts fast (a measured figure).
+
 __all__ = [
+    "AgentExecutor",
     "AgentInfo",
     "agent_mode",
     "agent_status",
@@ -232,7 +243,8 @@ def run_via_agent(
     progress: TextIO | None,
     errors: TextIO,
 ) -> dict[str, Any] | None:
-    """Hand ``job`` (``run_notebook``'s keyword arguments, JSON) to the project's agent.
+    """Hand ``job`` (:func:`~mlops_nb.jobs.run.spec.job_spec`'s arguments, JSON) to the
+    project's agent, checked here into a :class:`JobSpec` once an agent answers.
 
     Returns the job's result (``JobResult.to_dict()``), or ``None`` when no agent can
     take it (none runs, or it runs other code): the caller then runs the job itself.
@@ -240,67 +252,147 @@ def run_via_agent(
 
     Raises
     ------
-    UsageError, MlopsError
-        What the job's checks raised in the agent (nothing was run).
+    UsageError
+        What the job's checks raised (nothing was run).
+    MlopsError
+        What the agent raised before the job's run existed.
     AgentLostError
         The agent went away during the job; the job's run is marked FAILED.
     """
     sock = _connect(_files(config.project_root)["sock"])
     if sock is None:
         return None
+    try:
+        args = dict(job)
+        spec = job_spec(args.pop("notebook"), args.pop("params", None), config=config, **args)
+    except BaseException:
+        sock.close()
+        raise
+    return _exchange(sock, spec, progress, errors)
+
+
+class AgentExecutor(Executor):
+    """Jobs run by the project's agent (see the module's docstring), one more executor
+    speaking :class:`JobSpec`: the spec is checked here and trusted there.
+
+    A job no agent can take (none runs, or it runs other code) ends with an
+    :class:`~mlops_nb.exceptions.MlopsError` in its future: start one with
+    ``mlops-nb agent start``.
+    """
+
+    name = "agent"
+
+    def __init__(self, *, progress: TextIO | None = None, errors: TextIO | None = None) -> None:
+        self._progress, self._errors = progress, errors or sys.stderr
+
+    def submit(
+        self, spec: JobSpec, *, stop: threading.Event | None = None, on_start: Callable[[str], None] | None = None
+    ) -> Future[JobResult]:
+        future: Future[JobResult] = Future()
+
+        def work() -> None:
+            try:
+                sock = _connect(_files(spec.config.project_root)["sock"])
+                done = None if sock is None else _exchange(sock, spec, self._progress, self._errors, stop, on_start)
+                if done is None:
+                    raise MlopsError(
+                        f"no job agent serves {spec.config.project_root}: start one with `mlops-nb agent start`"
+                    )
+                future.set_result(JobResult(**{f.name: done[f.name] for f in fields(JobResult)}))
+            except BaseException as exc:  # reported through the future
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="mlops-nb-agent-job", daemon=True).start()
+        return future
+
+
+def _exchange(
+    sock: socket.socket,
+    spec: JobSpec,
+    progress: TextIO | None,
+    errors: TextIO,
+    stop: threading.Event | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
+    """Send ``spec`` on a connected socket and follow the job to its result (the
+    result's dict; ``None`` when the agent did not take the job)."""
     sock.settimeout(None)
     lock = threading.Lock()
-    config_dict = {**asdict(config), "project_root": str(config.project_root)}
     request = {
         "op": "run",
         "build": _build(),
-        "job": job,
-        "config": config_dict,
+        "spec": spec.to_dict(),
         "env": dict(os.environ),
         "progress": progress is not None,
         "columns": _columns(progress),
     }
-    run_id: str | None = None
     reader = sock.makefile("r", encoding="utf-8")
     try:
         try:
             _send(sock, lock, request)
         except OSError:
             return None
-        stopping = False
-        while True:
-            try:
-                line = reader.readline()
-            except KeyboardInterrupt:
-                if stopping:
-                    raise
-                stopping = True
-                with contextlib.suppress(OSError):
-                    _send(sock, lock, {"op": "stop"})
-                continue
-            if not line:
-                if run_id is None:
-                    return None  # it went away before taking the job: run it here
-                _mark_lost(config, run_id)
-                raise AgentLostError(f"the job agent stopped during the job; its run {run_id} is marked FAILED")
-            message = json.loads(line)
-            event = message.get("event")
-            if event == "mismatch":
-                return None
-            if event == "started":
-                run_id = message["run_id"]
-            elif event == "progress" and progress is not None:
-                progress.write(message["text"])
-                progress.flush()
-            elif event == "report":
-                print(f"mlops-nb: {message['text']}", file=errors, flush=True)
-            elif event == "error":
-                raise (UsageError if message.get("kind") == "usage" else MlopsError)(message["message"])
-            elif event == "result":
-                return message["result"]
+        if stop is not None:
+            threading.Thread(target=_forward_stop, args=(sock, lock, stop), daemon=True).start()
+        return _follow(sock, lock, reader, spec.config, progress, errors, on_start)
     finally:
         reader.close()
         sock.close()
+
+
+def _forward_stop(sock: socket.socket, lock: threading.Lock, stop: threading.Event) -> None:
+    """Ask the agent to stop the job once ``stop`` is set (until the socket closes)."""
+    while not stop.wait(0.2):
+        if sock.fileno() == -1:
+            return
+    with contextlib.suppress(OSError, ValueError):
+        _send(sock, lock, {"op": "stop"})
+
+
+def _follow(
+    sock: socket.socket,
+    lock: threading.Lock,
+    reader: Any,
+    config: ProjectConfig,
+    progress: TextIO | None,
+    errors: TextIO,
+    on_start: Callable[[str], None] | None,
+) -> dict[str, Any] | None:
+    """Read the agent's events until the job's result; Ctrl-C asks the agent to stop."""
+    run_id: str | None = None
+    stopping = False
+    while True:
+        try:
+            line = reader.readline()
+        except KeyboardInterrupt:
+            if stopping:
+                raise
+            stopping = True
+            with contextlib.suppress(OSError):
+                _send(sock, lock, {"op": "stop"})
+            continue
+        if not line:
+            if run_id is None:
+                return None  # it went away before taking the job: run it here
+            _mark_lost(config, run_id)
+            raise AgentLostError(f"the job agent stopped during the job; its run {run_id} is marked FAILED")
+        message = json.loads(line)
+        event = message.get("event")
+        if event == "mismatch":
+            return None
+        if event == "started":
+            run_id = message["run_id"]
+            if on_start is not None:
+                on_start(message["run_id"])
+        elif event == "progress" and progress is not None:
+            progress.write(message["text"])
+            progress.flush()
+        elif event == "report":
+            print(f"mlops-nb: {message['text']}", file=errors, flush=True)
+        elif event == "error":
+            raise (UsageError if message.get("kind") == "usage" else MlopsError)(message["message"])
+        elif event == "result":
+            return dict(message["result"])
 
 
 def _columns(stream: TextIO | None) -> int | None:
@@ -315,11 +407,9 @@ def _columns(stream: TextIO | None) -> int | None:
 def _mark_lost(config: ProjectConfig, run_id: str) -> None:
     """End a run its agent left RUNNING (the rare path: it imports MLflow)."""
     with contextlib.suppress(Exception):
-        from mlops_nb.store import get_client
-
         client = get_client(config)
         if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, "mlops_nb.error", "the job agent stopped during the job")
+            client.set_tag(run_id, ERROR, "the job agent stopped during the job")
             client.set_terminated(run_id, "FAILED")
 
 
@@ -379,14 +469,12 @@ class _Agent:
         """Import what every job needs, and open the project's store."""
         import papermill  # noqa: F401
 
-        from mlops_nb.config import resolve_config
-        from mlops_nb.jobs.run import execution as runner
-        from mlops_nb.store import get_client
+        from mlops_nb.jobs.run.execution import html_exporter
         from mlops_nb.tracking import Tracker  # noqa: F401
 
         with contextlib.suppress(Exception):
             get_client(resolve_config(self.root))
-        runner._html_exporter()
+        html_exporter()
 
     def serve(self) -> None:
         sock_path = self.files["sock"]
@@ -467,7 +555,7 @@ class _Agent:
                 conn.close()
 
     def _run(self, conn: socket.socket, lock: threading.Lock, reader: Any, request: dict[str, Any]) -> None:
-        from mlops_nb.jobs.run.execution import _notebook_kernel, notebook_path, run_notebook
+        from mlops_nb.jobs.run.execution import execute_job  # the agent's half: see the imports
 
         with self._lock:
             self.jobs_running += 1
@@ -488,23 +576,19 @@ class _Agent:
                 with contextlib.suppress(OSError):
                     _send(conn, lock, message)
 
-            job = dict(request["job"])
-            config = ProjectConfig(**{**request["config"], "project_root": Path(request["config"]["project_root"])})
             env = {k: v for k, v in request["env"].items() if isinstance(v, str)}
             try:
-                path = notebook_path(job["notebook"])
-                kernel = job.pop("kernel", None) or _notebook_kernel(path)
-                pool = self._pool(kernel, job.get("cwd") or str(path.parent), env)
+                # Checked by the command that sent it (job_spec): trusted here.
+                spec = JobSpec.from_dict(request["spec"])
+                pool = self._pool(spec.kernel or "python3", spec.cwd or str(Path(spec.notebook).parent), env)
                 progress: bool | dict[str, Any] = False
                 if request.get("progress"):
                     progress = {"file": _Forward(send), "dynamic_ncols": False}
                     if request.get("columns"):
                         progress["ncols"] = int(request["columns"])
-                result = run_notebook(
-                    **job,
-                    kernel=kernel,
+                result = execute_job(
+                    spec,
                     pool=pool,
-                    config=config,
                     progress=progress,
                     stop=stop,
                     report=lambda text: send({"event": "report", "text": text}),
@@ -531,7 +615,7 @@ class _Agent:
 
     def _pool(self, kernel: str, cwd: str, env: dict[str, str]) -> Any:
         """A pool of one kernel started ahead for this kernel, folder and environment."""
-        from mlops_nb.jobs.run.pool import KernelPool
+        from mlops_nb.jobs.run.pool import KernelPool  # the agent's half: see the imports
 
         stable = {k: v for k, v in env.items() if k not in _VOLATILE_ENV}
         key = (kernel, os.path.abspath(cwd), hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest())

@@ -14,55 +14,45 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_nb.config import ProjectConfig, resolve_config
-from mlops_nb.exceptions import MlopsError, UsageError
+from mlops_nb.exceptions import MlopsError, one_line
+from mlops_nb.jobs.run.params import notebook_kernel
+from mlops_nb.jobs.run.spec import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    JobResult,
+    JobSpec,
+    cell_tags,
+    check_job,
+    job_spec,
+    notebook_path,
+)
 from mlops_nb.provenance import NotebookLocation
+from mlops_nb.tags import ERROR, JOB_FAILED_CELL, JOB_KERNEL, KIND
 
+# MLflow (with the tracker), jupyter_client (with the kernel pool), papermill, nbformat
+# and nbconvert are imported where used: `mlops-nb run` imports this module before it
+# hands the job to the agent, and its start-up time through the agent is measured.
 if TYPE_CHECKING:
-    from mlops_nb.jobs.run.pool import KernelPool
+    from mlops_nb.jobs.run.pool import KernelPool, PooledKernel
+    from mlops_nb.tracking import RunHandle, Tracker
 
-__all__ = ["FAILED", "FINISHED", "KILLED", "JobResult", "check_job", "notebook_path", "run_notebook"]
-
-FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
-TAG = "mlops_nb."
-
-
-@dataclass
-class JobResult:
-    """How a job ended, and where to find what it produced."""
-
-    notebook: str
-    run_id: str | None
-    experiment: str
-    status: str
-    duration_s: float
-    params: dict[str, Any]
-    output: str | None
-    metrics: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    failed_cell: dict[str, Any] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == FINISHED
-
-    @property
-    def retryable(self) -> bool:
-        """Whether running the job again may succeed: it failed without a cell raising
-        an error (its kernel died, it timed out, no kernel could start)."""
-        if self.status != FAILED:
-            return False
-        return self.failed_cell is None or "timed out" in (self.error or "")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["ok"] = self.ok
-        data["retryable"] = self.retryable
-        return data
+__all__ = [
+    "FAILED",
+    "FINISHED",
+    "KILLED",
+    "JobResult",
+    "check_job",
+    "execute_job",
+    "notebook_kernel",
+    "notebook_path",
+    "run_notebook",
+]
 
 
 RECOVERY_INTERVAL_S = 60.0
@@ -83,37 +73,11 @@ def _recovery_due(uri: str) -> bool:
         return True
 
 
-def _notebook_kernel(path: Path) -> str:
-    """The kernel the notebook names in its metadata (papermill's default), else python3."""
-    try:
-        name = json.loads(path.read_text(encoding="utf-8"))["metadata"]["kernelspec"]["name"]
-        return name if isinstance(name, str) and name else "python3"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "python3"
-
-
-def _positive(value: float | None, what: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{what} must be a number of seconds, not {value!r}") from None
-    if not number > 0:
-        raise UsageError(f"{what} must be more than 0 seconds, not {value!r}")
-    return number
-
-
 # Cell tags with a meaning for a job: papermill's error banners (added to the copy it
 # saves; a notebook's old ones are dropped before it runs), papermill's injected
 # parameters, and nbclient's mark on a cell that is expected to raise.
 BANNER_TAG, INJECTED_TAG, RAISES_TAG = "papermill-error-cell-tag", "injected-parameters", "raises-exception"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def _tags(cell: Any) -> list[str]:
-    tags = (cell.get("metadata") or {}).get("tags") if isinstance(cell, dict) else None
-    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
 
 
 def _text(value: Any) -> str:
@@ -133,7 +97,7 @@ def _notebook_cells(path: Path | None) -> list[dict[str, Any]] | None:
 
 def _executed(cells: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     """The cells papermill ran (its indexes count these): the saved copy less its banners."""
-    return None if cells is None else [c for c in cells if BANNER_TAG not in _tags(c)]
+    return None if cells is None else [c for c in cells if BANNER_TAG not in cell_tags(c)]
 
 
 def _clean_exit(output: dict[str, Any]) -> bool:
@@ -152,7 +116,7 @@ def _failing_index(cells: list[dict[str, Any]]) -> int | None:
                 continue
             if marked_only and ((cell.get("metadata") or {}).get("papermill") or {}).get("exception") is True:
                 return i
-            if not marked_only and errors and RAISES_TAG not in _tags(cell):
+            if not marked_only and errors and RAISES_TAG not in cell_tags(cell):
                 return i
     return None
 
@@ -175,23 +139,25 @@ def _cell_error(cell: dict[str, Any]) -> tuple[str, str]:
     return "CellExecutionError: the kernel reported an error and printed no message", ""
 
 
-def _source_position(index: int, executed: list[dict[str, Any]], source: list[dict[str, Any]] | None) -> int:
+def _source_position(index: int, executed: list[dict[str, Any]], source: list[list[str]] | None) -> int:
     """The 1-based position, in the notebook file the user gave, of the executed cell at
     ``index``: every cell of that file counts (markdown, and papermill banners it still
     holds from an earlier run, as the user sees them), the cell papermill injected for this
     run does not (a failure in it is the cell it follows)."""
-    own = [i for i, c in enumerate(source or []) if BANNER_TAG not in _tags(c)]  # what papermill ran
+    own = [i for i, tags in enumerate(source or []) if BANNER_TAG not in tags]  # what papermill ran
     added = len(executed) - len(own)
-    injected = next((i for i, c in enumerate(executed) if INJECTED_TAG in _tags(c)), None)
+    injected = next((i for i, c in enumerate(executed) if INJECTED_TAG in cell_tags(c)), None)
     if source is None or added not in (0, 1) or (added and injected is None):
         # The input cannot be matched (changed since?): count the executed cells instead.
-        return index + 1 - sum(INJECTED_TAG in _tags(c) for c in executed[:index])
+        return index + 1 - sum(INJECTED_TAG in cell_tags(c) for c in executed[:index])
     if added and injected is not None and index >= injected:
         index = index - 1 if index > injected else max(injected - 1, 0)
     return own[min(index, len(own) - 1)] + 1 if own else index + 1
 
 
-def _failed_cell(exc: BaseException, cells: list[dict[str, Any]] | None, index: int, source: Path) -> dict[str, Any]:
+def _failed_cell(
+    exc: BaseException, cells: list[dict[str, Any]] | None, index: int, source: list[list[str]] | None
+) -> dict[str, Any]:
     """What the job records of its failing cell (``cells`` as papermill ran them, ``None``
     when the saved copy is unreadable): ``index`` is its position in the user's notebook
     (see :func:`_source_position`), ``error`` the user's own ``Name: message`` and
@@ -205,11 +171,11 @@ def _failed_cell(exc: BaseException, cells: list[dict[str, Any]] | None, index: 
         line = str(getattr(exc, "ename", type(exc).__name__)) + (f": {evalue[0]}" if evalue else "")
         text = _ANSI.sub("", "\n".join(getattr(exc, "traceback", None) or [])) or line
         count, code = getattr(exc, "exec_count", None), getattr(exc, "source", "") or ""
-    position = _source_position(index, cells, _notebook_cells(source)) if cells is not None else index + 1
+    position = _source_position(index, cells, source) if cells is not None else index + 1
     return {"index": position, "execution_count": count, "source": code, "error": line, "traceback": text}
 
 
-def _cell_outcome(exc: BaseException, out: Path, source: Path) -> tuple[str, str | None, dict[str, Any] | None]:
+def _cell_outcome(exc: BaseException, out: Path, spec: JobSpec) -> tuple[str, str | None, dict[str, Any] | None]:
     """How a job ended whose papermill run raised ``exc``: (status, error, failed cell).
 
     papermill fails a notebook on any error output, even in a cell tagged
@@ -220,14 +186,17 @@ def _cell_outcome(exc: BaseException, out: Path, source: Path) -> tuple[str, str
     """
     reported = getattr(exc, "cell_index", None)
     if reported is None:  # not a cell's error: the kernel died, a cell timed out, ...
-        text = str(exc).strip().splitlines()
-        return FAILED, f"{type(exc).__name__}: {text[0] if text else ''}".strip(), None
+        return FAILED, one_line(exc, with_type=True), None
     cells = _executed(_notebook_cells(out))
     index = int(reported) if cells is None else _failing_index(cells)
     if cells is not None and index != reported:
         _move_banner(out, index)
     if index is None:
         return FINISHED, None, None
+    source = spec.cell_tags
+    if source is None:  # a spec made by hand: the notebook as it is now
+        now = _notebook_cells(Path(spec.notebook))
+        source = None if now is None else [cell_tags(c) for c in now]
     failed = _failed_cell(exc, cells, index, source)
     return FAILED, f"cell {failed['index']} failed: {failed['error']}", failed
 
@@ -240,7 +209,7 @@ def _move_banner(out: Path, index: int | None) -> None:
         from papermill.execute import ERROR_ANCHOR_MSG, ERROR_MESSAGE_TEMPLATE
 
         nb = nbformat.read(out, as_version=4)
-        nb.cells = [c for c in nb.cells if BANNER_TAG not in _tags(c)]
+        nb.cells = [c for c in nb.cells if BANNER_TAG not in cell_tags(c)]
         if index is not None and index < len(nb.cells):
             count = nb.cells[index].get("execution_count")
             for at, text in ((index, ERROR_ANCHOR_MSG), (0, ERROR_MESSAGE_TEMPLATE % str(count))):
@@ -256,7 +225,7 @@ _exporter: Any = None
 _exporter_lock = threading.Lock()
 
 
-def _html_exporter() -> Any:
+def html_exporter() -> Any:
     """The process's one HTML exporter (nbconvert's lab template): building one
     compiles its templates (~70 ms), so every job of the process shares it."""
     global _exporter
@@ -273,43 +242,12 @@ def _html(executed: Path) -> str | None:
     try:
         import nbformat
 
-        exporter = _html_exporter()
+        exporter = html_exporter()
         with _exporter_lock:
             body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
         return body
     except Exception:
         return None
-
-
-def notebook_path(notebook: str | Path) -> Path:
-    """The absolute path of an existing notebook, or a :class:`UsageError` saying what is wrong."""
-    path = Path(notebook)
-    if path.suffix != ".ipynb":
-        raise UsageError(f"{notebook} is not a notebook (.ipynb): give the path of a notebook")
-    if not path.is_file():
-        raise UsageError(f"notebook {notebook} not found: check the path (relative to {Path.cwd()})")
-    return path.resolve()
-
-
-def check_job(
-    notebook: str | Path,
-    params: Mapping[str, Any] | None = None,
-    texts: Mapping[str, str] | None = None,
-    timeout: Any = None,
-    cell_timeout: Any = None,
-) -> tuple[Path, dict[str, Any], float | None, float | None]:
-    """Everything about a job that can be checked before a kernel starts: the notebook,
-    its parameters (converted by their declared types) and the timeouts.
-
-    Returns the notebook's absolute path, the converted parameters and the timeouts.
-    """
-    from mlops_nb.jobs.run.params import check_params, declared_parameters
-
-    path = notebook_path(notebook)
-    timeout = _positive(timeout, "--timeout")
-    cell_timeout = _positive(cell_timeout, "--cell-timeout")
-    checked = check_params(declared_parameters(path), dict(params or {}), texts=dict(texts or {}), notebook=path.name)
-    return path, checked, timeout, cell_timeout
 
 
 def run_notebook(
@@ -341,8 +279,11 @@ def run_notebook(
     set, stops the job (its run ends KILLED). ``progress`` is papermill's
     ``progress_bar`` (a bool, or keyword arguments for its tqdm bar). ``on_start`` is
     called with the run's id once the run exists, after ``tags`` are set on it. A
-    failing notebook is a result with
-    ``status == "FAILED"``, not an exception.
+    failing notebook is a result with ``status == "FAILED"``, not an exception.
+
+    A thin wrapper, as nbclient's ``execute()`` wraps ``NotebookClient``: the job is
+    checked once into a :class:`~mlops_nb.jobs.run.spec.JobSpec` (:func:`job_spec`) and
+    run by :func:`execute_job`, the primitive every executor ends in.
 
     Raises
     ------
@@ -352,94 +293,183 @@ def run_notebook(
     StoreError
         When the store cannot be reached (no run is created).
     """
-    path, checked, timeout, cell_timeout = check_job(notebook, params, texts, timeout, cell_timeout)
-    workdir = Path(cwd).resolve() if cwd else path.parent
-    if not workdir.is_dir():
-        raise UsageError(f"--cwd {cwd} is not a folder")
+    path = notebook_path(notebook)
+    spec = job_spec(
+        path,
+        params,
+        config=config or resolve_config(path.parent),
+        texts=texts,
+        experiment=experiment,
+        run_name=run_name,
+        timeout=timeout,
+        cell_timeout=cell_timeout,
+        kernel=kernel,
+        output=output,
+        cwd=cwd,
+        parent_run_id=parent_run_id,
+        tags=tags,
+    )
+    return execute_job(spec, pool=pool, stop=stop, on_start=on_start, report=report, progress=progress)
 
-    kernel = kernel or _notebook_kernel(path)
+
+def execute_job(
+    spec: JobSpec,
+    *,
+    pool: KernelPool | None = None,
+    stop: threading.Event | None = None,
+    on_start: Callable[[str], None] | None = None,
+    report: Callable[[str], None] | None = None,
+    progress: bool | dict[str, Any] = False,
+    tags: Mapping[str, str] | None = None,
+) -> JobResult:
+    """Run one checked job here, in this process: the primitive every executor ends in.
+
+    ``spec`` is trusted (built by :func:`~mlops_nb.jobs.run.spec.job_spec`): nothing is
+    checked or read again. ``tags`` are set on the run with the spec's own. A kernel
+    starts (from ``pool``, else one of the job's own) while the run is created.
+
+    Raises
+    ------
+    StoreError
+        When the store cannot be reached (no run is created).
+    """
+    path = Path(spec.notebook)
     started = time.monotonic()
     own_pool = pool is None
-    if own_pool:
-        from mlops_nb.jobs.run.pool import KernelPool
-
-        pool = KernelPool(kernel_name=kernel or "python3", size=0, cwd=str(workdir))
+    pool = pool or _own_pool(spec)
     # The kernel starts (another process) while this one imports MLflow and creates the run.
-    from concurrent.futures import ThreadPoolExecutor
-
     starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-nb-kernel")
     acquiring = starter.submit(pool.acquire)
     starter.shutdown(wait=False)
-
-    from mlops_nb.tracking import Tracker
-
     try:
-        cfg = config or resolve_config(path.parent)
-        tracker = Tracker(
-            notebook=NotebookLocation(path, "mlops-nb run"),
-            config=cfg,
-            fluent=False,
-            report=report,
-            recover=_recovery_due(cfg.tracking_uri),
-        )
-        handle = tracker.start_notebook_run(experiment, run_name or path.stem, autolog=False)
+        tracker, handle, run_tags = _start_run(spec, report, {**spec.tags, **dict(tags or {})})
     except BaseException:
         _release(acquiring, pool if own_pool else None)
         raise
-    client = tracker.client
-    run_id = handle.run_id
-    run_tags = {TAG + "kind": "job", TAG + "job.kernel": kernel or "python3", **dict(tags or {})}
-    if parent_run_id:
-        run_tags["mlflow.parentRunId"] = parent_run_id
+    if on_start is not None:
+        on_start(handle.run_id)
+    out = Path(spec.output) if spec.output else spec.config.project_root / ".mlops" / "jobs" / handle.run_id / path.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    job_file = _job_file(spec, handle, run_tags.get("mlflow.source.name"))
+    status, error, failed, closing = _run_in_kernel(spec, job_file, acquiring, out, progress, stop)
+    duration = time.monotonic() - started
+    _store_outcome(tracker, handle.run_id, path, out, error, failed, duration)
+    if closing is not None:
+        closing.join()
+    if own_pool:
+        pool.close()
+    tracker.end_run(handle, status)  # the error is recorded above, as the user's cell showed it
+    tracker.close()
+    return JobResult(
+        notebook=str(path),
+        run_id=handle.run_id,
+        experiment=handle.experiment_name,
+        status=status,
+        duration_s=duration,
+        params=spec.params,
+        output=str(out) if out.exists() else None,
+        metrics=dict(tracker.client.get_run(handle.run_id).data.metrics),
+        error=error,
+        failed_cell=failed,
+    )
+
+
+def _own_pool(spec: JobSpec) -> KernelPool:
+    """A pool of no kernel ahead: the job starts its own kernel, in its folder."""
+    from mlops_nb.jobs.run.pool import KernelPool  # jupyter_client: see the module's imports
+
+    return KernelPool(kernel_name=spec.kernel or "python3", size=0, cwd=spec.cwd or str(Path(spec.notebook).parent))
+
+
+def _start_run(
+    spec: JobSpec, report: Callable[[str], None] | None, tags: dict[str, str]
+) -> tuple[Tracker, RunHandle, dict[str, str]]:
+    """Create the job's run, with its tags and params (as the notebook will see them)."""
     from mlflow.entities import RunTag
 
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
-    if checked:
+    from mlops_nb.tracking import Tracker  # MLflow: see the module's imports
+
+    path = Path(spec.notebook)
+    tracker = Tracker(
+        notebook=NotebookLocation(path, "mlops-nb run"),
+        config=spec.config,
+        fluent=False,
+        report=report,
+        recover=_recovery_due(spec.config.tracking_uri),
+    )
+    handle = tracker.start_notebook_run(spec.experiment, spec.run_name or path.stem, autolog=False)
+    run_tags = {KIND: "job", JOB_KERNEL: spec.kernel or "python3", **tags}
+    if spec.parent_run_id:
+        run_tags["mlflow.parentRunId"] = spec.parent_run_id
+    tracker.client.log_batch(handle.run_id, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
+    if spec.params:
         # As MLflow's own log_param writes them (str()), so a notebook that logs its
         # parameters with plain mlflow.log_param into the job's run logs the same text
         # (True, None, ['a']) rather than clashing with a JSON spelling (true, null).
-        tracker.log_params({k: str(v) for k, v in checked.items()})
-    if on_start is not None:
-        on_start(run_id)
+        tracker.log_params({k: str(v) for k, v in spec.params.items()})
+    return tracker, handle, run_tags
 
-    out = Path(output).resolve() if output else cfg.project_root / ".mlops" / "jobs" / run_id / path.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    status, error, failed = FINISHED, None, None
+
+def _job_file(spec: JobSpec, handle: RunHandle, source_name: str | None) -> str:
+    """What the job's kernel reads (``MLOPS_NB_JOB_FILE``) to log into the job's run."""
+    return json.dumps(
+        {
+            "run_id": handle.run_id,
+            "experiment_id": handle.experiment_id,
+            "experiment_name": handle.experiment_name,
+            "run_name": handle.name,
+            "notebook": spec.notebook,
+            "tracking_uri": spec.config.tracking_uri,
+            # The job's one config resolution, whole, so the kernel does not resolve another.
+            "config": spec.config.to_dict(),
+            # The notebook a copy stands for (a reproduction), for the kernel's source tags.
+            "source_name": source_name,
+        }
+    )
+
+
+def _run_in_kernel(
+    spec: JobSpec,
+    job_file: str,
+    acquiring: Future[PooledKernel],
+    out: Path,
+    progress: bool | dict[str, Any],
+    stop: threading.Event | None,
+) -> tuple[str, str | None, dict[str, Any] | None, threading.Thread | None]:
+    """Execute the notebook in the job's kernel: (status, error, failed cell, the thread
+    shutting the kernel down). Never raises for a job that fails."""
+    status: str = FINISHED
+    error: str | None = None
+    failed: dict[str, Any] | None = None
     pooled = None
     try:
         pooled = acquiring.result()
-        Path(pooled.job_file).write_text(
-            json.dumps(
-                {
-                    "run_id": run_id,
-                    "experiment_id": handle.experiment_id,
-                    "experiment_name": handle.experiment_name,
-                    "run_name": handle.name,
-                    "notebook": str(path),
-                    "tracking_uri": cfg.tracking_uri,
-                    # The notebook a copy stands for (a reproduction), for the kernel's source tags.
-                    "source_name": run_tags.get("mlflow.source.name"),
-                }
-            ),
-            encoding="utf-8",
-        )
-        status, error, failed = _execute(path, out, checked, pooled.km, kernel, cell_timeout, timeout, progress, stop)
+        Path(pooled.job_file).write_text(job_file, encoding="utf-8")
+        status, error, failed = _execute(spec, out, pooled.km, progress, stop)
     except KeyboardInterrupt:
         status, error = KILLED, "interrupted (Ctrl-C)"
     except Exception as exc:  # no kernel could start, or the runner failed: never leave the run RUNNING
-        text = str(exc).strip().splitlines()
-        status, error = (
-            FAILED,
-            (text[0] if isinstance(exc, MlopsError) and text else f"{type(exc).__name__}: {text[0] if text else ''}"),
-        )
+        status, error = FAILED, one_line(exc, with_type=not isinstance(exc, MlopsError))
     finally:
         # The kernel shuts down (gracefully: its tracker writes buffered metrics into
         # the run at exit) while this thread stores the executed notebook.
         closing = threading.Thread(target=_shutdown, args=(pooled,), daemon=True) if pooled is not None else None
         if closing is not None:
             closing.start()
+    return status, error, failed, closing
 
-    duration = time.monotonic() - started
+
+def _store_outcome(
+    tracker: Tracker,
+    run_id: str,
+    path: Path,
+    out: Path,
+    error: str | None,
+    failed: dict[str, Any] | None,
+    duration: float,
+) -> None:
+    """Record the job's error, duration, executed notebook and its HTML rendering."""
+    client = tracker.client
     try:
         _record_error(client, run_id, path, error, failed)
         client.log_metric(run_id, "job_duration_s", duration)
@@ -450,54 +480,28 @@ def run_notebook(
                 client.log_text(run_id, html, f"job/{out.stem}.html")
     except Exception as exc:
         tracker.report(f"warning: could not store the executed notebook of run {run_id}: {exc}")
-    if closing is not None:
-        closing.join()
-    if own_pool:
-        pool.close()
-    tracker.end_run(handle, status)  # the error is recorded above, as the user's cell showed it
-    tracker.close()
-    metrics = dict(client.get_run(run_id).data.metrics)
-    return JobResult(
-        notebook=str(path),
-        run_id=run_id,
-        experiment=handle.experiment_name,
-        status=status,
-        duration_s=duration,
-        params=checked,
-        output=str(out) if out.exists() else None,
-        metrics=metrics,
-        error=error,
-        failed_cell=failed,
-    )
 
 
 def _execute(
-    path: Path,
-    out: Path,
-    params: dict[str, Any],
-    km: Any,
-    kernel: str | None,
-    cell_timeout: float | None,
-    timeout: float | None,
-    progress: bool | dict[str, Any],
-    stop: threading.Event | None,
+    spec: JobSpec, out: Path, km: Any, progress: bool | dict[str, Any], stop: threading.Event | None
 ) -> tuple[str, str | None, dict[str, Any] | None]:
     """Execute in a worker thread so the whole-job timeout and ``stop`` can end it by
     killing the kernel (nbclient then raises in the worker)."""
-    import papermill
+    import papermill  # see the module's imports
 
+    timeout = spec.timeout
     outcome: dict[str, BaseException | None] = {"error": None}
 
     def work() -> None:
         try:
             papermill.execute_notebook(
-                str(path),
+                spec.notebook,
                 str(out),
-                parameters=params,
-                kernel_name=kernel,
+                parameters=spec.params,
+                kernel_name=spec.kernel or "python3",
                 progress_bar=progress,
                 log_output=False,
-                execution_timeout=cell_timeout,
+                execution_timeout=spec.cell_timeout,
                 request_save_on_cell_execute=True,
                 km=km,
             )
@@ -525,10 +529,10 @@ def _execute(
         raise
     error = outcome["error"]
     if reason is not None:
-        return reason[0], reason[1], _cell_outcome(error, out, path)[2] if error else None
+        return reason[0], reason[1], _cell_outcome(error, out, spec)[2] if error else None
     if error is None:
         return FINISHED, None, None
-    return _cell_outcome(error, out, path)
+    return _cell_outcome(error, out, spec)
 
 
 def _record_error(client: Any, run_id: str, notebook: Path, error: str | None, failed: dict[str, Any] | None) -> None:
@@ -541,12 +545,12 @@ def _record_error(client: Any, run_id: str, notebook: Path, error: str | None, f
     from mlflow.entities import RunTag
 
     if failed is None:
-        client.log_batch(run_id, tags=[RunTag(TAG + "error", error[:5000])])
+        client.log_batch(run_id, tags=[RunTag(ERROR, error[:5000])])
         client.log_text(run_id, error + "\n", "error.txt")
         return
     count = failed.get("execution_count")
     where = f"cell {failed['index']} of {notebook.name}" + (f" (In [{count}])" if count is not None else "")
-    tags = {TAG + "error": failed["error"][:5000], TAG + "job.failed_cell": str(failed["index"])}
+    tags = {ERROR: failed["error"][:5000], JOB_FAILED_CELL: str(failed["index"])}
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     client.log_text(run_id, f"{failed['error']}\n\nin {where}:\n\n{failed['traceback']}\n", "error.txt")
     client.log_text(run_id, failed["source"], "job/failed_cell.py")

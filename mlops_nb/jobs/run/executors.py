@@ -8,8 +8,9 @@ machine). An :class:`Executor` takes specs and returns futures of :class:`JobRes
 - :class:`DaskExecutor` sends each one to a Dask distributed cluster, where a worker runs
   it with the worker's own kernel pool and logs into the same tracking store.
 
-Both call :func:`run_job`, which calls :func:`~mlops_nb.jobs.run.execution.run_notebook`: the
-runner has one path whichever executor is used. Sweeps, pipelines and the scheduler take
+Both call :func:`run_job`, which calls :func:`~mlops_nb.jobs.run.execution.execute_job`
+with the spec as checked: a job has one path whichever executor is used (the project's
+agent, :mod:`~mlops_nb.jobs.run.agent`, ends in the same primitive). Sweeps, pipelines and the scheduler take
 an executor; the commands build one from ``--executor`` or the project's ``executor``
 setting.
 
@@ -29,101 +30,39 @@ import hashlib
 import threading
 import time
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlops_nb.config import ProjectConfig, executor_name
-from mlops_nb.exceptions import ExecutorUnreachableError, UsageError
-from mlops_nb.jobs.run.execution import FAILED, KILLED, TAG, JobResult, check_job, run_notebook
+from mlops_nb.exceptions import ExecutorUnreachableError, UsageError, one_line
+from mlops_nb.jobs.run.execution import FAILED, KILLED, JobResult, execute_job
+from mlops_nb.jobs.run.pool import KernelPool, shared_pool
+from mlops_nb.jobs.run.spec import Executor, JobSpec, job_spec
+from mlops_nb.store import get_client
+from mlops_nb.tags import ENDED_BY
+from mlops_nb.tags import JOB_ATTEMPT as ATTEMPT_TAG
+from mlops_nb.tags import JOB_KEY as KEY_TAG
+from mlops_nb.tags import JOB_LOST as LOST_TAG
+from mlops_nb.tags import JOB_WORKER as WORKER_TAG
 
-if TYPE_CHECKING:
-    from mlops_nb.jobs.run.pool import KernelPool
+# Dask's distributed is imported where used: it is an optional dependency.
 
-__all__ = ["DaskExecutor", "Executor", "JobSpec", "LocalExecutor", "executor_for", "job_spec", "run_job"]
-
-KEY_TAG = TAG + "job.key"
-ATTEMPT_TAG = TAG + "job.attempt"
-WORKER_TAG = TAG + "job.worker"
-LOST_TAG = TAG + "job.lost"
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """One notebook job, checked and ready to run anywhere that sees the same project.
-
-    ``params`` are already converted by the notebook's declared types (see
-    :func:`job_spec`); ``tags`` are set on the job's run as it starts; ``key`` names the
-    job across retries; ``notebook_sha256`` lets a worker check that it runs the same
-    notebook the command was given.
-    """
-
-    notebook: str
-    params: dict[str, Any]
-    config: ProjectConfig
-    experiment: str
-    run_name: str | None = None
-    timeout: float | None = None
-    cell_timeout: float | None = None
-    kernel: str | None = None
-    output: str | None = None
-    cwd: str | None = None
-    parent_run_id: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    key: str = field(default_factory=lambda: uuid.uuid4().hex)
-    notebook_sha256: str = ""
+__all__ = [
+    "DaskExecutor",
+    "Executor",
+    "JobSpec",
+    "LocalExecutor",
+    "end_lost_attempts",
+    "executor_for",
+    "job_spec",
+    "run_job",
+]
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def job_spec(
-    notebook: str | Path,
-    params: Mapping[str, Any] | None = None,
-    *,
-    config: ProjectConfig,
-    texts: Mapping[str, str] | None = None,
-    experiment: str | None = None,
-    run_name: str | None = None,
-    timeout: Any = None,
-    cell_timeout: Any = None,
-    kernel: str | None = None,
-    output: str | Path | None = None,
-    cwd: str | Path | None = None,
-    parent_run_id: str | None = None,
-    tags: Mapping[str, str] | None = None,
-) -> JobSpec:
-    """Check a job (notebook, parameters, timeouts) and describe it as a :class:`JobSpec`.
-
-    Raises
-    ------
-    UsageError
-        As :func:`~mlops_nb.jobs.run.execution.check_job`: nothing is sent anywhere.
-    """
-    from mlops_nb.jobs.run.execution import _notebook_kernel
-
-    path, checked, timeout, cell_timeout = check_job(notebook, params, texts, timeout, cell_timeout)
-    if cwd is not None and not Path(cwd).is_dir():
-        raise UsageError(f"--cwd {cwd} is not a folder")
-    return JobSpec(
-        notebook=str(path),
-        params=checked,
-        config=config,
-        experiment=experiment or config.experiment or path.stem,
-        run_name=run_name,
-        timeout=timeout,
-        cell_timeout=cell_timeout,
-        kernel=kernel or _notebook_kernel(path),
-        output=str(Path(output).resolve()) if output else None,
-        cwd=str(Path(cwd).resolve()) if cwd else None,
-        parent_run_id=parent_run_id,
-        tags=dict(tags or {}),
-        notebook_sha256=_sha256(path),
-    )
 
 
 def run_job(
@@ -136,74 +75,17 @@ def run_job(
     progress: bool | dict[str, Any] = False,
     tags: Mapping[str, str] | None = None,
 ) -> JobResult:
-    """Run one job here, in this process: the step every executor ends in."""
-    return run_notebook(
-        spec.notebook,
-        spec.params,
-        experiment=spec.experiment,
-        run_name=spec.run_name,
-        timeout=spec.timeout,
-        cell_timeout=spec.cell_timeout,
-        kernel=spec.kernel,
-        output=spec.output,
-        cwd=spec.cwd,
+    """Run one job here, in this process, marked with its key (tag ``mlops_nb.job.key``,
+    which names the job across retries): the step every executor ends in."""
+    return execute_job(
+        spec,
         pool=pool,
-        progress=progress,
-        parent_run_id=spec.parent_run_id,
-        config=spec.config,
         stop=stop,
-        report=report,
         on_start=on_start,
-        tags={**spec.tags, KEY_TAG: spec.key, **dict(tags or {})},
+        report=report,
+        progress=progress,
+        tags={KEY_TAG: spec.key, **dict(tags or {})},
     )
-
-
-class Executor(ABC):
-    """Runs :class:`JobSpec` s and returns futures of their :class:`JobResult`.
-
-    ``submit`` never raises for a job that fails: the future's result says how it ended.
-    ``stop``, when set, stops the job (its run ends ``KILLED``); ``on_start`` is called
-    here, in this process, with the run's id once the run exists. Use as a context
-    manager, or call :meth:`close`.
-    """
-
-    #: How the executor is named on a command line (``local``, ``dask://HOST:PORT``).
-    name: str = ""
-
-    @abstractmethod
-    def submit(
-        self,
-        spec: JobSpec,
-        *,
-        stop: threading.Event | None = None,
-        on_start: Callable[[str], None] | None = None,
-    ) -> Future[JobResult]:
-        """Start ``spec``; the future's result is its :class:`JobResult`."""
-
-    def run(
-        self,
-        spec: JobSpec,
-        *,
-        stop: threading.Event | None = None,
-        on_start: Callable[[str], None] | None = None,
-    ) -> JobResult:
-        """Run one job and wait for its end; Ctrl-C stops it (its run ends ``KILLED``)."""
-        stop = stop or threading.Event()
-        future = self.submit(spec, stop=stop, on_start=on_start)
-        try:
-            return future.result()
-        except KeyboardInterrupt:
-            stop.set()
-            return future.result()
-
-    def close(self) -> None:  # noqa: B027 (optional: most executors hold nothing)
-        """Release what the executor holds (threads, kernels, connections)."""
-
-    def __enter__(self) -> Executor:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 class LocalExecutor(Executor):
@@ -231,9 +113,7 @@ class LocalExecutor(Executor):
 
     def _pool(self, spec: JobSpec) -> KernelPool | None:
         if self._pool_size == 0:
-            return None  # run_notebook starts (and stops) the job's own kernel
-        from mlops_nb.jobs.run.pool import KernelPool
-
+            return None  # execute_job starts (and stops) the job's own kernel
         cwd = spec.cwd or str(Path(spec.notebook).parent)
         key = (spec.kernel or "python3", cwd)
         with self._lock:
@@ -299,7 +179,7 @@ class DaskExecutor(Executor):
             self._client = distributed.Client(_dask_address(self.name), timeout=connect_timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise ExecutorUnreachableError(
-                f"cannot reach the Dask scheduler at {self.name} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                f"cannot reach the Dask scheduler at {self.name} ({one_line(exc)}); "
                 "start one (`dask scheduler`, then `dask worker`s) or check the address"
             ) from None
         self._topic = f"mlops-nb-start-{uuid.uuid4().hex}"
@@ -390,8 +270,6 @@ def end_lost_attempts(spec: JobSpec, why: str) -> list[str]:
     """End every run of ``spec``'s job still ``RUNNING`` (an attempt whose worker was
     lost) as ``FAILED``, saying ``why`` in the tag ``mlops_nb.job.lost``. Returns the
     ids of the job's runs so far, newest first."""
-    from mlops_nb.store import get_client
-
     try:
         client = get_client(spec.config)
         experiment = client.get_experiment_by_name(spec.experiment)
@@ -407,7 +285,7 @@ def end_lost_attempts(spec: JobSpec, why: str) -> list[str]:
             if run.info.status == "RUNNING":
                 client.set_tag(run.info.run_id, LOST_TAG, why)
                 client.set_terminated(run.info.run_id, FAILED)
-            elif run.info.status != "FINISHED" and LOST_TAG not in run.data.tags and TAG + "ended_by" in run.data.tags:
+            elif run.info.status != "FINISHED" and LOST_TAG not in run.data.tags and ENDED_BY in run.data.tags:
                 # Another tracker on the lost worker's host saw its process gone first
                 # and ended the run KILLED (tracking's own recovery): say why here too.
                 client.set_tag(run.info.run_id, LOST_TAG, why)
@@ -419,8 +297,6 @@ def end_lost_attempts(spec: JobSpec, why: str) -> list[str]:
 def _dask_task(spec: JobSpec, topic: str) -> JobResult:
     """What a Dask worker runs for one job."""
     from distributed import get_worker
-
-    from mlops_nb.jobs.run.pool import shared_pool
 
     worker = get_worker()
     path = Path(spec.notebook)

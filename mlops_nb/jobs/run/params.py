@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import difflib
 import functools
+import hashlib
 import io
 import itertools
 import json
@@ -39,12 +40,18 @@ from mlops_nb.exceptions import UsageError
 
 __all__ = [
     "TYPE_NAMES",
+    "NotebookFile",
     "Parameter",
     "check_params",
     "declared_parameters",
     "expand_grid",
+    "known_parameters",
     "load_params_file",
+    "notebook_kernel",
+    "parameters_in",
     "parse_assignments",
+    "read_notebook",
+    "unique_key_loader",
 ]
 
 #: The types a parameter can declare; ``any`` takes every plain value.
@@ -121,6 +128,68 @@ class Parameter:
 # ------------------------------------------------------------------ the notebook
 
 
+@dataclass(frozen=True)
+class NotebookFile:
+    """A notebook file as one job reads it, once: its cells, the kernel its metadata
+    names (papermill's default; ``python3`` when it names none) and its SHA-256 (so a
+    worker can check that it runs the same notebook)."""
+
+    path: Path
+    cells: list[dict[str, Any]]
+    kernel: str
+    sha256: str
+
+
+def read_notebook(notebook: str | os.PathLike[str]) -> NotebookFile:
+    """Read and parse a notebook file once, for everything a job needs to know of it.
+
+    Raises
+    ------
+    UsageError
+        The notebook is missing, unreadable or not a notebook.
+    """
+    path = Path(notebook)
+    try:
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"notebook {str(path)!r} not found; give the path to an .ipynb file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{str(path)!r} is a folder, not a notebook; give the path to an .ipynb file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read notebook {str(path)!r} ({exc}); check the path and its permissions") from None
+    try:
+        content = json.loads(text)
+        cells = content["cells"]
+        if not isinstance(cells, list):
+            raise TypeError("cells is not a list")
+    except ValueError as exc:
+        raise UsageError(
+            f"{path.name} is not a notebook (invalid JSON: {exc}); give the path to an .ipynb file"
+        ) from None
+    except (KeyError, TypeError):
+        raise UsageError(
+            f"{path.name} is not a notebook (it has no list of cells); give the path to an .ipynb file"
+        ) from None
+    return NotebookFile(path, cells, _kernel_of(content), hashlib.sha256(data).hexdigest())
+
+
+def _kernel_of(content: Any) -> str:
+    try:
+        name = content["metadata"]["kernelspec"]["name"]
+        return name if isinstance(name, str) and name else "python3"
+    except (KeyError, TypeError):
+        return "python3"
+
+
+def notebook_kernel(path: str | os.PathLike[str]) -> str:
+    """The kernel the notebook names in its metadata (papermill's default), else python3."""
+    try:
+        return _kernel_of(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return "python3"
+
+
 def declared_parameters(notebook: str | os.PathLike[str]) -> dict[str, Parameter] | None:
     """The parameters the notebook's ``parameters`` cell declares, in cell order.
 
@@ -133,35 +202,20 @@ def declared_parameters(notebook: str | os.PathLike[str]) -> dict[str, Parameter
     UsageError
         The notebook is missing, not a notebook, or its parameters cell does not parse.
     """
-    path = Path(notebook)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"notebook {str(path)!r} not found; give the path to an .ipynb file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{str(path)!r} is a folder, not a notebook; give the path to an .ipynb file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read notebook {str(path)!r} ({exc}); check the path and its permissions") from None
-    try:
-        cells = json.loads(text)["cells"]
-        if not isinstance(cells, list):
-            raise TypeError("cells is not a list")
-    except ValueError as exc:
-        raise UsageError(
-            f"{path.name} is not a notebook (invalid JSON: {exc}); give the path to an .ipynb file"
-        ) from None
-    except (KeyError, TypeError):
-        raise UsageError(
-            f"{path.name} is not a notebook (it has no list of cells); give the path to an .ipynb file"
-        ) from None
+    return parameters_in(read_notebook(notebook))
 
-    for cell in cells:
+
+def parameters_in(notebook: NotebookFile) -> dict[str, Parameter] | None:
+    """The parameters declared by a notebook already read (see :func:`declared_parameters`)."""
+    for cell in notebook.cells:
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         tags = (cell.get("metadata") or {}).get("tags") or []
         if "parameters" in tags:
             source = cell.get("source", "")
-            return _parse_parameters_cell("".join(source) if isinstance(source, list) else str(source), path.name)
+            return _parse_parameters_cell(
+                "".join(source) if isinstance(source, list) else str(source), notebook.path.name
+            )
     return None
 
 
@@ -321,7 +375,7 @@ def load_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read parameters file {str(p)!r} ({exc}); check the path given to -f") from None
     try:
-        data = yaml.load(text, Loader=_unique_key_loader())
+        data = yaml.load(text, Loader=unique_key_loader())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -345,7 +399,7 @@ def load_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 @functools.cache
-def _unique_key_loader() -> type:
+def unique_key_loader() -> type:
     # Built on first use so that importing this module does not import yaml.
     import yaml
 
@@ -396,7 +450,7 @@ def check_params(
     """
     texts = texts or {}
     where = notebook or "the notebook"
-    params = _known(declared, [*values, *texts], where)
+    params = known_parameters(declared, [*values, *texts], where)
     out: dict[str, Any] = {}
     for name, value in values.items():
         if name not in texts:
@@ -432,7 +486,7 @@ def expand_grid(
     """
     values = values or {}
     where = notebook or "the notebook"
-    params = _known(declared, [*values, *texts], where)
+    params = known_parameters(declared, [*values, *texts], where)
     axes: dict[str, list[Any]] = {}
     for name, value in values.items():
         if name in texts:
@@ -460,7 +514,7 @@ def expand_grid(
     return runs
 
 
-def _known(declared: dict[str, Parameter] | None, given: list[str], where: str) -> dict[str, Parameter]:
+def known_parameters(declared: dict[str, Parameter] | None, given: list[str], where: str) -> dict[str, Parameter]:
     """The declared parameters, after refusing names the notebook does not declare."""
     if declared is None:
         if given:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import functools
 import os
 import shutil
 import tempfile
@@ -36,16 +37,16 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from jupyter_client.blocking import BlockingKernelClient
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-from jupyter_client.manager import KernelManager
-
 from mlops_nb.exceptions import KernelPoolError, UsageError
 
 # The environment variable naming a pooled kernel's job file; the kernel reads it there.
 from mlops_nb.tracking import JOB_FILE_ENV
 
+# jupyter_client (about 0.1 s to import) loads when the first kernel starts: the
+# `mlops-nb run` command that hands its job to the agent imports this module and starts
+# no kernel, and its start-up is a measured figure (README: Figures).
 if TYPE_CHECKING:
+    from jupyter_client.manager import KernelManager
     from papermill.engines import NBClientEngine
 
     #: The papermill engine ``mlops-nb``; built on first use (see ``__getattr__``).
@@ -61,28 +62,34 @@ KERNEL_EXTENSION = "mlops_nb.fluent"
 _MAX_IPC_PATH = 100
 
 
-class _PooledKernelManager(KernelManager):
-    """A kernel manager whose clients are asynchronous, as nbclient and papermill
-    need, and remembered: nbclient leaves the client it opens on a kernel it does not
-    own running (its heartbeat thread and zmq context), so discarding the kernel
-    closes them."""
+@functools.cache
+def _pooled_kernel_manager_class() -> type[KernelManager]:
+    from jupyter_client.manager import KernelManager
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(client_class="jupyter_client.asynchronous.AsyncKernelClient", **kwargs)
-        self._clients: list[Any] = []
-        self._clients_lock = threading.Lock()
+    class PooledKernelManager(KernelManager):
+        """A kernel manager whose clients are asynchronous, as nbclient and papermill
+        need, and remembered: nbclient leaves the client it opens on a kernel it does not
+        own running (its heartbeat thread and zmq context), so discarding the kernel
+        closes them."""
 
-    def client(self, **kwargs: Any) -> Any:
-        kc = super().client(**kwargs)
-        with self._clients_lock:
-            self._clients.append(kc)
-        return kc
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(client_class="jupyter_client.asynchronous.AsyncKernelClient", **kwargs)
+            self._clients: list[Any] = []
+            self._clients_lock = threading.Lock()
 
-    def close_clients(self) -> None:
-        with self._clients_lock:
-            clients, self._clients = self._clients, []
-        for kc in clients:
-            kc.stop_channels()
+        def client(self, **kwargs: Any) -> Any:
+            kc = super().client(**kwargs)
+            with self._clients_lock:
+                self._clients.append(kc)
+            return kc
+
+        def close_clients(self) -> None:
+            with self._clients_lock:
+                clients, self._clients = self._clients, []
+            for kc in clients:
+                kc.stop_channels()
+
+    return PooledKernelManager
 
 
 class PooledKernel:
@@ -94,7 +101,7 @@ class PooledKernel:
     succeeded or not, or use the kernel as a context manager.
     """
 
-    def __init__(self, km: _PooledKernelManager, job_file: str, pool: KernelPool) -> None:
+    def __init__(self, km: KernelManager, job_file: str, pool: KernelPool) -> None:
         #: The kernel's manager; its kernel is running and has answered ``kernel_info``.
         self.km: KernelManager = km
         #: Where the kernel reads its job (``$MLOPS_NB_JOB_FILE``); not created here.
@@ -117,8 +124,9 @@ class PooledKernel:
             self._discarded = True
         try:
             km = self.km
-            if isinstance(km, _PooledKernelManager):
-                km.close_clients()
+            close_clients = getattr(km, "close_clients", None)  # a pooled kernel's manager
+            if close_clients is not None:
+                close_clients()
             if km.has_kernel:
                 try:
                     km.shutdown_kernel(now=now or not km.is_alive())
@@ -188,6 +196,8 @@ class KernelPool:
     ) -> None:
         if size < 0:
             raise UsageError(f"kernel pool size must be 0 or more, not {size}")
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
         try:
             spec = KernelSpecManager().get_kernel_spec(kernel_name)
         except NoSuchKernel:
@@ -390,10 +400,12 @@ class KernelPool:
         }
         if self._ipc:
             options.update(transport="ipc", ip=os.path.join(self._dir, name))
-        km = _PooledKernelManager(**options)
+        km = _pooled_kernel_manager_class()(**options)
         job_file = os.path.join(self._dir, name + "-job.json")
         env = {**(os.environ if self.inherit_environ else {}), **self.env, JOB_FILE_ENV: job_file}
         km.start_kernel(cwd=self.cwd, env=env, extra_arguments=list(self._extra_arguments))
+        from jupyter_client.blocking import BlockingKernelClient
+
         kc = BlockingKernelClient(parent=km, connection_file=km.connection_file, **km.get_connection_info(session=True))
         try:
             kc.start_channels()
@@ -480,7 +492,7 @@ def _pooled_engine_class() -> type:
 
 
 def _make_engine_class(base: type[NBClientEngine]) -> type[NBClientEngine]:
-    class PooledEngine(base):  # type: ignore[valid-type,misc]
+    class PooledEngine(base):
         """papermill engine ``mlops-nb``: runs each notebook on a kernel from
         :func:`shared_pool` for the notebook's kernel name and the working folder
         (``--cwd``), then shuts that kernel down, whether the notebook failed or not.

@@ -2,7 +2,7 @@
 and compare every metric with the original.
 
 The run (or the source run of a model version) must hold the notebook snapshot mlops-nb
-captures as ``code/<notebook>.ipynb``. The snapshot runs as a new job (:func:`run_notebook`)
+captures as ``code/<notebook>.ipynb``. The snapshot runs as a new job (:func:`~.execution.execute_job`)
 in the original experiment, from the original notebook's folder when it still exists, so
 relative paths to the project's data resolve as they did. The verdict is written back as
 tags on the original run and on the model version.
@@ -19,9 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_nb.config import STORE_DIRNAME, ProjectConfig
-from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError
-from mlops_nb.jobs.run.execution import FINISHED, TAG, run_notebook
-from mlops_nb.store import explain_missing_run_artifacts
+from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError, one_line
+from mlops_nb.jobs.run.execution import execute_job
+from mlops_nb.jobs.run.params import check_params, parameters_in, read_notebook
+from mlops_nb.jobs.run.spec import FINISHED, JobResult, job_spec
+from mlops_nb.provenance import environment_lock
+from mlops_nb.registry import get_version, parse_model_uri, remove_alias, resolve_alias, set_alias
+from mlops_nb.snapshots import download_snapshot, is_missing
+from mlops_nb.store import get_client
+from mlops_nb.tables import Table
+from mlops_nb.tags import JOB_KERNEL, NOTEBOOK, REPRODUCED, REPRODUCED_BY, REPRODUCES
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -97,15 +104,6 @@ class Reproduction:
         return data
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-def _missing(exc: BaseException) -> bool:
-    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
-
-
 def _tolerance(value: float, what: str) -> float:
     try:
         number = float(value)
@@ -121,8 +119,6 @@ def _tolerance(value: float, what: str) -> float:
 
 def _resolve_target(client: MlflowClient, target: str) -> tuple[str, tuple[str, str] | None]:
     """(run id, (model name, version) or None) for a run id or a model reference."""
-    from mlops_nb.registry import get_version, parse_model_uri, resolve_alias
-
     target = (target or "").strip()
     if not target:
         raise UsageError("give a run id or a model reference (models:/NAME@ALIAS or models:/NAME/VERSION)")
@@ -139,38 +135,22 @@ def _get_run(client: MlflowClient, run_id: str) -> Run:
     try:
         return client.get_run(run_id)
     except Exception as exc:
-        if _missing(exc):
+        if is_missing(exc):
             raise NotFoundError(f"no run {run_id!r} in this store; check the id (mlops-nb runs lists them)") from None
-        raise StoreError(f"cannot read run {run_id}: {_one_line(exc)}") from None
+        raise StoreError(f"cannot read run {run_id}: {one_line(exc)}") from None
 
 
 def _download_snapshot(client: MlflowClient, run: Run, into: Path) -> Path:
     """The run's notebook snapshot, downloaded into ``into`` under its original name."""
     run_id = run.info.run_id
-    try:
-        names = [Path(f.path).name for f in client.list_artifacts(run_id, "code") if not f.is_dir]
-    except Exception as exc:
-        raise StoreError(f"cannot list the artifacts of run {run_id}: {_one_line(exc)}") from None
-    notebooks = sorted(n for n in names if n.endswith(".ipynb"))
-    if not notebooks:
-        # An empty listing is also what a run whose artifact folder is gone gives.
-        missing = explain_missing_run_artifacts(client, run_id, f"the files saved with run {run_id}")
-        if missing:
-            raise NotFoundError(missing)
+    snapshot = download_snapshot(client, run_id, run.data.tags.get(NOTEBOOK), into)
+    if snapshot is None:
         raise UsageError(
             f"run {run_id} holds no notebook snapshot (code/*.ipynb), so there is nothing to re-execute: "
             "it was tracked with capture off or from an unsaved notebook; keep capture on "
             "([tool.mlops-nb] capture = true, %mlops capture on) and save the notebook so future runs can be reproduced"
         )
-    recorded = run.data.tags.get(TAG + "notebook")
-    wanted = Path(recorded).name if recorded else None
-    chosen = wanted if wanted in notebooks else notebooks[0]
-    try:
-        return Path(client.download_artifacts(run_id, f"code/{chosen}", str(into)))
-    except Exception as exc:
-        raise StoreError(
-            f"cannot download the notebook snapshot code/{chosen} of run {run_id}: {_one_line(exc)}"
-        ) from None
+    return snapshot
 
 
 def recorded_params(
@@ -183,8 +163,6 @@ def recorded_params(
     other is read as JSON, else converted from text by its declared type as ``-p`` does.
     Names the run recorded that the parameters cell does not declare are left out.
     """
-    from mlops_nb.jobs.run.params import check_params
-
     if not declared:
         return {}
     values: dict[str, Any] = {}
@@ -272,8 +250,6 @@ def _registered_models(client: MlflowClient, run_id: str) -> dict[str, dict[str,
 def _restore_aliases(client: MlflowClient, before: dict[str, dict[str, str]], new_run_id: str) -> list[str]:
     """Put back aliases the re-run moved onto its own versions: a reproduction must not
     change which version a deployment loads. Returns one note per alias restored."""
-    from mlops_nb.registry import remove_alias, set_alias
-
     why = f"restored by mlops-nb reproduce (the reproduction run {new_run_id} had moved it)"
     notes = []
     for name, aliases in before.items():
@@ -293,7 +269,7 @@ def _restore_aliases(client: MlflowClient, before: dict[str, dict[str, str]], ne
         except MlopsError:
             raise
         except Exception as exc:
-            notes.append(f"warning: could not check the aliases of {name!r} after the reproduction: {_one_line(exc)}")
+            notes.append(f"warning: could not check the aliases of {name!r} after the reproduction: {one_line(exc)}")
     return notes
 
 
@@ -332,10 +308,6 @@ def reproduce(
     StoreError
         The store cannot be read or written.
     """
-    from mlops_nb.jobs.run.params import declared_parameters
-    from mlops_nb.provenance import environment_lock
-    from mlops_nb.store import get_client
-
     rtol, atol = _tolerance(rtol, "--rtol"), _tolerance(atol, "--atol")
     client = get_client(config)
     run_id, version = _resolve_target(client, target)
@@ -343,8 +315,8 @@ def reproduce(
     try:
         experiment = client.get_experiment(original.info.experiment_id).name
     except Exception as exc:
-        raise StoreError(f"cannot read the experiment of run {run_id}: {_one_line(exc)}") from None
-    recorded_notebook = original.data.tags.get(TAG + "notebook")
+        raise StoreError(f"cannot read the experiment of run {run_id}: {one_line(exc)}") from None
+    recorded_notebook = original.data.tags.get(NOTEBOOK)
     folder = (config.project_root / recorded_notebook).parent if recorded_notebook else None
 
     # Inside the project's store folder (ignored by git), so the snapshot resolves the
@@ -354,38 +326,16 @@ def reproduce(
     scratch = Path(tempfile.mkdtemp(prefix=f"{run_id[:12]}-", dir=scratch_root))
     try:
         snapshot = _download_snapshot(client, original, scratch / "snapshot")
-        params = recorded_params(declared_parameters(snapshot), dict(original.data.params), snapshot.name)
         cwd = folder if folder is not None and folder.is_dir() else snapshot.parent
         models_before = _registered_models(client, run_id)
-        job = run_notebook(
-            snapshot,
-            params,
-            experiment=experiment,
-            run_name=f"reproduce {original.info.run_name or run_id}",
-            timeout=timeout,
-            kernel=kernel or original.data.tags.get(TAG + "job.kernel"),
-            cwd=cwd,
-            config=config,
-            # Models and runs the re-run logs name the notebook, not the temporary copy.
-            tags={"mlflow.source.name": recorded_notebook} if recorded_notebook else None,
-        )
+        job = _rerun(original, snapshot, experiment, cwd, config, timeout, kernel)
         lock = _original_lock(client, run_id, scratch / "environment")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     new_run_id = job.run_id or ""
-    notes: list[str] = []
-    tags = {TAG + "reproduces": run_id}
-    # The job ran a temporary copy: record the notebook the reproduction stands for.
-    if recorded_notebook:
-        tags[TAG + "notebook"] = recorded_notebook
-        tags["mlflow.source.name"] = recorded_notebook
-    try:
-        for key, value in tags.items():
-            client.set_tag(new_run_id, key, value)
-    except Exception as exc:
-        raise StoreError(f"cannot tag the reproduction run {new_run_id}: {_one_line(exc)}") from None
-    notes += _restore_aliases(client, models_before, new_run_id)
+    _tag_reproduction(client, run_id, new_run_id, recorded_notebook)
+    notes = _restore_aliases(client, models_before, new_run_id)
 
     checks = compare_metrics(dict(original.data.metrics), job.metrics, rtol, atol)
     if not checks:
@@ -395,15 +345,7 @@ def reproduce(
         notes.append(f"run {run_id} recorded no environment/requirements.txt: installed packages were not compared")
     differences = package_differences(lock, environment_lock()) if lock is not None else []
 
-    verdict = "yes" if reproduced else "no"
-    try:
-        client.set_tag(run_id, TAG + "reproduced", verdict)
-        client.set_tag(run_id, TAG + "reproduced_by", new_run_id)
-        if version is not None:
-            client.set_model_version_tag(version[0], version[1], TAG + "reproduced", verdict)
-    except Exception as exc:
-        raise StoreError(f"cannot record the verdict on run {run_id}: {_one_line(exc)}") from None
-
+    _record_verdict(client, run_id, version, "yes" if reproduced else "no", new_run_id)
     return Reproduction(
         original_run_id=run_id,
         new_run_id=new_run_id,
@@ -419,6 +361,61 @@ def reproduce(
     )
 
 
+def _rerun(
+    original: Run,
+    snapshot: Path,
+    experiment: str,
+    cwd: Path,
+    config: ProjectConfig,
+    timeout: float | None,
+    kernel: str | None,
+) -> JobResult:
+    """Run the snapshot as a new job with the original's recorded params (the snapshot
+    is read once, for its parameters and the job's spec)."""
+    read = read_notebook(snapshot)
+    params = recorded_params(parameters_in(read), dict(original.data.params), snapshot.name)
+    recorded_notebook = original.data.tags.get(NOTEBOOK)
+    spec = job_spec(
+        snapshot,
+        params,
+        config=config,
+        experiment=experiment,
+        run_name=f"reproduce {original.info.run_name or original.info.run_id}",
+        timeout=timeout,
+        kernel=kernel or original.data.tags.get(JOB_KERNEL),
+        cwd=cwd,
+        # Models and runs the re-run logs name the notebook, not the temporary copy.
+        tags={"mlflow.source.name": recorded_notebook} if recorded_notebook else None,
+        source=read,
+    )
+    return execute_job(spec)
+
+
+def _tag_reproduction(client: MlflowClient, run_id: str, new_run_id: str, recorded_notebook: str | None) -> None:
+    tags = {REPRODUCES: run_id}
+    # The job ran a temporary copy: record the notebook the reproduction stands for.
+    if recorded_notebook:
+        tags[NOTEBOOK] = recorded_notebook
+        tags["mlflow.source.name"] = recorded_notebook
+    try:
+        for key, value in tags.items():
+            client.set_tag(new_run_id, key, value)
+    except Exception as exc:
+        raise StoreError(f"cannot tag the reproduction run {new_run_id}: {one_line(exc)}") from None
+
+
+def _record_verdict(
+    client: MlflowClient, run_id: str, version: tuple[str, str] | None, verdict: str, new_run_id: str
+) -> None:
+    try:
+        client.set_tag(run_id, REPRODUCED, verdict)
+        client.set_tag(run_id, REPRODUCED_BY, new_run_id)
+        if version is not None:
+            client.set_model_version_tag(version[0], version[1], REPRODUCED, verdict)
+    except Exception as exc:
+        raise StoreError(f"cannot record the verdict on run {run_id}: {one_line(exc)}") from None
+
+
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.6g}"
 
@@ -426,8 +423,6 @@ def _number(value: float | None) -> str:
 def reproduction_table(r: Reproduction) -> str:
     """The verdict as text: one row per metric, then the verdict, then one warning per
     package that differs from the original run's environment (at most 20)."""
-    from mlops_nb.tables import Table
-
     what = f"{r.model} (run {r.original_run_id})" if r.model else f"run {r.original_run_id}"
     title = f"reproduction of {what} by run {r.new_run_id} (rtol {r.rtol:g}, atol {r.atol:g})"
     rows = [

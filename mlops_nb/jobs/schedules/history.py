@@ -13,7 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError, one_line
+from mlops_nb.runs import experiment_ids
+from mlops_nb.snapshots import file_inside, is_missing, read_snapshot
+from mlops_nb.tags import ERROR, KIND, NOTEBOOK
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -22,8 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["JobNotebook", "JobRow", "job_notebook", "recent_job_runs"]
 
-TAG = "mlops_nb."
-JOB_FILTER = f"tags.`{TAG}kind` = 'job'"
+JOB_FILTER = f"tags.`{KIND}` = 'job'"
 _RUN_ID = re.compile(r"[0-9a-fA-F]{1,64}")
 
 # A scheduler record that has no MLflow run yet (or never will) still has a status a
@@ -71,11 +73,6 @@ def _ts(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc) if ms else None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _run_row(run: Any, experiments: dict[str, str], parent_kinds: dict[str, str]) -> JobRow:
     info, tags = run.info, run.data.tags
     start, end = _ts(info.start_time), _ts(info.end_time)
@@ -88,14 +85,14 @@ def _run_row(run: Any, experiments: dict[str, str], parent_kinds: dict[str, str]
         run_id=info.run_id,
         name=info.run_name or "",
         experiment=experiments.get(info.experiment_id, info.experiment_id),
-        notebook=tags.get(TAG + "notebook", tags.get("mlflow.source.name", "")),
+        notebook=tags.get(NOTEBOOK, tags.get("mlflow.source.name", "")),
         status=info.status,
         start=start,
         end=end,
         duration_s=(end - start).total_seconds() if start and end else None,
         origin=origin,
         parent_run_id=parent,
-        error=tags.get(TAG + "error") or None,
+        error=tags.get(ERROR) or None,
     )
 
 
@@ -142,8 +139,6 @@ def recent_job_runs(client: MlflowClient, store: ScheduleStore | None, limit: in
     created, or a scheduled pipeline) are listed too, so nothing a schedule did is hidden.
     ``store`` may be ``None`` (no scheduler database): MLflow's runs alone.
     """
-    from mlops_nb.tracking import experiment_ids
-
     if not 1 <= limit <= 1000:
         raise UsageError(f"limit must be between 1 and 1000, not {limit}")
     try:
@@ -161,15 +156,16 @@ def recent_job_runs(client: MlflowClient, store: ScheduleStore | None, limit: in
             else []
         )
         parent_kinds: dict[str, str] = {}
-        for parent in {r.data.tags.get("mlflow.parentRunId") for r in runs} - {None, ""}:
+        parents = {r.data.tags.get("mlflow.parentRunId") or "" for r in runs} - {""}
+        for parent in parents:
             try:
-                parent_kinds[parent] = client.get_run(parent).data.tags.get(TAG + "kind", "")
+                parent_kinds[parent] = client.get_run(parent).data.tags.get(KIND, "")
             except Exception:
                 parent_kinds[parent] = ""  # a deleted parent: still a step of something
     except MlopsError:
         raise
     except Exception as exc:
-        raise StoreError(f"cannot list job runs from {client.tracking_uri}: {_one_line(exc)}") from None
+        raise StoreError(f"cannot list job runs from {client.tracking_uri}: {one_line(exc)}") from None
     rows = [_run_row(run, experiments, parent_kinds) for run in runs]
     by_run = store.jobs_by_run([row.run_id for row in rows if row.run_id]) if store is not None else {}
     records = store.recent_jobs(limit=limit) if store is not None else []
@@ -188,7 +184,7 @@ def recent_job_runs(client: MlflowClient, store: ScheduleStore | None, limit: in
                     status=run.info.status,
                     name=run.info.run_name or row.name,
                     experiment=experiments.get(run.info.experiment_id),
-                    notebook=run.data.tags.get(TAG + "notebook", ""),
+                    notebook=run.data.tags.get(NOTEBOOK, ""),
                 )
             except Exception:
                 pass  # the run was deleted: the record still says what happened
@@ -228,35 +224,33 @@ def job_notebook(
     executed notebook ``job/<name>.ipynb``. Raises :class:`NotFoundError` naming what is
     missing.
     """
-    from mlops_nb.registry import _file_inside, _missing, _snapshot
-
     if not _RUN_ID.fullmatch(run_id):
         raise UsageError(f"{run_id!r} is not a run id: give the id of a job run (32 hex digits), as /jobs lists them")
     try:
         run = client.get_run(run_id)
     except Exception as exc:
-        if _missing(exc):
+        if is_missing(exc):
             raise NotFoundError(
                 f"no run {run_id} in {client.tracking_uri}: pick a job from the recent jobs list"
             ) from None
-        raise StoreError(f"cannot read run {run_id}: {_one_line(exc)}") from None
-    kind = run.data.tags.get(TAG + "kind")
+        raise StoreError(f"cannot read run {run_id}: {one_line(exc)}") from None
+    kind = run.data.tags.get(KIND)
     if kind != "job":
         raise NotFoundError(
             f"run {run_id} is not a notebook job ({'a ' + kind if kind else 'an untagged'} run) and has no executed notebook"
         )
     record = store.jobs_by_run([run_id]).get(run_id) if store is not None else None
     output = record.output if record is not None else None
-    name = Path(output).name if output else Path(run.data.tags.get(TAG + "notebook", "") or "notebook.ipynb").name
+    name = Path(output).name if output else Path(run.data.tags.get(NOTEBOOK, "") or "notebook.ipynb").name
     found = JobNotebook(run_id, name, output)
     if output:
-        inside = _file_inside(Path(root), Path(output))
+        inside = file_inside(Path(root), Path(output))
         if inside is not None and (allow_hidden or not any(p.startswith(".") for p in Path(inside).parts)):
-            return replace(found, workspace_path=inside)
-    html = _snapshot(client, run_id, output, folder="job", suffix=".html")
+            return replace(found, workspace_path=str(inside))
+    html = read_snapshot(client, run_id, output, folder="job", suffix=".html")
     if html is not None:
         return replace(found, name=Path(html[0]).stem + ".ipynb", html=html[1])
-    executed = _snapshot(client, run_id, output, folder="job", suffix=".ipynb")
+    executed = read_snapshot(client, run_id, output, folder="job", suffix=".ipynb")
     if executed is not None:
         return replace(found, name=executed[0], notebook_text=executed[1])
     state = run.info.status

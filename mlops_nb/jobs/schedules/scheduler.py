@@ -37,20 +37,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mlops_nb.config import ProjectConfig
-from mlops_nb.exceptions import ExecutorUnreachableError, MlopsError, NotFoundError, StoreError
+from mlops_nb.exceptions import ExecutorUnreachableError, MlopsError, NotFoundError, StoreError, one_line
+from mlops_nb.jobs.batch.pipeline import run_pipeline
+from mlops_nb.jobs.run.executors import executor_for, job_spec
 from mlops_nb.jobs.schedules.store import (
     JobRecord,
     Schedule,
     ScheduleStore,
-    _db,
+    db_time,
     next_occurrence,
     occurrences,
 )
+from mlops_nb.registry import tagged_metrics
+from mlops_nb.store import get_client
+from mlops_nb.tags import ERROR, PREFIX
 
-__all__ = ["Runner", "Scheduler"]
+__all__ = ["JobRunner", "Scheduler", "run_now"]
 
 log = logging.getLogger("mlops_nb.scheduler")
-TAG = "mlops_nb."
 
 
 def _owner(name: str | None) -> str:
@@ -79,11 +83,6 @@ def _owner_dead(owner: str | None) -> bool:
     return False
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 class _Lease:
     """Renews a running job's lease until stopped, so only a dead owner's lease expires."""
 
@@ -108,7 +107,7 @@ class _Lease:
                     conn.execute(
                         j.update()
                         .where(j.c.id == self.job_id, j.c.owner == self.owner, j.c.state == "running")
-                        .values(lease_until=_db(self.store.clock() + timedelta(seconds=self.lease_s)))
+                        .values(lease_until=db_time(self.store.clock() + timedelta(seconds=self.lease_s)))
                     )
             except StoreError as exc:  # the database is away for a moment: try again
                 log.warning("could not renew the lease of job %s: %s", self.job_id, exc)
@@ -133,7 +132,7 @@ class _Outcome:
         self.run_ids = run_ids or ([run_id] if run_id else [])
 
 
-class Runner:
+class JobRunner:
     """Runs job records: the one execution path of scheduled jobs, their retries and
     manual runs (:func:`~mlops_nb.jobs.schedules.store.run_now`).
 
@@ -217,7 +216,9 @@ class Runner:
             done = conn.execute(
                 j.update()
                 .where(j.c.id == record.id, j.c.state == "retrying")
-                .values(state="running", started=_db(now), owner=self.owner, lease_until=_db(self.lease_until()))
+                .values(
+                    state="running", started=db_time(now), owner=self.owner, lease_until=db_time(self.lease_until())
+                )
             )
         return self.store.job(record.id) if done.rowcount == 1 else None
 
@@ -274,10 +275,10 @@ class Runner:
             # The target or its parameters went bad since `add`, or MLflow's store is
             # unreachable (that may pass).
             outcome = _Outcome(
-                "failed", error=_one_line(exc), retryable=isinstance(exc, (StoreError, ExecutorUnreachableError))
+                "failed", error=one_line(exc), retryable=isinstance(exc, (StoreError, ExecutorUnreachableError))
             )
         except Exception as exc:  # never let a job take the scheduler down
-            outcome = _Outcome("failed", error=f"{type(exc).__name__}: {_one_line(exc)}")
+            outcome = _Outcome("failed", error=f"{type(exc).__name__}: {one_line(exc)}")
         finally:
             with self._lock:
                 self._stops.discard(stop)
@@ -286,18 +287,21 @@ class Runner:
             outcome.error = "the scheduler stopped during the job" + (f" ({outcome.error})" if outcome.error else "")
         return outcome
 
+    @staticmethod
+    def _schedule_tags(schedule: Schedule, record: JobRecord) -> dict[str, str]:
+        """The tags that say a run is this schedule's (tags.SCHEDULE and its .job, .trigger, .attempt)."""
+        return {
+            PREFIX + "schedule": schedule.name,
+            PREFIX + "schedule.job": str(record.id),
+            PREFIX + "schedule.trigger": record.trigger,
+            PREFIX + "schedule.attempt": str(record.attempt),
+        }
+
     def _tag(self, run_id: str, schedule: Schedule, record: JobRecord) -> None:
         """Tag the job's run with its schedule, so MLflow alone can tell a scheduled run."""
-        from mlops_nb.store import get_client
-
         client = get_client(self.config)
-        for key, value in {
-            "schedule": schedule.name,
-            "schedule.job": str(record.id),
-            "schedule.trigger": record.trigger,
-            "schedule.attempt": str(record.attempt),
-        }.items():
-            client.set_tag(run_id, TAG + key, value)
+        for key, value in self._schedule_tags(schedule, record).items():
+            client.set_tag(run_id, key, value)
 
     def _on_start(self, schedule: Schedule, record: JobRecord) -> Callable[[str], None]:
         def on_start(run_id: str) -> None:
@@ -311,10 +315,11 @@ class Runner:
         return on_start
 
     def _run_notebook(self, schedule: Schedule, record: JobRecord, path: Any, stop: threading.Event) -> _Outcome:
-        from mlops_nb.jobs.run.executors import executor_for, job_spec
-
         # The project's `executor` setting says where: this process, or a Dask cluster.
-        spec = job_spec(path, texts=schedule.params, timeout=schedule.timeout_s, config=self.config)
+        # Set with the run's first tags, before its id is recorded: a scheduler killed in
+        # between still leaves a run MLflow alone can tell as this schedule's.
+        tags = self._schedule_tags(schedule, record)
+        spec = job_spec(path, texts=schedule.params, timeout=schedule.timeout_s, config=self.config, tags=tags)
         with executor_for(None, self.config, pool_size=0, report=self.report) as executor:
             result = executor.submit(spec, stop=stop, on_start=self._on_start(schedule, record)).result()
         return _Outcome(
@@ -327,8 +332,6 @@ class Runner:
         )
 
     def _run_pipeline(self, schedule: Schedule, record: JobRecord, path: Any, stop: threading.Event) -> _Outcome:
-        from mlops_nb.jobs.batch.pipeline import run_pipeline
-
         timed_out = threading.Event()
         timer = None
         if schedule.timeout_s:
@@ -340,8 +343,6 @@ class Runner:
             timer = threading.Timer(schedule.timeout_s, expire)
             timer.daemon = True
             timer.start()
-        from mlops_nb.jobs.run.executors import executor_for
-
         cluster = executor_for(None, self.config, report=self.report) if self.config.executor != "local" else None
         try:
             result = run_pipeline(
@@ -358,7 +359,7 @@ class Runner:
                 timer.cancel()
             if cluster is not None:
                 cluster.close()
-        run_ids = [result.run_id] + [s.run_id for s in result.steps if getattr(s, "run_id", None)]
+        run_ids: list[Any] = [result.run_id] + [s.run_id for s in result.steps if getattr(s, "run_id", None)]
         if result.run_id:
             try:
                 self._tag(result.run_id, schedule, record)
@@ -402,7 +403,7 @@ class Runner:
                 .where(j.c.id == record.id, j.c.owner == self.owner, j.c.state == "running")
                 .values(
                     state=outcome.state,
-                    finished=_db(now),
+                    finished=db_time(now),
                     run_id=outcome.run_id or record.run_id,
                     output=outcome.output,
                     error=outcome.error,
@@ -509,7 +510,7 @@ class Scheduler:
         self.tick_s = float(tick_s)
         self.grace_s = float(grace_s)
         self.owner = _owner(name)
-        self.runner = Runner(
+        self.runner = JobRunner(
             store, config, owner=self.owner, lease_s=lease_s, retry_backoff_s=retry_backoff_s, report=report
         )
         self.started_at = store.clock()
@@ -549,7 +550,7 @@ class Scheduler:
         with self.store._read() as conn:
             rows = conn.execute(
                 j.select()
-                .where(j.c.state == "retrying", j.c.not_before <= _db(now))
+                .where(j.c.state == "retrying", j.c.not_before <= db_time(now))
                 .order_by(j.c.not_before)
                 .limit(free)
             ).fetchall()
@@ -565,7 +566,7 @@ class Scheduler:
         s = self.store.schedules
         with self.store._read() as conn:
             rows = conn.execute(
-                s.select().where(s.c.paused.is_(False), s.c.next_run <= _db(now)).order_by(s.c.next_run).limit(100)
+                s.select().where(s.c.paused.is_(False), s.c.next_run <= db_time(now)).order_by(s.c.next_run).limit(100)
             ).fetchall()
         out = []
         for row in rows:
@@ -592,8 +593,8 @@ class Scheduler:
             with self.store._write() as conn:
                 moved = conn.execute(
                     s.update()
-                    .where(s.c.name == schedule.name, s.c.next_run == _db(schedule.next_run), s.c.paused.is_(False))
-                    .values(next_run=_db(after), last_state="running" if fire else "skipped")
+                    .where(s.c.name == schedule.name, s.c.next_run == db_time(schedule.next_run), s.c.paused.is_(False))
+                    .values(next_run=db_time(after), last_state="running" if fire else "skipped")
                 )
                 if moved.rowcount != 1:
                     return None  # another scheduler fired it (or it was paused meanwhile)
@@ -656,7 +657,7 @@ class Scheduler:
         for row in rows:
             record = self.store._job(row)
             lease = row._mapping["lease_until"]
-            expired = lease is None or lease < _db(now)
+            expired = lease is None or lease < db_time(now)
             if not (expired or _owner_dead(record.owner)):
                 continue
             why = "its scheduler stopped during the job" + (" (lease expired)" if expired else " (process gone)")
@@ -664,7 +665,7 @@ class Scheduler:
                 done = conn.execute(
                     j.update()
                     .where(j.c.id == record.id, j.c.state == "running", j.c.owner == record.owner)
-                    .values(state="interrupted", finished=_db(now), error=why, lease_until=None)
+                    .values(state="interrupted", finished=db_time(now), error=why, lease_until=None)
                 )
             if done.rowcount != 1:
                 continue  # it finished, or another scheduler recovered it first
@@ -684,8 +685,6 @@ class Scheduler:
     def _end_run(self, run_id: str, why: str) -> None:
         """End a dead job's MLflow run FAILED, so no run stays RUNNING forever."""
         try:
-            from mlops_nb.store import get_client
-
             client = get_client(self.config)
             run = client.get_run(run_id)
             # A pipeline's (or sweep's) runs nest under it: end those left RUNNING too.
@@ -696,7 +695,7 @@ class Scheduler:
                     continue
                 seen.add(current.info.run_id)
                 if current.info.status == "RUNNING":
-                    client.set_tag(current.info.run_id, TAG + "error", why)
+                    client.set_tag(current.info.run_id, ERROR, why)
                     client.set_terminated(current.info.run_id, "FAILED")
                 pending.extend(
                     client.search_runs(
@@ -706,7 +705,7 @@ class Scheduler:
                     )
                 )
         except Exception as exc:
-            self.runner.report(f"warning: could not end run {run_id} of an interrupted job: {_one_line(exc)}")
+            self.runner.report(f"warning: could not end run {run_id} of an interrupted job: {one_line(exc)}")
 
     # ------------------------------------------------------------ running
 
@@ -765,9 +764,7 @@ def _versions_of(client: Any, run_ids: list[str]) -> list[Any]:
 
 
 def _version_metrics(client: Any, mv: Any) -> dict[str, float]:
-    from mlops_nb.registry import _tagged_metrics
-
-    tagged = _tagged_metrics(dict(mv.tags or {}))
+    tagged = tagged_metrics(dict(mv.tags or {}))
     if tagged is not None:
         return tagged
     try:
@@ -781,8 +778,6 @@ def model_changes(config: ProjectConfig, run_ids: list[str], alias: str = "champ
     current holder of ``alias`` (model, version, metric, value, holder version and value,
     change = value - holder value). A model without a holder gives one row with holder
     fields ``None``; a version that holds the alias itself compares with itself."""
-    from mlops_nb.store import get_client
-
     client = get_client(config)
     rows: list[dict[str, Any]] = []
     for mv in _versions_of(client, run_ids):
@@ -818,8 +813,6 @@ def webhook_payload(config: ProjectConfig, schedule: Schedule, record: JobRecord
     status = None
     if record.run_id:
         try:
-            from mlops_nb.store import get_client
-
             status = get_client(config).get_run(record.run_id).info.status
         except Exception:
             status = None
@@ -870,3 +863,33 @@ def send_webhook(
         line = f"warning: webhook {schedule.webhook} of {schedule.name} failed: {getattr(exc, 'reason', exc)}"
         (report or log.warning)(line)
         return False
+
+
+def run_now(
+    store: ScheduleStore,
+    config: ProjectConfig,
+    name: str,
+    *,
+    wait: bool,
+    retry_backoff_s: float = 30.0,
+    report: Callable[[str], None] | None = None,
+) -> JobRecord:
+    """Run schedule ``name`` now, through the scheduler's own execution path.
+
+    A ``manual`` job record is created at once and run in this process: it never waits
+    for a scheduler to pick it up. ``wait=True`` returns the finished record (after any
+    retries the schedule allows); ``wait=False`` runs it in a background thread and
+    returns the ``running`` record at once (for the Jupyter server).
+
+    Raises
+    ------
+    NotFoundError
+        When there is no such schedule.
+    """
+    runner = JobRunner(store, config, retry_backoff_s=retry_backoff_s, report=report)
+    record = runner.start_manual(name)
+    if wait:
+        return runner.run_to_end(record)
+    thread = threading.Thread(target=runner.run_to_end, args=(record,), name=f"mlops-nb-run-now-{name}", daemon=True)
+    thread.start()
+    return record

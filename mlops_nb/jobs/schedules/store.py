@@ -19,28 +19,25 @@ across SQLite and PostgreSQL). This module imports nothing from Jupyter or MLflo
 
 from __future__ import annotations
 
+import builtins  # `list` is also a ScheduleStore method, which shadows it in annotations
 import json
 import os
 import re
-import sys
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from mlops_nb.config import STORE_DIRNAME, ProjectConfig
-from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError
+from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError, one_line
+from mlops_nb.jobs.batch.pipeline_file import load_pipeline
+from mlops_nb.jobs.run.params import check_params, declared_parameters
+from mlops_nb.jobs.run.spec import positive_seconds
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection, Engine
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 __all__ = [
     "JOB_STATES",
@@ -49,7 +46,6 @@ __all__ = [
     "ScheduleStore",
     "next_occurrence",
     "occurrences",
-    "run_now",
     "scheduler_url",
 ]
 
@@ -90,16 +86,8 @@ def scheduler_url(config: ProjectConfig, environ: Mapping[str, str] | None = Non
     url = env.get("MLOPS_NB_SCHEDULER_DB", "").strip()
     if url:
         return _absolute_sqlite(url, Path.cwd())
-    pyproject = config.project_root / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            with pyproject.open("rb") as fh:
-                table = tomllib.load(fh).get("tool", {}).get("mlops-nb", {})
-        except (OSError, tomllib.TOMLDecodeError):
-            table = {}  # resolve_config already reported an unreadable file
-        value = table.get("scheduler_db") if isinstance(table, dict) else None
-        if isinstance(value, str) and value.strip():
-            return _absolute_sqlite(value.strip(), pyproject.parent)
+    if config.scheduler_db:  # made absolute by the config's one resolution
+        return config.scheduler_db
     return f"sqlite:///{config.project_root / STORE_DIRNAME / 'scheduler.db'}"
 
 
@@ -318,7 +306,7 @@ def _tables() -> tuple[Any, Any, Any]:
     return meta, schedules, jobs
 
 
-def _db(value: datetime | None) -> datetime | None:
+def db_time(value: datetime | None) -> datetime | None:
     """Aware -> naive UTC, the portable form in the database."""
     if value is None:
         return None
@@ -329,11 +317,6 @@ def _db(value: datetime | None) -> datetime | None:
 
 def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None else None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 class ScheduleStore:
@@ -383,7 +366,7 @@ class ScheduleStore:
         except MlopsError:
             raise
         except Exception as exc:
-            raise StoreError(f"cannot open the schedule database {url}: {_one_line(exc)}") from None
+            raise StoreError(f"cannot open the schedule database {url}: {one_line(exc)}") from None
 
     def _sqlite_locking(self, event: Any) -> None:
         """SQLite: WAL (readers never wait for the writer), and write transactions that
@@ -491,17 +474,9 @@ class ScheduleStore:
         pipeline's declared parameters); return them as texts (converted at run time)."""
         texts = {str(k): str(v) for k, v in params.items()}
         if kind == "notebook":
-            from mlops_nb.jobs.run.params import check_params, declared_parameters
-
             if texts:
                 check_params(declared_parameters(path), {}, texts=texts, notebook=path.name)
         else:
-            try:
-                from mlops_nb.jobs.batch.pipeline import load_pipeline
-            except ImportError:
-                raise MlopsError(
-                    "pipelines are not available in this installation of mlops-nb; schedule a notebook"
-                ) from None
             load_pipeline(path, texts)
         return texts
 
@@ -563,9 +538,7 @@ class ScheduleStore:
             raise UsageError(f"--missed must be skip or once, not {missed!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
             raise UsageError(f"--retries must be a whole number from 0 to {MAX_RETRIES}, not {retries!r}")
-        from mlops_nb.jobs.run.execution import _positive  # the jobs' own check of a time limit
-
-        timeout_s = _positive(timeout_s, "--timeout")
+        timeout_s = positive_seconds(timeout_s, "--timeout")  # the jobs' own check of a time limit
         self.check_webhook(webhook)
         texts = self.check_params(kind, absolute, params or {})
         schedule = Schedule(
@@ -585,34 +558,38 @@ class ScheduleStore:
             next_run=next_run,
             last_state=None,
         )
+        self._insert(schedule)
+        return schedule
+
+    def _insert(self, schedule: Schedule) -> None:
+        """Store a checked schedule; a name already scheduled is refused."""
         from sqlalchemy.exc import IntegrityError
 
         try:
             with self._write() as conn:
                 conn.execute(
                     self.schedules.insert().values(
-                        name=name,
-                        cron=cron,
-                        timezone=timezone,
-                        target=relative,
-                        kind=kind,
-                        params=json.dumps(texts),
+                        name=schedule.name,
+                        cron=schedule.cron,
+                        timezone=schedule.timezone,
+                        target=schedule.target,
+                        kind=schedule.kind,
+                        params=json.dumps(schedule.params),
                         paused=False,
-                        missed=missed,
-                        retries=retries,
-                        timeout_s=timeout_s,
-                        webhook=webhook,
-                        notify_success=bool(notify_success),
-                        created=_db(now),
-                        next_run=_db(next_run),
+                        missed=schedule.missed,
+                        retries=schedule.retries,
+                        timeout_s=schedule.timeout_s,
+                        webhook=schedule.webhook,
+                        notify_success=schedule.notify_success,
+                        created=db_time(schedule.created),
+                        next_run=db_time(schedule.next_run),
                         last_state=None,
                     )
                 )
         except IntegrityError:
             raise UsageError(
-                f"a schedule named {name!r} exists already: remove it first or choose another name"
+                f"a schedule named {schedule.name!r} exists already: remove it first or choose another name"
             ) from None
-        return schedule
 
     def list(self) -> list[Schedule]:
         """Every schedule, by name."""
@@ -664,7 +641,7 @@ class ScheduleStore:
             conn.execute(
                 self.schedules.update()
                 .where(self.schedules.c.name == name, self.schedules.c.paused.is_(True))
-                .values(paused=False, next_run=_db(next_run))
+                .values(paused=False, next_run=db_time(next_run))
             )
         return self.get(name)
 
@@ -679,7 +656,7 @@ class ScheduleStore:
 
     # ------------------------------------------------------------ jobs
 
-    def history(self, name: str, limit: int = 50) -> list[JobRecord]:
+    def history(self, name: str, limit: int = 50) -> builtins.list[JobRecord]:
         """The newest ``limit`` job records of schedule ``name``, newest first."""
         self.get(name)
         j = self.jobs
@@ -687,7 +664,7 @@ class ScheduleStore:
             rows = conn.execute(j.select().where(j.c.schedule == name).order_by(j.c.id.desc()).limit(limit)).fetchall()
         return [self._job(r) for r in rows]
 
-    def recent_jobs(self, limit: int = 50) -> list[JobRecord]:
+    def recent_jobs(self, limit: int = 50) -> builtins.list[JobRecord]:
         """The newest ``limit`` job records of all schedules, newest first."""
         j = self.jobs
         with self._read() as conn:
@@ -702,7 +679,7 @@ class ScheduleStore:
             raise NotFoundError(f"no scheduled job with id {job_id}")
         return self._job(row)
 
-    def jobs_by_run(self, run_ids: list[str]) -> dict[str, JobRecord]:
+    def jobs_by_run(self, run_ids: builtins.list[str]) -> dict[str, JobRecord]:
         """The job record of each MLflow run id that one names (for a jobs list)."""
         if not run_ids:
             return {}
@@ -733,23 +710,25 @@ class ScheduleStore:
         result = conn.execute(
             self.jobs.insert().values(
                 schedule=schedule,
-                occurrence=_db(occurrence),
+                occurrence=db_time(occurrence),
                 trigger=trigger,
                 attempt=attempt,
                 state=state,
-                started=_db(now) if running else None,
-                finished=_db(now) if state in ("skipped", "failed") else None,
+                started=db_time(now) if running else None,
+                finished=db_time(now) if state in ("skipped", "failed") else None,
                 owner=owner,
-                lease_until=_db(lease_until),
-                not_before=_db(not_before),
+                lease_until=db_time(lease_until),
+                not_before=db_time(not_before),
                 error=error,
             )
         )
-        return int(result.inserted_primary_key[0])
+        key = result.inserted_primary_key
+        assert key is not None  # an insert has a key
+        return int(key[0])
 
     def update_job(self, job_id: int, **values: Any) -> None:
         """Set columns of a job record (datetimes aware)."""
-        values = {k: (_db(v) if isinstance(v, datetime) else v) for k, v in values.items()}
+        values = {k: (db_time(v) if isinstance(v, datetime) else v) for k, v in values.items()}
         with self._write() as conn:
             conn.execute(self.jobs.update().where(self.jobs.c.id == job_id).values(**values))
 
@@ -770,10 +749,10 @@ class _Tx:
                 self.conn.info["mlops_nb_write"] = True
             self.tx = self.conn.begin()
         except Exception as exc:
-            raise StoreError(f"cannot reach the schedule database: {_one_line(exc)}") from None
+            raise StoreError(f"cannot reach the schedule database: {one_line(exc)}") from None
         return self.conn
 
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> Literal[False]:
         from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
         try:
@@ -785,37 +764,17 @@ class _Tx:
             self.conn.info.pop("mlops_nb_write", None)
             self.conn.close()
         if exc is not None and isinstance(exc, SQLAlchemyError) and not isinstance(exc, IntegrityError):
-            raise StoreError(f"the schedule database failed: {_one_line(exc)}") from None
+            raise StoreError(f"the schedule database failed: {one_line(exc)}") from None
         return False
 
 
-def run_now(
-    store: ScheduleStore,
-    config: ProjectConfig,
-    name: str,
-    *,
-    wait: bool,
-    retry_backoff_s: float = 30.0,
-    report: Callable[[str], None] | None = None,
-) -> JobRecord:
-    """Run schedule ``name`` now, through the scheduler's own execution path.
+def __getattr__(name: str) -> object:
+    # Transitional: `run_now` moved to the scheduler module (it runs a schedule through the
+    # scheduler's JobRunner; importing it here made store <-> scheduler a circle). Kept
+    # importable from here until cli/schedule.py and server/handlers.py import it from
+    # mlops_nb.jobs.schedules.scheduler; then this goes.
+    if name == "run_now":
+        from importlib import import_module
 
-    A ``manual`` job record is created at once and run in this process: it never waits
-    for a scheduler to pick it up. ``wait=True`` returns the finished record (after any
-    retries the schedule allows); ``wait=False`` runs it in a background thread and
-    returns the ``running`` record at once (for the Jupyter server).
-
-    Raises
-    ------
-    NotFoundError
-        When there is no such schedule.
-    """
-    from mlops_nb.jobs.schedules.scheduler import Runner
-
-    runner = Runner(store, config, retry_backoff_s=retry_backoff_s, report=report)
-    record = runner.start_manual(name)
-    if wait:
-        return runner.run_to_end(record)
-    thread = threading.Thread(target=runner.run_to_end, args=(record,), name=f"mlops-nb-run-now-{name}", daemon=True)
-    thread.start()
-    return record
+        return import_module("mlops_nb.jobs.schedules.scheduler").run_now
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
