@@ -14,10 +14,10 @@ PG_INITDB ?= $(or $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb)),/usr
 
 # The JupyterLab extension is built by `pip install` (hatch-jupyter-builder runs npm).
 LABEXT_SOURCES := labextension/package.json labextension/package-lock.json labextension/tsconfig.json \
-	$(wildcard labextension/src/* labextension/style/* labextension/style/icons/*)
+	$(shell find labextension/src labextension/style -type f)
 ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: demo test bench install lab clean
+.PHONY: demo test check bench install lab clean
 
 $(STAMP): pyproject.toml $(LABEXT_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,7 +52,18 @@ $(PG_INITDB):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null
 
-test: $(STAMP) $(CHROMIUM) $(PG_INITDB)
+# The checks that keep the code's shape (README: Development), first because they take a
+# minute: ruff (lint and format), mypy on mlops_nb/, the import-linter layers in
+# pyproject.toml, and ESLint, Prettier and the Jest unit tests of the JupyterLab extension
+# (its node_modules come from the pip install, which runs npm install).
+check: $(STAMP)
+	$(BIN)/ruff check mlops_nb tests benchmarks
+	$(BIN)/ruff format --check mlops_nb tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	cd labextension && npm run lint && npm test
+
+test: $(STAMP) $(CHROMIUM) $(PG_INITDB) check
 	MLOPS_NB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)

@@ -10,8 +10,34 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
 
+from mlops_nb.cli import pipeline as cli_pipeline
+from mlops_nb.cli import schedule as cli_schedule
+from mlops_nb.cli.common import (
+    PROJECT_HELP,
+    cluster,
+    executor_option,
+    job_config,
+    project_option,
+    signals_handled,
+    warn,
+)
+from mlops_nb.config import ProjectConfig, executor_name, resolve_config
 from mlops_nb.exceptions import MlopsError, NotFoundError, UsageError
+from mlops_nb.jobs.batch.sweep import sweep, sweep_table
+from mlops_nb.jobs.run import agent
+from mlops_nb.jobs.run.executors import executor_for
+from mlops_nb.jobs.run.junit import write_junit
+from mlops_nb.jobs.run.params import load_params_file, parse_assignments
+from mlops_nb.jobs.run.reproduce import reproduce, reproduction_table
+from mlops_nb.jobs.run.spec import JobResult, job_spec, notebook_path
+from mlops_nb.provenance import NotebookLocation
+from mlops_nb.store import relocate_artifacts
+from mlops_nb.tables import runs_table, status_table
+from mlops_nb.tracking import RunRow, Tracker, list_runs
 from mlops_nb.version import __version__
 
 __all__ = ["build_parser", "main"]
@@ -27,12 +53,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--project", metavar="DIR", default=None, help=PROJECT_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    commands = _add_store_parsers(sub)
+    commands += _add_job_parsers(sub)
+    # Pipelines and schedules keep their options beside their commands.
+    cli_pipeline.add_parsers(sub)
+    cli_schedule.add_parsers(sub)
+    commands += _add_project_parsers(sub)
+    for command in commands:
+        project_option(command)
+    return parser
+
+
+def _add_store_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> list[argparse.ArgumentParser]:
+    """``runs`` and ``status``."""
     runs = sub.add_parser("runs", help="list the newest runs of the project store")
     runs.add_argument("--experiment", help="only this experiment (default: all)")
     runs.add_argument("-n", type=int, default=20, help="how many runs (default: 20)")
     runs.add_argument("--json", action="store_true", help="print the runs as JSON")
     status = sub.add_parser("status", help="show the store, why it was chosen and whether it answers (exit 1 when not)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+    return [runs, status]
+
+
+def _add_job_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> list[argparse.ArgumentParser]:
+    """``run``, ``sweep`` and ``reproduce``."""
     run = sub.add_parser("run", help="run a notebook headless (papermill) as one MLflow run")
     _job_options(
         run,
@@ -66,12 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--timeout", metavar="SECONDS", help="the re-run's time limit")
     repro.add_argument("--kernel", metavar="NAME", help="the kernel (default: the original run's)")
     repro.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
-    # Pipelines and schedules keep their options beside their commands.
-    from mlops_nb.cli import pipeline as cli_pipeline
-    from mlops_nb.cli import schedule as cli_schedule
+    return [run, sweep, repro]
 
-    cli_pipeline.add_parsers(sub)
-    cli_schedule.add_parsers(sub)
+
+def _add_project_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> list[argparse.ArgumentParser]:
+    """``agent`` and ``relocate``."""
     agent = sub.add_parser("agent", help="the project's job agent: keeps MLflow loaded and a kernel warm for `run`")
     agent.add_argument("action", choices=["start", "stop", "status"])
     agent.add_argument("--json", action="store_true", help="print the agent's state as JSON")
@@ -81,20 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     relocate.add_argument("old", metavar="OLD_FOLDER")
     relocate.add_argument("new", metavar="NEW_FOLDER")
-    for command in (runs, status, run, sweep, repro, agent, relocate):
-        project_option(command)
-    return parser
-
-
-PROJECT_HELP = "a folder inside the project (default: the current folder)"
-
-
-def project_option(parser: argparse.ArgumentParser) -> None:
-    """``--project DIR`` on a sub-command too, so it may come after the command
-    (``mlops-nb runs --project DIR``) as well as before it. Its default is SUPPRESS: when
-    absent here, argparse keeps what the main parser read (or ``None``); when given in
-    both places, the one after the command wins."""
-    parser.add_argument("--project", metavar="DIR", default=argparse.SUPPRESS, help=PROJECT_HELP)
+    return [agent, relocate]
 
 
 def _job_options(
@@ -111,20 +141,7 @@ def _job_options(
     executor_option(parser)
 
 
-def executor_option(parser: argparse.ArgumentParser) -> None:
-    """``--executor``: where the notebook jobs run."""
-    parser.add_argument(
-        "--executor",
-        metavar="local|dask://HOST:PORT",
-        help="run the jobs here (local, the default) or on a Dask cluster; default: the project's executor setting",
-    )
-
-
-def _tracker(project: str | None):
-    from mlops_nb.config import resolve_config
-    from mlops_nb.provenance import NotebookLocation
-    from mlops_nb.tracking import Tracker
-
+def _tracker(project: str | None) -> Tracker:
     return Tracker(
         notebook=NotebookLocation(None, "none: the mlops-nb command"),
         config=resolve_config(project),
@@ -132,59 +149,38 @@ def _tracker(project: str | None):
     )
 
 
-def _cmd_runs(args: argparse.Namespace) -> int:
-    from mlops_nb.tables import runs_table
-    from mlops_nb.tracking import list_runs
+def _run_dict(r: RunRow) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id,
+        "name": r.name,
+        "experiment": r.experiment,
+        "status": r.status,
+        "start_time": r.start_time.isoformat() if r.start_time else None,
+        "duration_s": r.duration_s,
+        "notebook": r.notebook,
+        "params": r.params,
+        "metrics": r.metrics,
+    }
 
+
+def _cmd_runs(args: argparse.Namespace) -> int:
     tracker = _tracker(args.project)
     rows, more = list_runs(tracker.client, [args.experiment] if args.experiment else None, args.n)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "store": tracker.config.tracking_uri,
-                    "more": more,
-                    "runs": [
-                        {
-                            "run_id": r.run_id,
-                            "name": r.name,
-                            "experiment": r.experiment,
-                            "status": r.status,
-                            "start_time": r.start_time.isoformat() if r.start_time else None,
-                            "duration_s": r.duration_s,
-                            "notebook": r.notebook,
-                            "params": r.params,
-                            "metrics": r.metrics,
-                        }
-                        for r in rows
-                    ],
-                },
-                indent=2,
-            )
-        )
+        store = tracker.config.tracking_uri
+        print(json.dumps({"store": store, "more": more, "runs": [_run_dict(r) for r in rows]}, indent=2))
     else:
         print(runs_table(rows, more, tracker.config.tracking_uri))
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from mlops_nb.tables import status_table
-
     status = _tracker(args.project).status()
     print(json.dumps(status, indent=2) if args.json else status_table(status))
     return 1 if status.get("store_reachable") is False else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import signal
-    from dataclasses import fields
-    from pathlib import Path
-
-    from mlops_nb.config import resolve_config
-    from mlops_nb.jobs import agent
-    from mlops_nb.jobs.run.execution import JobResult, notebook_path
-    from mlops_nb.jobs.run.params import load_params_file, parse_assignments
-
     texts = parse_assignments(args.param)
     values = load_params_file(args.params_file) if args.params_file else {}
     clash = sorted(set(texts) & set(values))
@@ -192,76 +188,89 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{', '.join(clash)} given both with -p and in {args.params_file}: give each once")
     path = notebook_path(args.notebook)
     config = resolve_config(args.project if args.project else path.parent)
-    from mlops_nb.config import executor_name
-
     where = executor_name(args.executor, config)
     mode = agent.agent_mode() if where == "local" else "off"
     progress = not args.json and sys.stderr.isatty()
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # the job's kernel is shut down and its run ends KILLED
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        done = None
+    with signals_handled():
+        result = None
         if mode != "off" and _json_safe(values):
-            job = {
-                "notebook": str(path),
-                "params": values,
-                "texts": texts,
-                "experiment": args.experiment,
-                "timeout": args.timeout,
-                "cell_timeout": args.cell_timeout,
-                "kernel": args.kernel,
-                "output": str(Path(args.output).resolve()) if args.output else None,
-            }
-            done = agent.run_via_agent(config, job, sys.stderr if progress else None, sys.stderr)
-        if done is not None:
-            result = JobResult(**{f.name: done[f.name] for f in fields(JobResult)})
-        else:
-            from mlops_nb.jobs.run.executors import executor_for, job_spec
-
-            spec = job_spec(
-                path,
-                values,
-                texts=texts,
-                experiment=args.experiment,
-                timeout=args.timeout,
-                cell_timeout=args.cell_timeout,
-                kernel=args.kernel,
-                output=args.output,
-                config=config,
-            )
-            with executor_for(where, config, pool_size=0, progress=progress, report=_warn) as executor:
-                result = executor.run(spec)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if done is None and mode == "auto" and not _in_ci():
+            result = _run_on_agent(args, config, path, texts, values, progress)
+        on_agent = result is not None
+        if result is None:
+            result = _run_on_executor(args, config, where, path, texts, values, progress)
+    if not on_agent and mode == "auto" and not _in_ci():
         try:
             agent.spawn_agent(config.project_root)  # the next job skips the imports and the kernel start
         except (OSError, MlopsError):
             pass
     if args.junit:
-        from mlops_nb.jobs.run.junit import write_junit
-
         write_junit([result], args.junit)
-    if args.json:
-        print(json.dumps(result.to_dict(), default=str))
-    else:
-        line = f"mlops-nb: {result.status} in {result.duration_s:.1f} s: run {result.run_id} ({result.experiment})"
-        print(line)
-        if result.error:
-            print(f"mlops-nb: {result.error}", file=sys.stderr)
-        if result.output:
-            print(f"executed notebook: {result.output}")
+    _show_result(result, args.json)
     return 0 if result.ok else 1
 
 
-def _warn(line: str) -> None:
-    print(f"mlops-nb: {line}", file=sys.stderr)
+def _run_on_agent(
+    args: argparse.Namespace,
+    config: ProjectConfig,
+    path: Path,
+    texts: dict[str, str],
+    values: dict[str, Any],
+    progress: bool,
+) -> JobResult | None:
+    """The job run by the project's agent; ``None`` when no agent took it."""
+    job = {
+        "notebook": str(path),
+        "params": values,
+        "texts": texts,
+        "experiment": args.experiment,
+        "timeout": args.timeout,
+        "cell_timeout": args.cell_timeout,
+        "kernel": args.kernel,
+        "output": str(Path(args.output).resolve()) if args.output else None,
+    }
+    done = agent.run_via_agent(config, job, sys.stderr if progress else None, sys.stderr)
+    if done is None:
+        return None
+    return JobResult(**{f.name: done[f.name] for f in fields(JobResult)})
 
 
-def _json_safe(values: dict) -> bool:
+def _run_on_executor(
+    args: argparse.Namespace,
+    config: ProjectConfig,
+    where: str,
+    path: Path,
+    texts: dict[str, str],
+    values: dict[str, Any],
+    progress: bool,
+) -> JobResult:
+    """The job run by the executor ``where`` names, from this process."""
+    spec = job_spec(
+        path,
+        values,
+        texts=texts,
+        experiment=args.experiment,
+        timeout=args.timeout,
+        cell_timeout=args.cell_timeout,
+        kernel=args.kernel,
+        output=args.output,
+        config=config,
+    )
+    with executor_for(where, config, pool_size=0, progress=progress, report=warn) as executor:
+        return executor.run(spec)
+
+
+def _show_result(result: JobResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_dict(), default=str))
+        return
+    print(f"mlops-nb: {result.status} in {result.duration_s:.1f} s: run {result.run_id} ({result.experiment})")
+    if result.error:
+        print(f"mlops-nb: {result.error}", file=sys.stderr)
+    if result.output:
+        print(f"executed notebook: {result.output}")
+
+
+def _json_safe(values: dict[str, Any]) -> bool:
     try:
         json.dumps(values)
     except (TypeError, ValueError):
@@ -270,18 +279,12 @@ def _json_safe(values: dict) -> bool:
 
 
 def _in_ci() -> bool:
-    import os
-
     return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from mlops_nb.config import resolve_config
-    from mlops_nb.jobs import agent
-
     root = resolve_config(args.project).project_root
+    info: agent.AgentInfo | None
     if args.action == "start":
         info = agent.start_agent(root)
         message = f"job agent {info.pid} running for {root}; it stops after {info.idle_timeout_s:g} s without a job"
@@ -303,68 +306,33 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    import signal
-
-    from mlops_nb.jobs.batch.sweep import sweep, sweep_table
-    from mlops_nb.jobs.run.params import load_params_file, parse_assignments
-
     texts = parse_assignments(args.param)
     values = load_params_file(args.params_file) if args.params_file else {}
-    config = _job_config(args, args.notebook)
-    cluster = _cluster(args.executor, config)
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    config = job_config(args, args.notebook)
+    executor = cluster(args.executor, config)
     try:
-        result = sweep(
-            args.notebook,
-            texts,
-            values,
-            workers=args.workers,
-            metric=args.metric,
-            lower_is_better=args.lower_is_better,
-            experiment=args.experiment,
-            timeout=args.timeout,
-            cell_timeout=args.cell_timeout,
-            kernel=args.kernel,
-            config=config,
-            executor=cluster,
-        )
+        with signals_handled():
+            result = sweep(
+                args.notebook,
+                texts,
+                values,
+                workers=args.workers,
+                metric=args.metric,
+                lower_is_better=args.lower_is_better,
+                experiment=args.experiment,
+                timeout=args.timeout,
+                cell_timeout=args.cell_timeout,
+                kernel=args.kernel,
+                config=config,
+                executor=executor,
+            )
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        if cluster is not None:
-            cluster.close()
+        if executor is not None:
+            executor.close()
     if args.junit:
-        from mlops_nb.jobs.run.junit import write_junit
-
         write_junit(result.jobs, args.junit, suite=f"sweep {result.notebook}")
     print(json.dumps(result.to_dict(), default=str) if args.json else sweep_table(result))
     return 0 if result.ok else 1
-
-
-def _job_config(args: argparse.Namespace, file: str):
-    """The project config for a job command: ``--project``, else the file's folder."""
-    from pathlib import Path
-
-    from mlops_nb.config import resolve_config
-
-    path = Path(file)
-    return resolve_config(args.project if args.project else (path.resolve().parent if path.exists() else None))
-
-
-def _cluster(name: str | None, config):
-    """The Dask executor ``--executor`` (or the project setting) names; ``None`` for local
-    (each command then runs its jobs on its own workers)."""
-    from mlops_nb.config import executor_name
-
-    where = executor_name(name, config)
-    if where == "local":
-        return None
-    from mlops_nb.jobs.run.executors import executor_for
-
-    return executor_for(where, config, report=_warn)
 
 
 def _skip_slow_optional_imports() -> None:
@@ -376,9 +344,6 @@ def _skip_slow_optional_imports() -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from mlops_nb.config import resolve_config
-    from mlops_nb.jobs.run.reproduce import reproduce, reproduction_table
-
     result = reproduce(
         args.target,
         rtol=args.rtol,
@@ -392,11 +357,6 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_relocate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from mlops_nb.config import resolve_config
-    from mlops_nb.store import relocate_artifacts
-
     old, new = (str(Path(p).expanduser().absolute()) for p in (args.old, args.new))
     if not Path(new).is_dir():
         raise UsageError(f"{new} is not a folder: give the folder the artifacts were moved to")

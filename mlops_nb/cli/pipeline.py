@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from mlops_nb.cli.common import cluster, executor_option, project_option, signals_handled
+from mlops_nb.config import ProjectConfig, resolve_config
+from mlops_nb.jobs.batch.pipeline import load_pipeline, pipeline_status, pipeline_table, run_pipeline, status_table
+from mlops_nb.jobs.run.params import parse_assignments
+
+__all__ = ["add_parsers"]
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,8 +41,6 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     run.add_argument("--workers", type=int, default=2, help="steps at a time (default: 2)")
     run.add_argument("--json", action="store_true", help="print the result as one JSON object (quiet)")
-    from mlops_nb.cli.main import executor_option, project_option
-
     executor_option(run)
     run.set_defaults(func=_cmd_run)
     show = commands.add_parser("show", help="the steps, what each needs, and whether each is cached, stale or failed")
@@ -53,48 +59,33 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         project_option(command)
 
 
-def _config(args: argparse.Namespace):
-    from pathlib import Path
-
-    from mlops_nb.config import resolve_config
-
+def _config(args: argparse.Namespace) -> ProjectConfig:
     return resolve_config(args.project if args.project else Path(args.file).resolve().parent)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import signal
-
-    from mlops_nb.jobs.batch.pipeline import load_pipeline, pipeline_table, run_pipeline
-    from mlops_nb.jobs.run.params import parse_assignments
-
     texts = parse_assignments(args.param)
     load_pipeline(args.file, texts)  # bad input: one line and exit 2 before the store is touched
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # running jobs end KILLED, the pipeline run too
 
     def report(line: str) -> None:
         print(line, flush=True)
 
-    from mlops_nb.cli.main import _cluster
-
     config = _config(args)
-    cluster = _cluster(args.executor, config)
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    executor = cluster(args.executor, config)
     try:
-        result = run_pipeline(
-            args.file,
-            params=texts,
-            force=args.force,
-            workers=args.workers,
-            config=config,
-            report=None if args.json else report,
-            executor=cluster,
-        )
+        with signals_handled():  # running jobs end KILLED, the pipeline run too
+            result = run_pipeline(
+                args.file,
+                params=texts,
+                force=args.force,
+                workers=args.workers,
+                config=config,
+                report=None if args.json else report,
+                executor=executor,
+            )
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        if cluster is not None:
-            cluster.close()
+        if executor is not None:
+            executor.close()
     if args.json:
         print(json.dumps(result.to_dict(), default=str))
     else:
@@ -106,9 +97,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from mlops_nb.jobs.batch.pipeline import load_pipeline, pipeline_status, status_table
-    from mlops_nb.jobs.run.params import parse_assignments
-
     texts = parse_assignments(args.param)
     pipeline = load_pipeline(args.file, texts)
     states = pipeline_status(args.file, params=texts, config=_config(args))

@@ -3,7 +3,7 @@
 ``schedule add|list|pause|resume|remove|run-now|history`` edit and read the project's
 schedule database; ``scheduler`` runs due jobs until SIGTERM or Ctrl-C. Each handler
 returns the exit code: 0 done, 1 a job failed, 2 bad usage (raised as UsageError and
-mapped by :func:`mlops_nb.cli.main.main`).
+mapped by ``mlops_nb.cli.main.main``).
 """
 
 from __future__ import annotations
@@ -11,14 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from mlops_nb.config import ProjectConfig
-    from mlops_nb.jobs.schedules.store import JobRecord, Schedule, ScheduleStore
+from mlops_nb.cli.common import project_option, signals_handled
+from mlops_nb.config import ProjectConfig, resolve_config
+from mlops_nb.exceptions import UsageError
+from mlops_nb.jobs.run.params import parse_assignments
+from mlops_nb.jobs.schedules.scheduler import Scheduler, run_now
+from mlops_nb.jobs.schedules.store import JobRecord, Schedule, ScheduleStore
 
 __all__ = ["add_parsers"]
 
@@ -28,7 +33,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     schedule = sub.add_parser("schedule", help="run a notebook or pipeline on a cron schedule")
     verbs = schedule.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
+    _add_add_parser(verbs)
+    _add_verb_parsers(verbs)
+    run = _add_scheduler_parser(sub)
+    for command in (schedule, *verbs.choices.values(), run):
+        project_option(command)
 
+
+def _add_add_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``schedule add``: everything a schedule holds."""
     add = verbs.add_parser("add", help="add a schedule (everything is checked first)")
     add.add_argument("name", metavar="NAME", help="a short slug: lower-case letters, digits, - and _")
     add.add_argument(
@@ -67,6 +80,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add.add_argument("--json", action="store_true", help="print the schedule as JSON")
     add.set_defaults(func=_cmd_add)
 
+
+def _add_verb_parsers(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``schedule list|pause|resume|remove|run-now|history``."""
     lst = verbs.add_parser("list", help="list the schedules with their next run")
     lst.add_argument("--json", action="store_true", help="print the schedules as JSON")
     lst.set_defaults(func=_cmd_list)
@@ -95,6 +111,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     hist.add_argument("--json", action="store_true", help="print the job records as JSON")
     hist.set_defaults(func=_cmd_history)
 
+
+def _add_scheduler_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """``scheduler``: runs due jobs until stopped."""
     run = sub.add_parser("scheduler", help="run due scheduled jobs until SIGTERM or Ctrl-C")
     run.add_argument("--max-running", type=int, default=2, metavar="N", help="jobs at once (default: 2)")
     run.add_argument("--tick", type=float, default=0.5, metavar="SECONDS", help="seconds between checks (default: 0.5)")
@@ -114,19 +133,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     run.add_argument("--name", help="a label for this scheduler in job records")
     run.set_defaults(func=_cmd_scheduler)
-    from mlops_nb.cli.main import project_option
-
-    for command in (schedule, *verbs.choices.values(), run):
-        project_option(command)
+    return run
 
 
 # ---------------------------------------------------------------- helpers
 
 
 def _open(args: argparse.Namespace) -> tuple[ProjectConfig, ScheduleStore]:
-    from mlops_nb.config import resolve_config
-    from mlops_nb.jobs.schedules.store import ScheduleStore
-
     config = resolve_config(args.project)
     return config, ScheduleStore.for_project(config)
 
@@ -154,8 +167,6 @@ def _print(data: Any) -> None:
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from mlops_nb.jobs.run.params import parse_assignments
-
     texts = parse_assignments(args.param)
     config, store = _open(args)
     # The target is typed relative to where the user stands; the store takes it
@@ -227,18 +238,9 @@ def _job_line(r: JobRecord) -> str:
 
 
 def _cmd_run_now(args: argparse.Namespace) -> int:
-    import signal
-
-    from mlops_nb.jobs.schedules.store import run_now
-
     config, store = _open(args)
     quiet = args.json
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # the job's kernel is shut down and its run ends KILLED
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
+    with signals_handled():  # the job's kernel is shut down and its run ends KILLED
         record = run_now(
             store,
             config,
@@ -246,8 +248,6 @@ def _cmd_run_now(args: argparse.Namespace) -> int:
             wait=True,
             report=None if quiet else (lambda line: print(f"mlops-nb: {line}", file=sys.stderr)),
         )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if args.json:
         _print(record.to_dict())
     else:
@@ -260,12 +260,10 @@ def _cmd_run_now(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from mlops_nb.exceptions import UsageError
-
     if args.n < 1:
         raise UsageError(f"-n must be at least 1, not {args.n}")
     _, store = _open(args)
-    records = store.history(args.name, limit=args.n)
+    records: list[JobRecord] = store.history(args.name, limit=args.n)
     if args.json:
         _print({"schedule": args.name, "jobs": [r.to_dict() for r in records]})
         return 0
@@ -290,12 +288,6 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_scheduler(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from mlops_nb.exceptions import UsageError
-    from mlops_nb.jobs.schedules.scheduler import Scheduler
-
     if args.max_running < 1:
         raise UsageError(f"--max-running must be at least 1, not {args.max_running}")
     for option, value in (("--tick", args.tick), ("--lease", args.lease)):
@@ -319,18 +311,12 @@ def _cmd_scheduler(args: argparse.Namespace) -> int:
         report=say,
     )
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()  # running jobs are stopped, marked interrupted and retried by the next scheduler
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    say(
-        f"{scheduler.owner} running {len(store.list())} schedule(s) from {store.url} (up to {args.max_running} at once)"
-    )
-    try:
+    # Running jobs are stopped, marked interrupted and retried by the next scheduler.
+    with signals_handled(stop.set, (signal.SIGTERM, signal.SIGINT)):
+        say(
+            f"{scheduler.owner} running {len(store.list())} schedule(s) from {store.url} "
+            f"(up to {args.max_running} at once)"
+        )
         scheduler.run_forever(stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     say("stopped")
     return 0

@@ -20,13 +20,26 @@ import shlex
 from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-import mlops_nb
 from mlops_nb.exceptions import MlopsError, PromotionRefusedError
 from mlops_nb.magics import warmup
 from mlops_nb.provenance import locate_notebook
-from mlops_nb.tracking import FAILED, FINISHED, KILLED, RunHandle, RunRow, Tracker, read_run, ui_hint
+from mlops_nb.registry import parse_model_uri, promote, remove_alias, set_alias
+from mlops_nb.tables import status_table
+from mlops_nb.tracking import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    RunHandle,
+    RunRow,
+    Tracker,
+    current_tracker,
+    read_run,
+    set_tracker,
+    ui_hint,
+)
 
 __all__ = ["HELP", "MlopsMagics", "load", "run_summary", "unload"]
 
@@ -183,6 +196,8 @@ def _build_parser(cell: bool) -> _Parser:
 class MlopsMagics(Magics):
     """``%mlops`` / ``%%mlops``; holds the kernel's tracker and its cell hooks."""
 
+    shell: InteractiveShell  # set by Magics.__init__: the magics are made for a shell
+
     def __init__(self, shell: Any, tracker: Tracker) -> None:
         super().__init__(shell)
         self.tracker = tracker
@@ -269,7 +284,7 @@ class MlopsMagics(Magics):
         if self.tracker.job is None:
             warmup.start()
 
-    def _execution_count(self) -> int | None:
+    def _execution_count(self) -> int:
         """The running cell's number as the notebook shows it (``In[N]``).
 
         ``shell.execution_count`` is already the next cell's number while a cell runs
@@ -327,10 +342,12 @@ class MlopsMagics(Magics):
         print(f"mlops-nb: logged {' and '.join(parts)} to run {run.run_id if run else '?'}")
 
     def _cmd_status(self, args: argparse.Namespace) -> Any:
-        return mlops_nb.status()
+        return status_table(self.tracker.status())
 
     def _cmd_runs(self, args: argparse.Namespace) -> Any:
-        return mlops_nb.runs(args.experiment, args.n)
+        from mlops_nb.widgets.runs import runs_browser  # ipywidgets: see _live_chart
+
+        return runs_browser(self.tracker.client, args.experiment, args.n)
 
     def _cmd_capture(self, args: argparse.Namespace) -> None:
         self.tracker.capture_override = args.state == "on"
@@ -350,8 +367,6 @@ class MlopsMagics(Magics):
         print(f"  load it with: {version.load_hint}")
 
     def _cmd_alias(self, args: argparse.Namespace) -> None:
-        from mlops_nb.registry import remove_alias, set_alias
-
         name, _, alias = args.target.partition("@")
         if not alias:
             raise MlopsError(f"{args.target!r} names no alias: use NAME@ALIAS, e.g. wine@champion")
@@ -369,8 +384,6 @@ class MlopsMagics(Magics):
         print(f"mlops-nb: {name}@{alias} -> v{int(args.version)}{moved}")
 
     def _cmd_promote(self, args: argparse.Namespace) -> None:
-        from mlops_nb.registry import promote
-
         result = promote(
             self.tracker.client,
             args.name,
@@ -383,8 +396,6 @@ class MlopsMagics(Magics):
         print(f"mlops-nb: {result.message}")
 
     def _cmd_load(self, args: argparse.Namespace) -> None:
-        from mlops_nb.registry import parse_model_uri
-
         name, alias, _version = parse_model_uri(args.uri)
         var = args.var or re.sub(r"\W", "_", name)
         if not var.isidentifier():
@@ -395,35 +406,41 @@ class MlopsMagics(Magics):
         print(f"mlops-nb: loaded {name} {via}v{mv.version} into {var} ({type(model).__name__})")
 
     def _cmd_run(self, args: argparse.Namespace) -> Any:
-        from mlops_nb.jobs.run.execution import check_job, run_notebook
+        import threading
+
+        from mlops_nb.config import resolve_config
+        from mlops_nb.jobs.run.executors import executor_for
         from mlops_nb.jobs.run.params import parse_assignments
-
-        texts = parse_assignments(args.param)
-        # Checked here, so a mistake is this cell's one-line error, not a failed job.
-        path, _, timeout, cell_timeout = check_job(
-            args.notebook, texts=texts, timeout=args.timeout, cell_timeout=args.cell_timeout
-        )
-
-        def start(stop: Any) -> Any:
-            return run_notebook(
-                path,
-                texts=texts,
-                experiment=args.experiment,
-                timeout=timeout,
-                cell_timeout=cell_timeout,
-                kernel=args.kernel,
-                output=args.output,
-                stop=stop,
-            )
-
-        if args.wait:
-            return start(None)
+        from mlops_nb.jobs.run.spec import job_spec, notebook_path
         from mlops_nb.widgets.job import JobStatus
 
-        return JobStatus(str(path), start)
+        path = notebook_path(args.notebook)
+        config = resolve_config(path.parent)
+        # Checked here, once, so a mistake is this cell's one-line error, not a failed job.
+        spec = job_spec(
+            path,
+            texts=parse_assignments(args.param),
+            config=config,
+            experiment=args.experiment,
+            timeout=args.timeout,
+            cell_timeout=args.cell_timeout,
+            kernel=args.kernel,
+            output=args.output,
+        )
+        executor = executor_for(None, config, pool_size=0)  # the project's `executor` setting
+        if args.wait:
+            with executor:
+                return executor.run(spec)
+        stop = threading.Event()
+        future = executor.submit(spec, stop=stop)
+        # Closed off the job's own thread, once the job has ended.
+        future.add_done_callback(lambda _: threading.Thread(target=executor.close, daemon=True).start())
+        return JobStatus(str(path), future, stop)
 
     def _cmd_models(self, args: argparse.Namespace) -> Any:
-        return mlops_nb.models(args.name)
+        from mlops_nb.widgets.models import RegistryBrowser  # ipywidgets: see _live_chart
+
+        return RegistryBrowser(self.tracker.client, args.name)
 
     # -- tracked cells -----------------------------------------------------
 
@@ -485,6 +502,8 @@ class MlopsMagics(Magics):
         return value
 
     def _live_chart(self, handle: Any) -> Any:
+        # Imported here: ipywidgets and bqplot cost a %load_ext that tracks no cell
+        # about 0.2 s, and a kernel without them still tracks (with no chart).
         try:
             from IPython.display import display
 
@@ -540,11 +559,11 @@ def load(shell: Any) -> MlopsMagics:
     """Register the magics and hooks on ``shell`` (idempotent)."""
     if id(shell) in _loaded:
         return _loaded[id(shell)]
-    tracker = mlops_nb._tracker
+    tracker = current_tracker()
     if tracker is None:
         # Found again at each run: a notebook can be renamed while its kernel runs.
         tracker = Tracker(locate=lambda: locate_notebook(namespace=shell.user_ns))
-        mlops_nb._set_tracker(tracker)
+        set_tracker(tracker)
     magics = MlopsMagics(shell, tracker)
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.pre_run_cell)
@@ -587,5 +606,5 @@ def unload(shell: Any) -> None:
     if transforms is not None and tracked_cell_lines in transforms:
         transforms.remove(tracked_cell_lines)
     magics.tracker.close()
-    if mlops_nb._tracker is magics.tracker:
-        mlops_nb._set_tracker(None)
+    if current_tracker() is magics.tracker:
+        set_tracker(None)

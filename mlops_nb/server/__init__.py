@@ -14,6 +14,10 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool
 
+from mlops_nb.config import resolve_config
+from mlops_nb.exceptions import one_line
+from mlops_nb.jobs.schedules.scheduler import Scheduler
+from mlops_nb.jobs.schedules.store import ScheduleStore
 from mlops_nb.server.handlers import HANDLERS
 
 __all__ = ["MlopsNbApp"]
@@ -38,6 +42,7 @@ class MlopsNbApp(ExtensionApp):
     def initialize_settings(self) -> None:
         # The store is the project's that holds the server's root folder; the config is
         # resolved on first use, so a bad pyproject.toml is a 4xx, not a failed start.
+        assert self.serverapp is not None  # ExtensionApp sets it before initialize_settings
         self.settings["mlops_nb_state"] = {
             "root": str(self.serverapp.root_dir),
             "config": None,
@@ -54,18 +59,15 @@ class MlopsNbApp(ExtensionApp):
     def _start_scheduler(self) -> None:
         """Start the scheduler on its own thread. A project that cannot be read is logged
         and shown on ``GET /schedules``: the server (and the registry) still start."""
-        from mlops_nb.config import resolve_config
-        from mlops_nb.jobs.schedules.scheduler import Scheduler
-        from mlops_nb.jobs.schedules.store import ScheduleStore
-
         state = self.settings["mlops_nb_state"]
+        assert self.serverapp is not None  # ExtensionApp sets it before initialize_settings
         try:
             config = resolve_config(state["root"])
             store = ScheduleStore.for_project(config)
             scheduler = Scheduler(store, config, name=f"jupyter-server:{self.serverapp.port}")
             scheduler.start()
         except Exception as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = one_line(exc)
             self.log.error("mlops-nb: the scheduler did not start: %s", message)
             state["scheduler"] = {"in_server": False, "error": f"the scheduler did not start: {message}"}
             return

@@ -25,7 +25,32 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 
 from mlops_nb.config import ProjectConfig, resolve_config
-from mlops_nb.exceptions import MlopsError, NotFoundError, PromotionRefusedError, StoreError, UsageError
+from mlops_nb.exceptions import (
+    MlopsError,
+    NotFoundError,
+    PromotionRefusedError,
+    StoreError,
+    StoreUnreachableError,
+    UsageError,
+)
+from mlops_nb.jobs.schedules.history import job_notebook, recent_job_runs
+from mlops_nb.jobs.schedules.scheduler import run_now
+from mlops_nb.jobs.schedules.store import ScheduleStore
+from mlops_nb.registry import (
+    compare_versions,
+    get_model,
+    models_page,
+    promote,
+    remove_alias,
+    set_alias,
+    version_detail,
+    version_notebook,
+    versions_page,
+)
+from mlops_nb.store import check_store, get_client
+
+# yaml, jsonschema, nbformat and nbconvert are imported where used: the server starts
+# without them, and only the routes that need them pay for their import.
 
 __all__ = ["HANDLERS", "SPEC_PATH", "BaseHandler", "status_of"]
 
@@ -73,14 +98,10 @@ class BaseHandler(APIHandler):
         return state["config"]
 
     def client(self) -> Any:
-        from mlops_nb.store import get_client
-
         return get_client(self.project)
 
     def schedules(self) -> Any:
         """The project's schedule store (one per server: it holds a connection pool)."""
-        from mlops_nb.jobs.schedules.store import ScheduleStore
-
         state = self.settings["mlops_nb_state"]
         if state.get("schedules") is None:
             try:
@@ -88,8 +109,6 @@ class BaseHandler(APIHandler):
             except MlopsError:
                 raise
             except Exception as exc:
-                from mlops_nb.exceptions import StoreUnreachableError
-
                 raise StoreUnreachableError(f"cannot open the schedule database: {exc}") from None
         return state["schedules"]
 
@@ -150,9 +169,6 @@ class BaseHandler(APIHandler):
             super().log_exception(typ, value, tb)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        from mlops_nb.exceptions import StoreUnreachableError
-        from mlops_nb.store import check_store
-
         try:
             client = self.client()
         except MlopsError:
@@ -252,15 +268,11 @@ def body_problem(schema: dict[str, Any], data: dict[str, Any]) -> str | None:
 
 
 def _models(client: Any, q: str | None, size: int, token: str | None, order: str) -> dict[str, Any]:
-    from mlops_nb.registry import models_page
-
     rows, nxt = models_page(client, q, size, token, order)
     return {"models": rows, "next_page_token": nxt}
 
 
 def _model(client: Any, name: str, size: int, token: str | None) -> dict[str, Any]:
-    from mlops_nb.registry import get_model, versions_page
-
     model = get_model(client, name)
     versions, nxt = versions_page(client, name, size, token, model=model)
     return {
@@ -274,8 +286,6 @@ def _model(client: Any, name: str, size: int, token: str | None) -> dict[str, An
 
 
 def _versions(client: Any, name: str, size: int, token: str | None) -> dict[str, Any]:
-    from mlops_nb.registry import versions_page
-
     # Aliases live on the model: clients hold them from the models list (or the model
     # endpoint), so a page of versions is one registry query.
     rows, nxt = versions_page(client, name, size, token, with_aliases=False)
@@ -283,22 +293,16 @@ def _versions(client: Any, name: str, size: int, token: str | None) -> dict[str,
 
 
 def _version(client: Any, name: str, version: str) -> dict[str, Any]:
-    from mlops_nb.registry import version_detail
-
     return version_detail(client, name, version)
 
 
 def _set_alias(client: Any, name: str, alias: str, body: dict[str, Any], who: str) -> dict[str, Any]:
-    from mlops_nb.registry import set_alias
-
     version = str(body["version"])  # "3" or 3, as the request schema allows
     previous = set_alias(client, name, alias, version, who=who, why=body.get("why", "set in JupyterLab"))
     return {"name": name, "alias": alias, "version": version, "previous_version": previous}
 
 
 def _remove_alias(client: Any, name: str, alias: str, who: str) -> dict[str, Any]:
-    from mlops_nb.registry import remove_alias
-
     return {
         "name": name,
         "alias": alias,
@@ -307,8 +311,6 @@ def _remove_alias(client: Any, name: str, alias: str, who: str) -> dict[str, Any
 
 
 def _promote(client: Any, name: str, body: dict[str, Any], who: str) -> Any:
-    from mlops_nb.registry import promote
-
     # The request schema checked every field's type; the defaults are the file's.
     return promote(
         client,
@@ -342,8 +344,6 @@ def _notebook_html(text: str, name: str, run_id: str | None) -> str:
 
 
 def _notebook(client: Any, name: str, version: str, project_root: Path, server_root: str) -> dict[str, Any]:
-    from mlops_nb.registry import version_notebook
-
     found = version_notebook(client, name, version, project_root, root=server_root)
     if found.workspace_path is not None:
         return {"source": "workspace", "path": found.workspace_path}
@@ -357,8 +357,6 @@ def _notebook(client: Any, name: str, version: str, project_root: Path, server_r
 
 
 def _compare(client: Any, name: str, a: str, b: str) -> dict[str, Any]:
-    from mlops_nb.registry import compare_versions
-
     return compare_versions(client, name, a, b)
 
 
@@ -371,20 +369,14 @@ def _set_paused(store: Any, name: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_now(store: Any, config: ProjectConfig, name: str) -> dict[str, Any]:
-    from mlops_nb.jobs.schedules.store import run_now
-
     return run_now(store, config, name, wait=False).to_dict()
 
 
 def _jobs(client: Any, store: Any, limit: int) -> dict[str, Any]:
-    from mlops_nb.jobs.schedules.history import recent_job_runs
-
     return {"jobs": recent_job_runs(client, store, limit)}
 
 
 def _job_notebook(client: Any, store: Any, run_id: str, server_root: str, allow_hidden: bool) -> dict[str, Any]:
-    from mlops_nb.jobs.schedules.history import job_notebook
-
     found = job_notebook(client, run_id, server_root, store, allow_hidden=allow_hidden)
     if found.workspace_path is not None:
         return {"source": "workspace", "path": found.workspace_path}

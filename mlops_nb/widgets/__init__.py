@@ -38,7 +38,7 @@ class FallbackMixin:
     fallback_html: Any
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = W.DOMWidget._repr_mimebundle_(self, **kwargs) or {}  # type: ignore[arg-type]
+        bundle = W.DOMWidget._repr_mimebundle_(self, **kwargs) or {}
         if isinstance(bundle, tuple):
             bundle = bundle[0]
         bundle = dict(bundle)

@@ -43,7 +43,7 @@ class LiveChart(FallbackMixin, W.VBox):
     def __init__(
         self, title: str, interval: float = 0.5, clock: Callable[[], float] = time.monotonic, **kwargs: Any
     ) -> None:
-        import bqplot as bq
+        import bqplot as bq  # here, with numpy in draw(): a tracked cell that logs no series never needs them
 
         self._bq = bq
         self._x_scale = bq.LinearScale()

@@ -27,8 +27,9 @@ from typing import Any
 
 import ipywidgets as W
 
-from mlops_nb.exceptions import MlopsError
+from mlops_nb.exceptions import MlopsError, one_line
 from mlops_nb.registry import VersionRow, get_model, list_models, list_versions, version_detail
+from mlops_nb.tables import models_table, versions_table
 from mlops_nb.widgets import TABLE_CSS, FallbackMixin
 
 __all__ = ["POLLED", "RegistryBrowser", "key_metrics"]
@@ -194,8 +195,8 @@ class RegistryBrowser(FallbackMixin, W.VBox):
         self._poller: threading.Thread | None = None
         # A person's choice redraws; the browser's own updates of the choices do not.
         self._quiet: int | None = None
-        self.model.observe(lambda _c: self._choosing() or self._show_model(), names="value")
-        self.version.observe(lambda _c: self._choosing() or self._show_version(), names="value")
+        self.model.observe(self._model_chosen, names="value")
+        self.version.observe(self._version_chosen, names="value")
         self._top = W.HBox(
             [self.model, self.refresh_button, self.note], layout=W.Layout(align_items="center", flex_flow="row wrap")
         )
@@ -250,9 +251,9 @@ class RegistryBrowser(FallbackMixin, W.VBox):
                     return False
                 self.refresh(note="changed elsewhere; redrawn at")
             except Exception as exc:  # the store is away: say so, try again at the next check
-                first = (str(exc).splitlines() or [type(exc).__name__])[0]
                 self.note.value = (
-                    f"<span style='color:var(--jp-error-color1, #c00)'>cannot read the registry: {esc(first)}</span>"
+                    "<span style='color:var(--jp-error-color1, #c00)'>"
+                    f"cannot read the registry: {esc(one_line(exc))}</span>"
                 )
                 return False
             return True
@@ -286,6 +287,14 @@ class RegistryBrowser(FallbackMixin, W.VBox):
     def _choosing(self) -> bool:
         """True while this thread is setting the choices itself (not a person choosing)."""
         return self._quiet == threading.get_ident()
+
+    def _model_chosen(self, _change: Any) -> None:
+        if not self._choosing():
+            self._show_model()
+
+    def _version_chosen(self, _change: Any) -> None:
+        if not self._choosing():
+            self._show_version()
 
     def _show_model(self, note: str = "") -> None:
         with self._lock:
@@ -321,8 +330,6 @@ class RegistryBrowser(FallbackMixin, W.VBox):
             self.detail.value = _detail_html(version_detail(self.client, self.model.value, str(self.version.value)))
 
     def fallback_text(self) -> str:
-        from mlops_nb.tables import models_table, versions_table
-
         if not self.models:
             return str(models_table([], False, self.client.tracking_uri))
         return (

@@ -18,11 +18,21 @@ from typing import Any
 
 import ipywidgets as W
 
+from mlops_nb.exceptions import MlopsError, UsageError
+from mlops_nb.tables import runs_table
 from mlops_nb.tracking import RunRow, experiment_ids, metric_series, runs_page
 from mlops_nb.widgets import TABLE_CSS, FallbackMixin
 from mlops_nb.widgets.theme import SERIES_COLORS, css_widget, style_figure
 
-__all__ = ["CompareView", "RunsTable", "better_direction", "compact_time", "metric_order", "nice_ticks"]
+__all__ = [
+    "CompareView",
+    "RunsTable",
+    "better_direction",
+    "compact_time",
+    "metric_order",
+    "nice_ticks",
+    "runs_browser",
+]
 
 _ALL = "(all experiments)"
 _SORTS = {
@@ -146,8 +156,17 @@ def _error_html(message: str) -> str:
     return f"{_RUNS_CSS}<span class='mlops-nb-error'>{esc}</span>"
 
 
+def runs_browser(client: Any, experiment: str | None = None, n: int = 20) -> RunsTable:
+    """``%mlops runs`` and ``mlops_nb.runs()``: the runs table, ``n`` runs a page (1 to 1,000)."""
+    if not 1 <= n <= 1000:
+        raise UsageError(f"-n must be between 1 and 1000, not {n}")
+    return RunsTable(client, experiment, page_size=n)
+
+
 class RunsTable(FallbackMixin, W.VBox):
     """Browse the runs of an experiment (or all), a page at a time; tick runs to compare."""
+
+    children: tuple[W.Widget, ...]  # ipywidgets' trait, which mypy cannot infer
 
     def __init__(self, client: Any, experiment: str | None = None, page_size: int = 25, **kwargs: Any) -> None:
         self.client = client
@@ -211,8 +230,6 @@ class RunsTable(FallbackMixin, W.VBox):
     def _load(self, token: str | None) -> bool:
         """Fetch one page into ``rows``; on bad input show the one-line error and no rows
         (rows under an error would look like its result)."""
-        from mlops_nb.exceptions import MlopsError
-
         chosen = self.experiment.value
         ids = {i: n for i, n in self._experiments.items() if chosen == _ALL or n == chosen}
         order = _SORTS.get(self.sort.value, self.sort.value)
@@ -349,12 +366,10 @@ class RunsTable(FallbackMixin, W.VBox):
         if self.compare_view is not None:
             self.compare_view.close()
         self.compare_view = view
-        self.children = [*(c for c in self.children if not isinstance(c, CompareView)), view]
+        self.children = (*(c for c in self.children if not isinstance(c, CompareView)), view)
         return view
 
     def fallback_text(self) -> str:
-        from mlops_nb.tables import runs_table
-
         return str(runs_table(self.rows, self._next is not None, self.client.tracking_uri))
 
     def fallback_html(self) -> str:
@@ -424,7 +439,7 @@ class CompareView(FallbackMixin, W.VBox):
         self.add_class("mlops-nb-compare")
 
     def _series_figure(self, key: str, per_run: dict[str, list[tuple[int, float]]]) -> Any:
-        import bqplot as bq
+        import bqplot as bq  # here: only a comparison with series draws a chart
 
         x, y = bq.LinearScale(), bq.LinearScale()
         by_id = {r.run_id: r for r in self.rows}
