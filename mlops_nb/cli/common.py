@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from mlops_nb.config import ProjectConfig, executor_name, resolve_config
-from mlops_nb.jobs.run.executors import executor_for
 
 __all__ = [
     "PROJECT_HELP",
@@ -59,6 +58,8 @@ def job_config(args: argparse.Namespace, file: str) -> ProjectConfig:
 def cluster(name: str | None, config: ProjectConfig) -> Any:
     """The Dask executor ``--executor`` (or the project setting) names; ``None`` for local
     (each command then runs its jobs on its own workers)."""
+    from mlops_nb.jobs.run.executors import executor_for  # the command's core: see cli/main.py
+
     where = executor_name(name, config)
     if where == "local":
         return None

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_nb.cli import pipeline as cli_pipeline
 from mlops_nb.cli import schedule as cli_schedule
@@ -27,18 +27,17 @@ from mlops_nb.cli.common import (
 )
 from mlops_nb.config import ProjectConfig, executor_name, resolve_config
 from mlops_nb.exceptions import MlopsError, NotFoundError, UsageError
-from mlops_nb.jobs.batch.sweep import sweep, sweep_table
 from mlops_nb.jobs.run import agent
-from mlops_nb.jobs.run.executors import executor_for
-from mlops_nb.jobs.run.junit import write_junit
 from mlops_nb.jobs.run.params import load_params_file, parse_assignments
-from mlops_nb.jobs.run.reproduce import reproduce, reproduction_table
-from mlops_nb.jobs.run.spec import JobResult, job_spec, notebook_path
-from mlops_nb.provenance import NotebookLocation
-from mlops_nb.store import relocate_artifacts
-from mlops_nb.tables import runs_table, status_table
-from mlops_nb.tracking import RunRow, Tracker, list_runs
+from mlops_nb.jobs.run.spec import JobResult, notebook_path
 from mlops_nb.version import __version__
+
+# A command imports the core it needs when it runs, not at start-up: `mlops-nb run`
+# handing its job to the project's agent is a measured figure (README: Figures), and the
+# modules behind the other commands (tracking, the registry, the executors, sweeps,
+# reproduce) would add about 0.3 s to it. import-linter still sees these imports.
+if TYPE_CHECKING:
+    from mlops_nb.tracking import RunRow, Tracker
 
 __all__ = ["build_parser", "main"]
 
@@ -142,6 +141,9 @@ def _job_options(
 
 
 def _tracker(project: str | None) -> Tracker:
+    from mlops_nb.provenance import NotebookLocation
+    from mlops_nb.tracking import Tracker
+
     return Tracker(
         notebook=NotebookLocation(None, "none: the mlops-nb command"),
         config=resolve_config(project),
@@ -164,6 +166,9 @@ def _run_dict(r: RunRow) -> dict[str, Any]:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
+    from mlops_nb.tables import runs_table
+    from mlops_nb.tracking import list_runs
+
     tracker = _tracker(args.project)
     rows, more = list_runs(tracker.client, [args.experiment] if args.experiment else None, args.n)
     if args.json:
@@ -175,12 +180,16 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from mlops_nb.tables import status_table
+
     status = _tracker(args.project).status()
     print(json.dumps(status, indent=2) if args.json else status_table(status))
     return 1 if status.get("store_reachable") is False else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from mlops_nb.jobs.run.junit import write_junit
+
     texts = parse_assignments(args.param)
     values = load_params_file(args.params_file) if args.params_file else {}
     clash = sorted(set(texts) & set(values))
@@ -244,6 +253,9 @@ def _run_on_executor(
     progress: bool,
 ) -> JobResult:
     """The job run by the executor ``where`` names, from this process."""
+    from mlops_nb.jobs.run.executors import executor_for
+    from mlops_nb.jobs.run.spec import job_spec
+
     spec = job_spec(
         path,
         values,
@@ -306,6 +318,9 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from mlops_nb.jobs.batch.sweep import sweep, sweep_table
+    from mlops_nb.jobs.run.junit import write_junit
+
     texts = parse_assignments(args.param)
     values = load_params_file(args.params_file) if args.params_file else {}
     config = job_config(args, args.notebook)
@@ -344,6 +359,8 @@ def _skip_slow_optional_imports() -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from mlops_nb.jobs.run.reproduce import reproduce, reproduction_table
+
     result = reproduce(
         args.target,
         rtol=args.rtol,
@@ -357,6 +374,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_relocate(args: argparse.Namespace) -> int:
+    from mlops_nb.store import relocate_artifacts
+
     old, new = (str(Path(p).expanduser().absolute()) for p in (args.old, args.new))
     if not Path(new).is_dir():
         raise UsageError(f"{new} is not a folder: give the folder the artifacts were moved to")

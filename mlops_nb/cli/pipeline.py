@@ -9,7 +9,6 @@ from pathlib import Path
 
 from mlops_nb.cli.common import cluster, executor_option, project_option, signals_handled
 from mlops_nb.config import ProjectConfig, resolve_config
-from mlops_nb.jobs.batch.pipeline import load_pipeline, pipeline_status, pipeline_table, run_pipeline, status_table
 from mlops_nb.jobs.run.params import parse_assignments
 
 __all__ = ["add_parsers"]
@@ -64,6 +63,9 @@ def _config(args: argparse.Namespace) -> ProjectConfig:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # The pipeline modules load when a pipeline command runs (start-up: see cli/main.py).
+    from mlops_nb.jobs.batch.pipeline import load_pipeline, pipeline_table, run_pipeline
+
     texts = parse_assignments(args.param)
     load_pipeline(args.file, texts)  # bad input: one line and exit 2 before the store is touched
 
@@ -97,6 +99,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from mlops_nb.jobs.batch.pipeline import load_pipeline, pipeline_status, status_table
+
     texts = parse_assignments(args.param)
     pipeline = load_pipeline(args.file, texts)
     states = pipeline_status(args.file, params=texts, config=_config(args))

@@ -22,7 +22,6 @@ from mlops_nb.cli.common import project_option, signals_handled
 from mlops_nb.config import ProjectConfig, resolve_config
 from mlops_nb.exceptions import UsageError
 from mlops_nb.jobs.run.params import parse_assignments
-from mlops_nb.jobs.schedules.scheduler import Scheduler, run_now
 from mlops_nb.jobs.schedules.store import JobRecord, Schedule, ScheduleStore
 
 __all__ = ["add_parsers"]
@@ -238,6 +237,10 @@ def _job_line(r: JobRecord) -> str:
 
 
 def _cmd_run_now(args: argparse.Namespace) -> int:
+    # The scheduler (and the pipelines and jobs it runs) loads when a command needs it:
+    # start-up, see cli/main.py.
+    from mlops_nb.jobs.schedules.scheduler import run_now
+
     config, store = _open(args)
     quiet = args.json
     with signals_handled():  # the job's kernel is shut down and its run ends KILLED
@@ -288,6 +291,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
 
 def _cmd_scheduler(args: argparse.Namespace) -> int:
+    from mlops_nb.jobs.schedules.scheduler import Scheduler
+
     if args.max_running < 1:
         raise UsageError(f"--max-running must be at least 1, not {args.max_running}")
     for option, value in (("--tick", args.tick), ("--lease", args.lease)):
