@@ -127,7 +127,8 @@ class Writer:
 
         from mlops_nb.jobs.run.execution import _recovery_due
         from mlops_nb.provenance import NotebookLocation
-        from mlops_nb.tracking import TAG, Tracker
+        from mlops_nb.tags import PREFIX as TAG
+        from mlops_nb.tracking import Tracker
 
         s = self.stores[store]
         self.jobs += 1

@@ -88,22 +88,6 @@ def get_tracker() -> Tracker:
     return tracker_of_process()
 
 
-def _set_tracker(tracker: Tracker | None) -> None:
-    """Replace the process's tracker (the magics do this when they load)."""
-    from mlops_nb.tracking import set_tracker
-
-    set_tracker(tracker)
-
-
-def __getattr__(name: str) -> Any:
-    # ``mlops_nb._tracker``: the process's tracker, or None (read by mlops_nb.magics).
-    if name == "_tracker":
-        from mlops_nb.tracking import current_tracker
-
-        return current_tracker()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def track(experiment: str | None = None, run_name: str | None = None, autolog: bool = True) -> str:
     """Start the run for this notebook (or script) session and return its id.
 
@@ -158,12 +142,9 @@ def runs(experiment: str | None = None, n: int = 20) -> Any:
     Shows ``n`` runs a page, of one experiment (default: all). Where widgets cannot
     render, it shows as a text or HTML table.
     """
-    from mlops_nb.exceptions import UsageError
-    from mlops_nb.widgets.runs import RunsTable
+    from mlops_nb.widgets.runs import runs_browser
 
-    if not 1 <= n <= 1000:
-        raise UsageError(f"-n must be between 1 and 1000, not {n}")
-    return RunsTable(get_tracker().client, experiment, page_size=n)
+    return runs_browser(get_tracker().client, experiment, n)
 
 
 def register(

@@ -338,10 +338,6 @@ def tagged_metrics(tags: Mapping[str, str]) -> dict[str, float] | None:
     return {k: float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-#: The name mlops_nb.jobs.schedules.scheduler still imports (until it imports tagged_metrics).
-_tagged_metrics = tagged_metrics
-
-
 def register_model(
     client: MlflowClient,
     model: Any,

@@ -8,8 +8,9 @@ history (a job's executed notebook), so they choose the same file and fail the s
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops_nb.exceptions import NotFoundError, StoreError, one_line
 from mlops_nb.store import explain_missing_run_artifacts
@@ -18,7 +19,15 @@ from mlops_nb.tags import NOTEBOOK_SAVED
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
-__all__ = ["download_snapshot", "file_inside", "is_missing", "read_snapshot", "why_no_snapshot"]
+__all__ = [
+    "download_snapshot",
+    "file_inside",
+    "html_exporter",
+    "is_missing",
+    "notebook_html",
+    "read_snapshot",
+    "why_no_snapshot",
+]
 
 
 def is_missing(exc: BaseException) -> bool:
@@ -111,3 +120,32 @@ def why_no_snapshot(client: MlflowClient, run_id: str) -> str:
     if saved == "false":
         return "the notebook had never been saved when it ran"
     return "capture was off, or the run was not tracked from a notebook"
+
+
+_exporter: Any = None
+_exporter_lock = threading.Lock()
+
+
+def html_exporter() -> Any:
+    """The process's one HTML exporter (nbconvert's lab template): building one compiles
+    its templates (~70 ms), so every job and request of the process shares it."""
+    global _exporter
+    with _exporter_lock:
+        if _exporter is None:
+            from nbconvert import HTMLExporter  # about 0.5 s to import: only when rendering
+
+            _exporter = HTMLExporter(template_name="lab")
+        return _exporter
+
+
+def notebook_html(text: str) -> str:
+    """A notebook (its JSON text) as nbconvert renders it for JupyterLab (the 'lab'
+    template), as the panel shows a snapshot and a job's executed notebook. Raises what
+    nbformat or nbconvert raise for a damaged file."""
+    import nbformat
+
+    node = nbformat.reads(text, as_version=4)
+    exporter = html_exporter()
+    with _exporter_lock:  # an exporter is not safe to share between threads at once
+        body, _ = exporter.from_notebook_node(node)
+    return str(body)

@@ -16,7 +16,15 @@ from mlops_nb.runs import RunRow
 if TYPE_CHECKING:  # pragma: no cover
     from mlops_nb.registry import ModelRow, VersionRow
 
-__all__ = ["Table", "models_table", "runs_table", "status_table", "versions_table"]
+__all__ = ["Table", "aligned_lines", "models_table", "runs_table", "status_table", "versions_table"]
+
+
+def aligned_lines(header: Sequence[object], rows: Sequence[Sequence[object]], *, strip: bool = True) -> list[str]:
+    """The header and rows as text lines, each column padded to its widest cell and two
+    spaces between columns; ``strip`` drops the padding at the end of each line."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
+    return [line.rstrip() for line in lines] if strip else lines
 
 
 class Table:
@@ -31,15 +39,10 @@ class Table:
         self.footer = footer
 
     def __str__(self) -> str:
-        widths = [len(c) for c in self.columns]
-        for row in self.rows:
-            widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
-        lines = []
-        if self.title:
-            lines.append(self.title)
-        lines.append("  ".join(c.ljust(w) for c, w in zip(self.columns, widths)).rstrip())
-        lines.append("  ".join("-" * w for w in widths))
-        lines.extend("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in self.rows)
+        widths = [max(len(c) for c in col) for col in zip(self.columns, *self.rows)]
+        header, *rows = aligned_lines(self.columns, self.rows)
+        lines = [self.title] if self.title else []
+        lines += [header, "  ".join("-" * w for w in widths), *rows]
         if self.footer:
             lines.append(self.footer)
         return "\n".join(lines)

@@ -52,3 +52,6 @@ PIPELINE_RUN_ID = PREFIX + "pipeline.run_id"
 
 # Schedules (jobs.schedules).
 SCHEDULE = PREFIX + "schedule"
+SCHEDULE_JOB = PREFIX + "schedule.job"
+SCHEDULE_TRIGGER = PREFIX + "schedule.trigger"
+SCHEDULE_ATTEMPT = PREFIX + "schedule.attempt"

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import mlops_nb.fluent as fluent
 from mlops_nb.config import ProjectConfig, resolve_config
 from mlops_nb.exceptions import MlopsError, StoreError, UsageError, one_line
-from mlops_nb.fluent import JOB_FILE_ENV, job_config, read_job
+from mlops_nb.fluent import job_config, read_job
 from mlops_nb.provenance import (
     NotebookLocation,
     is_no_capture,
@@ -57,19 +57,7 @@ from mlops_nb.registry import (
     stale_alias_warnings,
 )
 from mlops_nb.registry import register_model as register_version
-
-# Run queries live in mlops_nb.runs; re-exported here for the callers that import them from tracking.
-from mlops_nb.runs import (
-    RunRow,
-    RunsPage,
-    collect_pages,
-    end_dead_runs,
-    experiment_ids,
-    list_runs,
-    metric_series,
-    read_run,
-    runs_page,
-)
+from mlops_nb.runs import end_dead_runs
 from mlops_nb.store import check_store, get_client, get_or_create_experiment
 from mlops_nb.tags import (
     CELL,
@@ -88,22 +76,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
 __all__ = [
-    "JOB_FILE_ENV",
     "MetricBuffer",
     "RunHandle",
-    "RunRow",
-    "RunsPage",
     "Tracker",
-    "collect_pages",
     "current_tracker",
     "current_tracker_owns",
-    "experiment_ids",
     "get_tracker",
-    "list_runs",
-    "metric_series",
-    "read_job",
-    "read_run",
-    "runs_page",
     "set_tracker",
     "ui_hint",
 ]

@@ -78,11 +78,11 @@ def ip(project: Path):
     """A real IPython shell with ``%load_ext mlops_nb`` done, fresh for each test."""
     from IPython.testing.globalipapp import get_ipython
 
-    import mlops_nb
     from mlops_nb import magics
+    from mlops_nb.tracking import set_tracker
 
     shell = get_ipython()
-    mlops_nb._set_tracker(None)
+    set_tracker(None)
     shell.run_line_magic("load_ext", "mlops_nb")
     magics.load(shell)  # load_ext is a no-op when already loaded in an earlier test
     yield shell

@@ -154,7 +154,8 @@ def test_pipeline_and_scheduled_jobs_run_on_the_cluster(shared, monkeypatch: pyt
         assert client.get_run(step["run_id"]).data.tags[WORKER_TAG].startswith("tcp://")
 
     # The scheduler follows the project's `executor` setting.
-    from mlops_nb.jobs.schedules.store import ScheduleStore, run_now, scheduler_url
+    from mlops_nb.jobs.schedules.scheduler import run_now
+    from mlops_nb.jobs.schedules.store import ScheduleStore, scheduler_url
 
     monkeypatch.setenv("MLOPS_NB_EXECUTOR", address)
     config = resolve_config(root)

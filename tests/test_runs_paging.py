@@ -7,7 +7,8 @@ import pytest
 from mlops_nb.config import resolve_config
 from mlops_nb.exceptions import UsageError
 from mlops_nb.provenance import NotebookLocation
-from mlops_nb.tracking import Tracker, list_runs, runs_page
+from mlops_nb.runs import list_runs, runs_page
+from mlops_nb.tracking import Tracker
 
 
 @pytest.fixture(scope="module")

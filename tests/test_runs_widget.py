@@ -10,7 +10,8 @@ import pytest
 
 from mlops_nb.config import resolve_config
 from mlops_nb.provenance import NotebookLocation
-from mlops_nb.tracking import Tracker, metric_series
+from mlops_nb.runs import metric_series
+from mlops_nb.tracking import Tracker
 from mlops_nb.widgets.runs import CompareView, RunsTable, better_direction, compact_time
 
 LONG_NAME = "sweep-lr=0.001-depth=12-estimators=400-criterion=entropy"

@@ -260,7 +260,8 @@ def test_a_pipeline_runs_then_is_cached_against_the_shared_store(shared: Shared,
 def test_the_scheduler_database_on_the_same_postgresql_runs_a_job_into_the_shared_store(
     shared: Shared, tmp_path: Path, monkeypatch
 ) -> None:
-    from mlops_nb.jobs.schedules.store import ScheduleStore, run_now, scheduler_url
+    from mlops_nb.jobs.schedules.scheduler import run_now
+    from mlops_nb.jobs.schedules.store import ScheduleStore, scheduler_url
 
     root = _project(tmp_path, shared, "nightly")
     url = shared.pg.url("scheduler")

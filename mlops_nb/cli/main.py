@@ -37,7 +37,8 @@ from mlops_nb.version import __version__
 # modules behind the other commands (tracking, the registry, the executors, sweeps,
 # reproduce) would add about 0.3 s to it. import-linter still sees these imports.
 if TYPE_CHECKING:
-    from mlops_nb.tracking import RunRow, Tracker
+    from mlops_nb.runs import RunRow
+    from mlops_nb.tracking import Tracker
 
 __all__ = ["build_parser", "main"]
 
@@ -166,8 +167,8 @@ def _run_dict(r: RunRow) -> dict[str, Any]:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
+    from mlops_nb.runs import list_runs
     from mlops_nb.tables import runs_table
-    from mlops_nb.tracking import list_runs
 
     tracker = _tracker(args.project)
     rows, more = list_runs(tracker.client, [args.experiment] if args.experiment else None, args.n)

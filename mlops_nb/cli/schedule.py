@@ -23,6 +23,7 @@ from mlops_nb.config import ProjectConfig, resolve_config
 from mlops_nb.exceptions import UsageError
 from mlops_nb.jobs.run.params import parse_assignments
 from mlops_nb.jobs.schedules.store import JobRecord, Schedule, ScheduleStore
+from mlops_nb.tables import aligned_lines
 
 __all__ = ["add_parsers"]
 
@@ -148,9 +149,7 @@ def _when(value: datetime | None) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    return "\n".join(lines)
+    return "\n".join(aligned_lines(header, rows))
 
 
 def _schedule_line(s: Schedule) -> str:

@@ -27,16 +27,16 @@ from mlops_nb.exceptions import MlopsError, PromotionRefusedError
 from mlops_nb.magics import warmup
 from mlops_nb.provenance import locate_notebook
 from mlops_nb.registry import parse_model_uri, promote, remove_alias, set_alias
+from mlops_nb.runs import RunRow, read_run
 from mlops_nb.tables import status_table
+from mlops_nb.tags import NOTEBOOK_SAVED
 from mlops_nb.tracking import (
     FAILED,
     FINISHED,
     KILLED,
     RunHandle,
-    RunRow,
     Tracker,
     current_tracker,
-    read_run,
     set_tracker,
     ui_hint,
 )
@@ -313,7 +313,7 @@ class MlopsMagics(Magics):
         print(
             f"mlops-nb: tracking run {handle.run_id} ({handle.name}) in experiment {handle.experiment_name!r}{logged}"
         )
-        if handle.notebook_tags.get("mlops_nb.notebook_saved") == "false" and self.tracker.capture:
+        if handle.notebook_tags.get(NOTEBOOK_SAVED) == "false" and self.tracker.capture:
             print(
                 f"mlops-nb: {handle.notebook_tags.get('mlops_nb.notebook')} was never saved: save it, "
                 "and the run keeps a snapshot of it when it ends"

@@ -47,6 +47,7 @@ from mlops_nb.registry import (
     version_notebook,
     versions_page,
 )
+from mlops_nb.snapshots import notebook_html
 from mlops_nb.store import check_store, get_client
 
 # yaml, jsonschema, nbformat and nbconvert are imported where used: the server starts
@@ -330,17 +331,13 @@ def _notebook_html(text: str, name: str, run_id: str | None) -> str:
     Nothing is stripped: the panel shows it in a sandboxed iframe without scripts. The
     template's CDN script tags are inert there, and rendering needs no network.
     """
-    import nbformat
-    from nbconvert import HTMLExporter
-
     try:
-        html, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.reads(text, as_version=4))
+        return notebook_html(text)
     except Exception as exc:  # a damaged file: say so rather than fail with a 500
         raise NotFoundError(
             f"the snapshot {name} of run {run_id} is not a notebook that can be shown ({type(exc).__name__}); "
             "open the run's artifacts in MLflow"
         ) from None
-    return html
 
 
 def _notebook(client: Any, name: str, version: str, project_root: Path, server_root: str) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from typing import Any
 import ipywidgets as W
 
 from mlops_nb.exceptions import MlopsError, UsageError
+from mlops_nb.runs import RunRow, experiment_ids, metric_series, runs_page
 from mlops_nb.tables import runs_table
-from mlops_nb.tracking import RunRow, experiment_ids, metric_series, runs_page
 from mlops_nb.widgets import TABLE_CSS, FallbackMixin
 from mlops_nb.widgets.theme import SERIES_COLORS, css_widget, style_figure
 

@@ -67,13 +67,13 @@ from mlops_nb.jobs.batch.status import (
     pipeline_status,
     pipeline_title,
     status_table,
-    text_table,
 )
 from mlops_nb.jobs.batch.step_outputs import Outputs, StepFailed, StepResult, best_of, resolve_step
 from mlops_nb.jobs.batch.sweep import sweep
 from mlops_nb.jobs.run.executors import LocalExecutor
 from mlops_nb.jobs.run.spec import FAILED, FINISHED, KILLED, Executor, job_spec
 from mlops_nb.provenance import NotebookLocation
+from mlops_nb.tables import aligned_lines
 from mlops_nb.tags import (
     KIND,
     PIPELINE_RUN_ID,
@@ -511,7 +511,7 @@ def pipeline_table(result: PipelineResult) -> str:
     """The steps as a text table, then one line for the pipeline."""
     header = ["step", "state", "status", "seconds", "run"]
     rows = [[s.name, s.state, s.status or "-", f"{s.duration_s:.1f}", s.run_id or "-"] for s in result.steps]
-    lines = text_table(header, rows)
+    lines = aligned_lines(header, rows)
     counts = ", ".join(f"{sum(s.state == k for s in result.steps)} {k}" for k in ("ran", "cached", "failed", "skipped"))
     lines.append("")
     lines.append(

@@ -15,13 +15,14 @@ from mlops_nb.jobs.batch.pipeline_file import load_pipeline, pipeline_experiment
 from mlops_nb.jobs.batch.step_outputs import Outputs, StepFailed, StepResult, best_of, resolve_step
 from mlops_nb.jobs.run.spec import FAILED, FINISHED, KILLED
 from mlops_nb.store import get_client
+from mlops_nb.tables import aligned_lines
 from mlops_nb.tags import PIPELINE_FILE, PIPELINE_STEP
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
 
-__all__ = ["StepState", "pipeline_status", "pipeline_title", "status_table", "text_table"]
+__all__ = ["StepState", "pipeline_status", "pipeline_title", "status_table"]
 
 STEP_TAG = PIPELINE_STEP
 FILE_TAG = PIPELINE_FILE
@@ -42,11 +43,6 @@ class StepState:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
 
 
 # ------------------------------------------------------------------ show
@@ -133,4 +129,4 @@ def status_table(pipeline: str, states: list[StepState]) -> str:
     header = ["step", "needs", "notebook", "state", "run", "why"]
     rows = [[s.name, ", ".join(s.needs) or "-", s.notebook, s.state, s.run_id or "-", s.reason] for s in states]
     counts = ", ".join(f"{sum(s.state == k for s in states)} {k}" for k in ("cached", "stale", "failed"))
-    return "\n".join([*text_table(header, rows), "", f"{pipeline_title(pipeline)}: {len(states)} steps ({counts})"])
+    return "\n".join([*aligned_lines(header, rows), "", f"{pipeline_title(pipeline)}: {len(states)} steps ({counts})"])

@@ -17,6 +17,7 @@ from mlops_nb.jobs.run.executors import LocalExecutor
 from mlops_nb.jobs.run.params import expand_grid, parameters_in, read_notebook
 from mlops_nb.jobs.run.spec import FAILED, FINISHED, KILLED, Executor, JobResult, JobSpec, job_spec, notebook_path
 from mlops_nb.provenance import NotebookLocation
+from mlops_nb.tables import aligned_lines
 from mlops_nb.tags import KIND, SWEEP_BEST_RUN_ID, SWEEP_SIZE
 from mlops_nb.tracking import Tracker
 
@@ -210,8 +211,7 @@ def sweep_table(result: SweepResult) -> str:
                 j.run_id or "",
             ]
         )
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    lines = aligned_lines(header, rows, strip=False)
     best = result.best
     lines.append("")
     if best is not None and metric:

@@ -469,7 +469,7 @@ class _Agent:
         """Import what every job needs, and open the project's store."""
         import papermill  # noqa: F401
 
-        from mlops_nb.jobs.run.execution import html_exporter
+        from mlops_nb.snapshots import html_exporter
         from mlops_nb.tracking import Tracker  # noqa: F401
 
         with contextlib.suppress(Exception):

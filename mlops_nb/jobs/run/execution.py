@@ -33,6 +33,7 @@ from mlops_nb.jobs.run.spec import (
     notebook_path,
 )
 from mlops_nb.provenance import NotebookLocation
+from mlops_nb.snapshots import notebook_html
 from mlops_nb.tags import ERROR, JOB_FAILED_CELL, JOB_KERNEL, KIND
 
 # MLflow (with the tracker), jupyter_client (with the kernel pool), papermill, nbformat
@@ -221,31 +222,10 @@ def _move_banner(out: Path, index: int | None) -> None:
         pass  # the copy keeps papermill's banner; the run's status and error are right either way
 
 
-_exporter: Any = None
-_exporter_lock = threading.Lock()
-
-
-def html_exporter() -> Any:
-    """The process's one HTML exporter (nbconvert's lab template): building one
-    compiles its templates (~70 ms), so every job of the process shares it."""
-    global _exporter
-    with _exporter_lock:
-        if _exporter is None:
-            from nbconvert import HTMLExporter
-
-            _exporter = HTMLExporter(template_name="lab")
-        return _exporter
-
-
 def _html(executed: Path) -> str | None:
     """The executed notebook as HTML, or ``None`` when it cannot be rendered."""
     try:
-        import nbformat
-
-        exporter = html_exporter()
-        with _exporter_lock:
-            body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-        return body
+        return notebook_html(executed.read_text(encoding="utf-8"))
     except Exception:
         return None
 

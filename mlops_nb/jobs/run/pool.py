@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_nb.exceptions import KernelPoolError, UsageError
 
 # The environment variable naming a pooled kernel's job file; the kernel reads it there.
-from mlops_nb.tracking import JOB_FILE_ENV
+from mlops_nb.fluent import JOB_FILE_ENV
 
 # jupyter_client (about 0.1 s to import) loads when the first kernel starts: the
 # `mlops-nb run` command that hands its job to the agent imports this module and starts

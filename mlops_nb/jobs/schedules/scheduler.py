@@ -50,7 +50,7 @@ from mlops_nb.jobs.schedules.store import (
 )
 from mlops_nb.registry import tagged_metrics
 from mlops_nb.store import get_client
-from mlops_nb.tags import ERROR, PREFIX
+from mlops_nb.tags import ERROR, SCHEDULE, SCHEDULE_ATTEMPT, SCHEDULE_JOB, SCHEDULE_TRIGGER
 
 __all__ = ["JobRunner", "Scheduler", "run_now"]
 
@@ -134,7 +134,7 @@ class _Outcome:
 
 class JobRunner:
     """Runs job records: the one execution path of scheduled jobs, their retries and
-    manual runs (:func:`~mlops_nb.jobs.schedules.store.run_now`).
+    manual runs (:func:`run_now`).
 
     Parameters
     ----------
@@ -291,10 +291,10 @@ class JobRunner:
     def _schedule_tags(schedule: Schedule, record: JobRecord) -> dict[str, str]:
         """The tags that say a run is this schedule's (tags.SCHEDULE and its .job, .trigger, .attempt)."""
         return {
-            PREFIX + "schedule": schedule.name,
-            PREFIX + "schedule.job": str(record.id),
-            PREFIX + "schedule.trigger": record.trigger,
-            PREFIX + "schedule.attempt": str(record.attempt),
+            SCHEDULE: schedule.name,
+            SCHEDULE_JOB: str(record.id),
+            SCHEDULE_TRIGGER: record.trigger,
+            SCHEDULE_ATTEMPT: str(record.attempt),
         }
 
     def _tag(self, run_id: str, schedule: Schedule, record: JobRecord) -> None:

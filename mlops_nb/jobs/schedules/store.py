@@ -766,15 +766,3 @@ class _Tx:
         if exc is not None and isinstance(exc, SQLAlchemyError) and not isinstance(exc, IntegrityError):
             raise StoreError(f"the schedule database failed: {one_line(exc)}") from None
         return False
-
-
-def __getattr__(name: str) -> object:
-    # Transitional: `run_now` moved to the scheduler module (it runs a schedule through the
-    # scheduler's JobRunner; importing it here made store <-> scheduler a circle). Kept
-    # importable from here until cli/schedule.py and server/handlers.py import it from
-    # mlops_nb.jobs.schedules.scheduler; then this goes.
-    if name == "run_now":
-        from importlib import import_module
-
-        return import_module("mlops_nb.jobs.schedules.scheduler").run_now
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
