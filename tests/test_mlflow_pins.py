@@ -20,17 +20,23 @@ from mlops_nb.fluent import stack_ids
 
 @pytest.fixture
 def mlflow_store(tmp_path: Path) -> Iterator[str]:
-    """MLflow's fluent API pointed at a fresh SQLite store, and left as it was found."""
+    """MLflow's fluent API pointed at a fresh SQLite store, its default experiment active
+    (an experiment an earlier test set in this process does not exist here), and left as
+    it was found."""
     import mlflow
+    from mlflow.tracking import fluent
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = fluent._active_experiment_id
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id="0")
     try:
         yield uri
     finally:
         while mlflow.active_run() is not None:
             mlflow.end_run()
         mlflow.set_tracking_uri(None)
+        fluent._active_experiment_id = experiment
 
 
 def test_the_active_run_stack_is_a_per_thread_list_bottom_first(mlflow_store: str) -> None:
