@@ -14,8 +14,11 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_nb.cli import export as cli_export
 from mlops_nb.cli import pipeline as cli_pipeline
+from mlops_nb.cli import requests as cli_requests
 from mlops_nb.cli import schedule as cli_schedule
+from mlops_nb.cli import serve as cli_serve
 from mlops_nb.cli.common import (
     PROJECT_HELP,
     cluster,
@@ -58,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Pipelines and schedules keep their options beside their commands.
     cli_pipeline.add_parsers(sub)
     cli_schedule.add_parsers(sub)
+    # Serving: serve and servers, export, requests (the request log).
+    cli_serve.add_parsers(sub)
+    cli_export.add_parsers(sub)
+    cli_requests.add_parsers(sub)
     commands += _add_project_parsers(sub)
     for command in commands:
         project_option(command)
