@@ -192,7 +192,9 @@ class RunsTable(FallbackMixin, W.VBox):
         self.table = W.HTML(layout=W.Layout(margin="0"))
         # One checkbox per row, stacked beside the table at the rows' fixed height.
         self.check_column = W.VBox(layout=W.Layout(margin="0", padding=f"{_ROW_PX}px 0 0 0", flex="0 0 auto"))
-        self.checks: dict[str, W.Checkbox] = {}
+        self.checks: dict[str, W.Checkbox] = {}  # this page's boxes by run id
+        self._boxes: list[W.Checkbox] = []
+        self._quiet_boxes = False  # set while a page re-points the boxes
         self.selected: dict[str, RunRow] = {}  # run id -> row, in the order ticked
         self.compare_button = W.Button(
             description="compare selected", disabled=True, icon="columns", layout=W.Layout(width="auto")
@@ -300,23 +302,36 @@ class RunsTable(FallbackMixin, W.VBox):
         self._offer_sorts()
 
     def _render_checks(self) -> None:
-        old = list(self.checks.values())
-        self.checks = {}
-        for r in self.rows:
+        """One checkbox per row. The boxes are kept and re-pointed at each page's rows
+        (creating 25 widgets a page was a third of a page load, README: Figures); a box
+        beyond this page's rows is hidden from the column."""
+        while len(self._boxes) < len(self.rows):
+            i = len(self._boxes)
             box = W.Checkbox(
-                value=r.run_id in self.selected,
                 indent=False,
                 description="",
-                tooltip=f"compare {r.name or r.run_id[:8]}",
                 layout=W.Layout(height=f"{_ROW_PX}px", width="28px", margin="0", align_items="center"),
             )
             box.add_class("mlops-nb-pick")
-            box.observe(lambda change, row=r: self._pick(row, change["new"]), names="value")
-            self.checks[r.run_id] = box
-        self.check_column.children = list(self.checks.values())
-        for box in old:
-            box.close()
+            box.observe(lambda change, i=i: self._box_changed(i, change["new"]), names="value")
+            self._boxes.append(box)
+        self.checks = {}
+        self._quiet_boxes = True
+        try:
+            for r, box in zip(self.rows, self._boxes):
+                box.value = r.run_id in self.selected
+                box.tooltip = f"compare {r.name or r.run_id[:8]}"
+                self.checks[r.run_id] = box
+        finally:
+            self._quiet_boxes = False
+        children = self._boxes[: len(self.rows)]
+        if list(self.check_column.children) != children:
+            self.check_column.children = children
         self._update_compare_button()
+
+    def _box_changed(self, i: int, on: bool) -> None:
+        if not self._quiet_boxes and i < len(self.rows):
+            self._pick(self.rows[i], on)
 
     def _offer_sorts(self) -> None:
         """Offer sorting by every metric seen, the user's own first; options only grow,
