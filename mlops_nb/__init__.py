@@ -22,6 +22,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
     from mlops_nb.registry import PromotionResult, RegisteredVersion
     from mlops_nb.tables import Table
     from mlops_nb.tracking import Tracker
@@ -33,6 +35,7 @@ __all__ = [
     "end",
     "flush",
     "get_tracker",
+    "inference_log",
     "load",
     "log",
     "log_metric",
@@ -193,6 +196,27 @@ def load(uri: str) -> Any:
     """Load ``models:/NAME@ALIAS`` (or ``/VERSION``) in its native flavor."""
     model, _ = get_tracker().load_model(uri)
     return model
+
+
+def inference_log(
+    name: str | None = None,
+    since: Any = None,
+    until: Any = None,
+    limit: int | None = None,
+    project: str | None = None,
+) -> pd.DataFrame:
+    """The project's request log as a DataFrame, oldest first: the requests its model
+    servers answered (of model ``name``, else all), each with its version, status,
+    latency, inputs, outputs and the label fed back for it.
+
+    ``since``/``until``: a datetime, ISO-8601 text or a time ago (``"1h"``, ``"30m"``);
+    ``limit`` keeps the newest that many; ``project``: a folder of another project.
+    """
+    from mlops_nb.config import resolve_config
+    from mlops_nb.serving.requestlog import log_url, read_log
+
+    config = resolve_config(project) if project is not None else get_tracker().config
+    return read_log(log_url(config), name, since=since, until=until, limit=limit)
 
 
 def models(name: str | None = None) -> Any:

@@ -38,6 +38,7 @@ __all__ = [
     "PROJECT_MARKERS",
     "STORE_DIRNAME",
     "ProjectConfig",
+    "absolute_sqlite_url",
     "find_project_root",
     "resolve_config",
 ]
@@ -54,6 +55,7 @@ CONFIG_KEYS = {
     "capture": "true/false: snapshot notebook code, cell sources and git diffs with runs",
     "scheduler_db": "the SQLAlchemy URL of the schedule database (relative sqlite paths are relative to pyproject.toml)",
     "executor": "where notebook jobs run: local (the default) or dask://HOST:PORT (a Dask scheduler)",
+    "request_log": "the SQLAlchemy URL of the model servers' request log (relative sqlite paths are relative to pyproject.toml)",
 }
 
 _EXECUTOR = re.compile(r"^(local|dask://\[?[A-Za-z0-9_.:-]+\]?:\d{1,5})$")
@@ -104,6 +106,10 @@ class ProjectConfig:
         the schedule database, a relative ``sqlite:///`` path made absolute against that
         ``pyproject.toml``; ``None`` when not set (``MLOPS_NB_SCHEDULER_DB`` and the default
         are the scheduler's to apply).
+    request_log:
+        ``request_log`` of the project root's ``[tool.mlops-nb]``: the SQLAlchemy URL of the
+        model servers' request log, made absolute as ``scheduler_db`` is; ``None`` when not
+        set (``MLOPS_NB_REQUEST_LOG`` and the default are the request log's to apply).
     """
 
     project_root: Path
@@ -114,6 +120,7 @@ class ProjectConfig:
     capture: bool = True
     executor: str = "local"
     scheduler_db: str | None = None
+    request_log: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-safe values (:meth:`from_dict` reads them back): how a job
@@ -195,7 +202,7 @@ def _read_table(pyproject: Path) -> dict[str, Any] | None:
             f"unknown key {unknown[0]!r} in [tool.mlops-nb] of {pyproject}; "
             f"accepted keys: {', '.join(sorted(CONFIG_KEYS))}."
         )
-    for key in ("tracking_uri", "artifact_location", "experiment"):
+    for key in ("tracking_uri", "artifact_location", "experiment", "request_log"):
         if key in table and not (isinstance(table[key], str) and table[key].strip()):
             raise ConfigError(f"{key} in [tool.mlops-nb] of {pyproject} must be a non-empty string.")
     if "capture" in table and not isinstance(table["capture"], bool):
@@ -203,17 +210,25 @@ def _read_table(pyproject: Path) -> dict[str, Any] | None:
     return table
 
 
-def _scheduler_db(table: Mapping[str, Any], pyproject: Path | None, root: Path) -> str | None:
-    """``scheduler_db`` of ``[tool.mlops-nb]``, read only from the project root's own
-    ``pyproject.toml`` (as the scheduler always has), a relative SQLite path made absolute
-    against it; a value that is not a non-empty string is ignored, as it always was."""
-    value = table.get("scheduler_db")
+def _database_url(table: Mapping[str, Any], key: str, pyproject: Path | None, root: Path) -> str | None:
+    """A database URL of ``[tool.mlops-nb]`` (``scheduler_db``, ``request_log``), read only
+    from the project root's own ``pyproject.toml`` (as the scheduler always has), a relative
+    SQLite path made absolute against it; a value that is not a non-empty string is
+    ignored, as it always was for ``scheduler_db``."""
+    value = table.get(key)
     if pyproject is None or pyproject.parent != root or not isinstance(value, str) or not value.strip():
         return None
-    url, prefix = value.strip(), "sqlite:///"
+    return absolute_sqlite_url(value.strip(), pyproject.parent)
+
+
+def absolute_sqlite_url(url: str, base: Path) -> str:
+    """``url`` with a relative ``sqlite:///`` path made absolute against ``base`` (an
+    in-memory or empty path, and every other URL, as given): a database URL means the
+    same file whichever folder a process starts in."""
+    prefix = "sqlite:///"
     path = url[len(prefix) :]
     if url.startswith(prefix) and not path.startswith("/") and path not in ("", ":memory:"):
-        return prefix + str((pyproject.parent / path).resolve())
+        return prefix + str((base / path).resolve())
     return url
 
 
@@ -265,7 +280,8 @@ def resolve_config(
         experiment=table.get("experiment"),
         capture=table.get("capture", True),
         executor=executor,
-        scheduler_db=_scheduler_db(table, pyproject, root),
+        scheduler_db=_database_url(table, "scheduler_db", pyproject, root),
+        request_log=_database_url(table, "request_log", pyproject, root),
     )
 
 
