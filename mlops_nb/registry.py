@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_nb.config import sqlite_path
 from mlops_nb.exceptions import (
     MlopsError,
     NotAModelError,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlflow.entities.model_registry import ModelVersion
 
 __all__ = [
+    "ALIAS_MOVES_FILE",
     "PAGE_TOKEN_PATTERN",
     "VERSION_PATTERN",
     "NotAModelError",
@@ -481,6 +483,22 @@ def _audit(
     client.set_model_version_tag(name, on_version, f"{AUDIT_PREFIX}{stamp}", json.dumps(event, sort_keys=True))
 
 
+#: File beside a SQLite store's database, touched after every alias move: a model server
+#: on that store (mlops_nb.serving) watches its mtime and re-reads the registry at once
+#: rather than at its next poll. Other stores have no such signal; servers poll them.
+ALIAS_MOVES_FILE = "alias-moves"
+
+
+def _signal_alias_move(client: MlflowClient) -> None:
+    """Touch :data:`ALIAS_MOVES_FILE` of a SQLite store; a failure never fails the move."""
+    try:
+        db = sqlite_path(client.tracking_uri)
+        if db is not None:
+            (db.parent / ALIAS_MOVES_FILE).touch()
+    except Exception:
+        pass  # servers still see the move at their next poll
+
+
 def set_alias(
     client: MlflowClient, name: str, alias: str, version: str | int, who: str | None = None, why: str = ""
 ) -> str | None:
@@ -504,6 +522,7 @@ def set_alias(
         raise
     if previous is not None:
         _audit(client, name, previous, "moved away", alias, previous, target_version, who, why)
+    _signal_alias_move(client)
     return previous
 
 
@@ -513,6 +532,7 @@ def remove_alias(client: MlflowClient, name: str, alias: str, who: str | None = 
     holder = str(resolve_alias(client, name, alias).version)
     client.delete_registered_model_alias(name, alias)
     _audit(client, name, holder, "removed", alias, holder, None, who, why)
+    _signal_alias_move(client)
     return holder
 
 
