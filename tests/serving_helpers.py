@@ -42,7 +42,10 @@ mlflow.set_tracking_uri(config.tracking_uri)
 X, y = load_iris(return_X_y=True, as_frame=True)
 X.columns = COLUMNS
 rows = X.iloc[::10].reset_index(drop=True)
-exp = client.create_experiment("serving", artifact_location=config.artifact_root + "/serving")
+# A tracking server keeps artifacts where it decides (artifact_root is None then).
+exp = client.create_experiment(
+    "serving", artifact_location=config.artifact_root + "/serving" if config.artifact_root else None
+)
 out = {"expected": {}, "runs": {}, "rows": rows.to_dict(orient="split")}
 for k in range(count):
     model = LogisticRegression(max_iter=1000).fit(X, y + 10 * k)

@@ -118,6 +118,16 @@ def build_app(
     )
 
 
+def point_mlflow_at(config: ProjectConfig) -> None:
+    """Make the project's store this process's MLflow tracking URI (inherited by workers).
+
+    MLflow's artifact repositories resolve ``mlflow-artifacts:/`` locations (a tracking
+    server's artifacts) through the process's tracking URI, not a client's: without this
+    a server on a shared store failed to load its model, and looked for ./mlflow.db. A
+    server process serves one project, so the process-wide setting is the right one."""
+    os.environ["MLFLOW_TRACKING_URI"] = config.tracking_uri
+
+
 def worker_app() -> FastAPI:
     """The app of one uvicorn worker (``--workers N``), from :data:`SETTINGS_ENV`."""
     data = json.loads(os.environ[SETTINGS_ENV])
@@ -147,6 +157,7 @@ def serve(
     load. Prints one line to ``out`` (default stdout) once it listens.
     """
     source = parse_source(options.model)
+    point_mlflow_at(config)
     client = get_client(config)
     resolved = resolve(client, source)
     sock = _bind(options.host, options.port)
