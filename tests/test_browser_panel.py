@@ -1,9 +1,10 @@
 """The side panel as a person sees it, at 1440x900 in the light and the dark theme, in a
 real JupyterLab and Chromium over a real store and schedule database: version actions
-say what they do in words; with one model the sections are as tall as their content and
-Jobs is in view; a schedule's notebook path wraps only between folders and its next
-run names the zone of each time; the promote dialog judges on the key metric and moves
-one of the model's aliases; the set-alias dialog refuses a reserved name as it is typed."""
+say what they do in words; with one model the sections are as tall as their content (or
+share what is left evenly) and Jobs is in view; a schedule's notebook path wraps only
+between folders and its next run names the zone of each time; the promote dialog judges
+on the key metric and moves one of the model's aliases; the set-alias dialog refuses a
+reserved name as it is typed."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ LINE_BREAKS_JS = """
 }
 """
 
-# The registry and Jobs sections: their heights against what their content needs.
+# The registry, Deployments and Jobs sections: their heights against what their content needs.
 SECTIONS_JS = """
 () => {
   const measure = section => {
@@ -101,21 +102,26 @@ SECTIONS_JS = """
   const titles = [...registry.parentElement.querySelectorAll(':scope > .lm-AccordionPanel-title')];
   return {
     registry: measure(registry),
+    deployments: measure(document.querySelector('#mlops-nb-deployments')),
     jobs: measure(document.querySelector('#mlops-nb-jobs')),
-    // What the layout leaves between the registry's last line and the Jobs title.
+    // What the layout leaves between the registry's last line and the next title.
     gap: titles[1].getBoundingClientRect().top - registry.getBoundingClientRect().bottom,
   };
 }
 """
-# Each section is as tall as its content, or, when both cannot be, the shorter one is
-# and the other takes the rest of the panel and scrolls.
+# Each section is as tall as its content, or, when they cannot all be, the shorter ones
+# are and the others share the rest evenly and scroll (none shorter than a section that fits).
 SIZED_JS = f"""
 () => {{
-  const {{ registry, jobs }} = ({SECTIONS_JS})();
+  const {{ gap, ...sections }} = ({SECTIONS_JS})();
+  const all = Object.values(sections);
   const fits = s => Math.abs(s.height - s.needs) <= 2 && s.overflow <= 1;
   const scrolls = s => s.height < s.needs && s.overflow > 0;
-  const {{ gap }} = ({SECTIONS_JS})();
-  return gap <= 6 && ((fits(registry) && fits(jobs)) || (fits(registry) && scrolls(jobs)) || (scrolls(registry) && fits(jobs)));
+  const scrolling = all.filter(scrolls);
+  const fitting = all.filter(fits);
+  const shared = scrolling.every(s => Math.abs(s.height - scrolling[0].height) <= 2
+    && fitting.every(f => f.height <= s.height + 2));
+  return gap <= 6 && fitting.length + scrolling.length === all.length && shared;
 }}
 """
 

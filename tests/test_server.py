@@ -343,7 +343,14 @@ async def test_every_endpoint_refuses_unauthenticated_requests(jp_serverapp, htt
 
     from mlops_nb.server.handlers import HANDLERS
 
-    sample = {"name": "cancer", "version": "1", "alias": "champion", "schedule": "nightly", "run_id": "0" * 32}
+    sample = {
+        "name": "cancer",
+        "version": "1",
+        "alias": "champion",
+        "schedule": "nightly",
+        "run_id": "0" * 32,
+        "deployment": "localhost-5000",
+    }
     checked = 0
     for pattern, handler in HANDLERS:
         path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: sample[m.group(1)], pattern)
@@ -356,7 +363,7 @@ async def test_every_endpoint_refuses_unauthenticated_requests(jp_serverapp, htt
             )
             assert resp.code == 403, f"{verb.upper()} {path} answered {resp.code} without a token"
             checked += 1
-    assert checked == 14  # the registry's 9 and the schedules' and jobs' 5
+    assert checked == 16  # the registry's 9, the schedules' and jobs' 5, the deployments' 2
     # Nothing moved.
     assert str(seeded.get_model_version_by_alias("cancer", "champion").version) == "1"
 

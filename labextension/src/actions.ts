@@ -2,7 +2,8 @@
  * What a user can do from the panel: to a model version, set, move or remove an alias
  * (always confirmed), promote through the guard, copy a load snippet, open the source
  * notebook; to a schedule, run it now, pause or resume it, open a job's executed
- * notebook. Each ends by asking the model to refresh, so what is shown is what is stored.
+ * notebook; to a model server, stop it (confirmed). Each ends by asking the model to
+ * refresh, so what is shown is what is stored.
  */
 import { Clipboard, Dialog, MainAreaWidget, Notification, showDialog } from '@jupyterlab/apputils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
@@ -12,8 +13,8 @@ import { Widget } from '@lumino/widgets';
 import { aliasEffect, aliasInputPattern, aliasProblem } from './alias';
 import * as api from './api';
 import { lowerIsBetter } from './metrics';
-import { JobsModel, RegistryModel } from './model';
-import { IJobRow, INotebookSource } from './tokens';
+import { DeploymentsModel, JobsModel, RegistryModel } from './model';
+import { IDeployment, IJobRow, INotebookSource } from './tokens';
 
 /** An alias the panel offers first, the convention of `%mlops promote`. */
 export const COMMON_ALIASES = ['champion', 'challenger'];
@@ -439,5 +440,26 @@ export async function setPausedFlow(model: JobsModel, name: string, paused: bool
     );
   } catch (error) {
     reportFailure(`Could not ${paused ? 'pause' : 'resume'} ${name}`, error);
+  }
+}
+
+/** Stop a model server once the person confirms; say that it stopped (or why not). */
+export async function stopDeploymentFlow(model: DeploymentsModel, deployment: IDeployment): Promise<void> {
+  const served = deployment.version ? `${deployment.model} (v${deployment.version})` : deployment.model;
+  const answer = await showDialog({
+    title: 'Stop the model server?',
+    body:
+      `The server at ${deployment.url} stops serving ${served}: it finishes the requests in flight, ` +
+      'then clients get connection errors until a server is started again.',
+    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Stop server' })]
+  });
+  if (!answer.button.accept) {
+    return;
+  }
+  try {
+    await model.stop(deployment.id);
+    Notification.success(`Stopped the server at ${deployment.url}.`, { autoClose: 4000 });
+  } catch (error) {
+    reportFailure(`Could not stop the server at ${deployment.url}`, error);
   }
 }

@@ -9,6 +9,7 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import {
+  IDeployment,
   IJobRecord,
   IJobRow,
   IModelDetail,
@@ -194,4 +195,16 @@ export function fetchJobs(limit: number): Promise<{ jobs: IJobRow[] }> {
 
 export function fetchJobNotebook(runId: string): Promise<INotebookSource> {
   return requestAPI<INotebookSource>(`jobs/${enc(runId)}/notebook`);
+}
+
+// ---------------------------------------------------------------- deployments
+
+/** The project's model servers, each with its live numbers (one short timeout at most). */
+export function fetchDeployments(): Promise<{ deployments: IDeployment[] }> {
+  return requestAPI<{ deployments: IDeployment[] }>('deployments');
+}
+
+/** Stop a model server of the project; resolves with its announcement once it has exited. */
+export function stopDeployment(id: string): Promise<IDeployment> {
+  return requestAPI<IDeployment>(`deployments/${enc(id)}`, { method: 'DELETE' });
 }

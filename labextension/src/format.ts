@@ -1,5 +1,5 @@
 /**
- * How the panel writes numbers, times, durations and job origins: plain functions of
+ * How the panel writes numbers, times, durations, latencies, rates and job origins: plain functions of
  * their inputs (and the browser's language and time zone), shared by every view.
  */
 import { IJobRow } from './tokens';
@@ -116,4 +116,20 @@ export function originLabel(job: IJobRow): string {
     default:
       return 'manual';
   }
+}
+
+/** "3.2 ms", "1.24 s": a latency given in milliseconds, to 2 or 3 figures; "—" when unknown. */
+export function formatLatency(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined || !isFinite(ms)) {
+    return '—';
+  }
+  return ms >= 1000 ? `${Number((ms / 1000).toPrecision(3))} s` : `${Number(ms.toPrecision(ms >= 100 ? 3 : 2))} ms`;
+}
+
+/** "12/s", "0.05/s": a request rate to 2 figures (whole numbers from 100 on); "—" when unknown. */
+export function formatRate(perSecond: number | null | undefined): string {
+  if (perSecond === null || perSecond === undefined || !isFinite(perSecond)) {
+    return '—';
+  }
+  return `${perSecond >= 100 ? Math.round(perSecond) : Number(perSecond.toPrecision(2))}/s`;
 }

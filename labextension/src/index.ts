@@ -1,6 +1,7 @@
 /**
  * mlops-nb's JupyterLab extension: a left side panel to browse and manage the model
- * registry of the project, and its scheduled jobs (through the server extension's REST API).
+ * registry of the project, its model servers and its scheduled jobs (through the server
+ * extension's REST API).
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
@@ -18,11 +19,13 @@ import {
   reportFailure,
   runNowFlow,
   setAliasFlow,
-  setPausedFlow
+  setPausedFlow,
+  stopDeploymentFlow
 } from './actions';
 import { registryIcon } from './icons';
-import { JobsModel, RegistryModel, VersionDetailModel } from './model';
-import { IActions, IJobActions } from './tokens';
+import { DeploymentsModel, JobsModel, RegistryModel, VersionDetailModel } from './model';
+import { IActions, IDeploymentActions, IJobActions } from './tokens';
+import { DeploymentsView } from './widgets/DeploymentsView';
 import { JobsView } from './widgets/JobsView';
 import { fitSectionsToContent } from './widgets/layout';
 import { RegistryPanel } from './widgets/RegistryPanel';
@@ -51,8 +54,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ) => {
     const model = new RegistryModel();
     const jobs = new JobsModel();
+    const deployments = new DeploymentsModel();
     // One refresh button and one auto-refresh for the whole panel.
     model.follow(jobs);
+    model.follow(deployments);
+    // A server that swapped versions has seen an alias move the list may not show yet.
+    let served = '';
+    deployments.stateChanged.connect(() => {
+      const now = deployments.deployments.map(d => `${d.id}=${d.name}@${d.alias}:${d.version}`).join(' ');
+      if (served && now !== served) {
+        void model.refresh({ quiet: true }).catch(() => undefined);
+      }
+      served = now;
+    });
     if (settingRegistry) {
       const apply = (settings: ISettingRegistry.ISettings) => {
         model.configure({
@@ -144,10 +158,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
       openJobNotebook: job => void openJobNotebook(docManager, addToMainArea, job)
     };
 
+    const deploymentActions: IDeploymentActions = {
+      stop: deployment => void stopDeploymentFlow(deployments, deployment),
+      openVersion: actions.openDetail
+    };
+
     const panel = new RegistryPanel(model);
     const view = new RegistryView(model, actions);
     view.title.label = 'Registered models';
     panel.addWidget(view);
+    const deploymentsView = new DeploymentsView(deployments, deploymentActions);
+    deploymentsView.id = 'mlops-nb-deployments';
+    deploymentsView.title.label = 'Deployments';
+    panel.addWidget(deploymentsView);
     const jobsView = new JobsView(jobs, jobActions);
     jobsView.id = 'mlops-nb-jobs';
     jobsView.title.label = 'Jobs';

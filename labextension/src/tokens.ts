@@ -158,6 +158,49 @@ export interface IJobRow {
   error: string | null;
 }
 
+// ---------------------------------------------------------------- deployments (model servers)
+
+/** A server's last swap: the version it left, the one it serves now, when, and how long loading took. */
+export interface ISwap {
+  from: string | null;
+  to: string;
+  at: string;
+  load_seconds: number;
+}
+
+/** A model server of the project: its announcement merged with its /health numbers (null while it does not answer). */
+export interface IDeployment {
+  /** `<hostname>-<port>`. */
+  id: string;
+  url: string;
+  host?: string;
+  port?: number;
+  pid?: number;
+  hostname?: string;
+  /** What it serves: `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/...` or a folder. */
+  model: string;
+  name?: string | null;
+  alias?: string | null;
+  version?: string | null;
+  started?: string;
+  auth?: boolean;
+  alive?: boolean;
+  /** Whether its /health answered within the server's short timeout. */
+  reachable: boolean;
+  /** Why it is not reachable, in one line. */
+  error: string | null;
+  status: 'ok' | 'loading' | 'degraded' | null;
+  requests: number | null;
+  errors: number | null;
+  /** Over the last 60 s. */
+  requests_per_second: number | null;
+  p50_ms: number | null;
+  p99_ms: number | null;
+  swaps?: number | null;
+  last_swap: ISwap | null;
+  last_error?: { version: string; at: string; error: string } | null;
+}
+
 // ---------------------------------------------------------------- what views ask for
 
 /** What the registry views ask the plugin to do (dialogs, opening tabs). */
@@ -176,6 +219,14 @@ export interface IJobActions {
   runNow(name: string): void;
   setPaused(name: string, paused: boolean): void;
   openJobNotebook(job: IJobRow): void;
+}
+
+/** What the Deployments section asks the plugin to do. */
+export interface IDeploymentActions {
+  /** Stop the server (after asking). */
+  stop(deployment: IDeployment): void;
+  /** Open the detail tab of the version a server serves. */
+  openVersion(name: string, version: string): void;
 }
 
 /** Another section of the panel that refreshes with the registry (same button, same poll). */

@@ -17,6 +17,8 @@ import argparse
 import ast
 import re
 import shlex
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
@@ -26,9 +28,10 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from mlops_nb.exceptions import MlopsError, PromotionRefusedError
 from mlops_nb.magics import warmup
 from mlops_nb.provenance import locate_notebook
-from mlops_nb.registry import parse_model_uri, promote, remove_alias, set_alias
+from mlops_nb.registry import get_version, parse_model_uri, promote, remove_alias, resolve_alias, set_alias
 from mlops_nb.runs import RunRow, read_run
-from mlops_nb.tables import status_table
+from mlops_nb.serving.announce import list_servers, start_server, stop_server
+from mlops_nb.tables import Table, aligned_lines, status_table
 from mlops_nb.tags import NOTEBOOK_SAVED
 from mlops_nb.tracking import (
     FAILED,
@@ -41,7 +44,7 @@ from mlops_nb.tracking import (
     ui_hint,
 )
 
-__all__ = ["HELP", "MlopsMagics", "load", "run_summary", "unload"]
+__all__ = ["HELP", "MlopsMagics", "load", "run_summary", "servers_table", "unload"]
 
 HELP = """\
 %mlops: experiment tracking from notebook cells (MLflow underneath)
@@ -73,6 +76,13 @@ HELP = """\
         own kernel and MLflow run) in the background, with a status widget and Stop
         button; --wait blocks and returns the result
   %mlops models [NAME]            registered models, or one model's versions
+  %mlops serve models:/NAME@ALIAS [--port P]
+        serve the model over HTTP (MLflow's scoring protocol) from a process of its
+        own that follows the alias and outlives the kernel; shows its URL, traffic,
+        latency and how to call it; a server already serving the model is reused
+  %mlops serve                    the project's model servers
+  %mlops serve --stop [ID|PORT]   stop the project's server (give its id or port when
+                                  several run)
   %mlops help                     this text
 
 From Python: import mlops_nb as mnb; mnb.track(); mnb.log_metric("loss", v, step=i)
@@ -116,6 +126,34 @@ def run_summary(row: RunRow, ui: str) -> str:
     return line + (f"\n  {values}" if values else "")
 
 
+def _started(iso: Any) -> str:
+    try:
+        return datetime.fromisoformat(str(iso)).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return str(iso or "")
+
+
+def servers_table(servers: list[dict[str, Any]]) -> Table:
+    """The project's model servers (their announcements) as a table."""
+    rows = [
+        [
+            str(s.get("id", "")),
+            str(s.get("url", "")),
+            str(s.get("model", "")),
+            f"v{s['version']}" if s.get("version") else "",
+            _started(s.get("started")),
+            str(s.get("pid", "")),
+        ]
+        for s in servers
+    ]
+    return Table(
+        ["id", "url", "model", "version", "started", "pid"],
+        rows,
+        title="model servers of this project",
+        footer="see one: %mlops serve MODEL · stop one: %mlops serve --stop ID",
+    )
+
+
 def _status_of(error: BaseException | None) -> str:
     if error is None:
         return FINISHED
@@ -134,6 +172,13 @@ class _Parser(argparse.ArgumentParser):
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         raise _ParseError(message or self.format_usage())
+
+
+def _port(text: str) -> int:
+    """argparse type of ``--port``: a TCP port number."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535, e.g. --port 5000")
+    return int(text)
 
 
 def _build_parser(cell: bool) -> _Parser:
@@ -188,6 +233,10 @@ def _build_parser(cell: bool) -> _Parser:
         run.add_argument("--wait", action="store_true")
         models = sub.add_parser("models", add_help=False)
         models.add_argument("name", nargs="?", metavar="NAME")
+        serve = sub.add_parser("serve", add_help=False)
+        serve.add_argument("model", nargs="?", metavar="models:/NAME@ALIAS")
+        serve.add_argument("--port", type=_port, metavar="P")
+        serve.add_argument("--stop", nargs="?", const="", metavar="ID|PORT")
         sub.add_parser("help", add_help=False)
     return parser
 
@@ -441,6 +490,86 @@ class MlopsMagics(Magics):
         from mlops_nb.widgets.models import RegistryBrowser  # ipywidgets: see _live_chart
 
         return RegistryBrowser(self.tracker.client, args.name)
+
+    def _cmd_serve(self, args: argparse.Namespace) -> Any:
+        config = self.tracker.config
+        if args.stop is not None:
+            if args.model or args.port:
+                raise MlopsError("give either a model to serve or --stop, not both; see %mlops help")
+            return self._stop_server(config, args.stop)
+        if not args.model:
+            if args.port:
+                raise MlopsError("--port needs a model to serve: %mlops serve models:/NAME@ALIAS --port P")
+            servers = list_servers(config)
+            if not servers:
+                print(
+                    "mlops-nb: no model server of this project is running; start one: %mlops serve models:/NAME@ALIAS"
+                )
+                return None
+            return servers_table(servers)
+        args.model = self._check_model(args.model)
+        running = [
+            s
+            for s in list_servers(config)
+            if s.get("model") == args.model and s.get("alive", True) and args.port in (None, s.get("port"))
+        ]
+        if running:
+            server = running[0]
+            print(f"mlops-nb: {args.model} is already served at {server['url']} (server {server['id']}): showing it")
+        else:
+            server = start_server(config, args.model, port=args.port)
+            print(
+                f"mlops-nb: serving {args.model} v{server.get('version')} at {server['url']} (server {server['id']}); "
+                "it runs on after a kernel restart: stop it with %mlops serve --stop"
+            )
+        return self._serve_status(server)
+
+    def _check_model(self, model: str) -> str:
+        """``model`` checked before a process is started for it: a registered version, a
+        run's model, or a folder holding an MLflow model (made absolute: the server runs
+        from the project's root)."""
+        if model.startswith("runs:/"):
+            return model
+        if not model.startswith("models:/"):
+            if not (Path(model) / "MLmodel").is_file():
+                raise MlopsError(
+                    f"{model!r} is neither a model reference nor a folder holding an MLflow model: "
+                    "use models:/NAME@ALIAS (or models:/NAME/VERSION, runs:/RUN_ID/PATH)"
+                )
+            return str(Path(model).resolve())
+        name, alias, version = parse_model_uri(model)
+        client = self.tracker.client
+        if alias:
+            resolve_alias(client, name, alias)
+        else:
+            get_version(client, name, str(version))
+        return model
+
+    def _stop_server(self, config: Any, which: str) -> None:
+        """Stop the server ``which`` (an id or port); with none given, the project's only one."""
+        if not which:
+            servers = list_servers(config)
+            if not servers:
+                print("mlops-nb: no model server of this project is running")
+                return
+            if len(servers) > 1:
+                lines = aligned_lines(
+                    ["id", "url", "model"], [[s["id"], s["url"], s.get("model", "")] for s in servers]
+                )
+                listed = "\n".join(f"  {line}" for line in lines)
+                raise MlopsError(
+                    f"{len(servers)} model servers of this project are running: say which, e.g. "
+                    f"%mlops serve --stop {servers[0]['id']}\n{listed}"
+                )
+            which = servers[0]["id"]
+        stopped = stop_server(config, which)
+        print(f"mlops-nb: stopped server {stopped['id']} at {stopped['url']} ({stopped.get('model')})")
+
+    def _serve_status(self, server: dict[str, Any]) -> Any:
+        from mlops_nb.widgets.serve import ServeStatus, serving_example  # ipywidgets: see _live_chart
+
+        example = serving_example(self.tracker.client, str(server.get("model", "")), server.get("version"))
+        return ServeStatus(server, self.tracker.config, example=example)
 
     # -- tracked cells -----------------------------------------------------
 

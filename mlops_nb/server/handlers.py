@@ -1,9 +1,9 @@
-"""REST handlers: parse the request, call the core (registry, schedules, job history)
-off the event loop, serialise.
+"""REST handlers: parse the request, call the core (registry, schedules, job history,
+the project's model servers) off the event loop, serialise.
 
 Errors are mapped once, in :meth:`BaseHandler.write_error`: 400 bad input, 404 unknown
-model, version, schedule or run, 409 refused promotion, 503 store unreachable; never a
-500 for a user's mistake. Request bodies are checked against the request schemas of
+model, version, schedule, run or model server, 409 refused promotion, 503 store
+unreachable; never a 500 for a user's mistake. Request bodies are checked against the request schemas of
 ``openapi.yaml`` itself, so the file and the server cannot disagree on what a body may
 hold.
 """
@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import re
+import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import lru_cache, partial
 from http.client import responses
@@ -32,6 +35,7 @@ from mlops_nb.exceptions import (
     StoreError,
     StoreUnreachableError,
     UsageError,
+    one_line,
 )
 from mlops_nb.jobs.schedules.history import job_notebook, recent_job_runs
 from mlops_nb.jobs.schedules.scheduler import run_now
@@ -47,6 +51,7 @@ from mlops_nb.registry import (
     version_notebook,
     versions_page,
 )
+from mlops_nb.serving.announce import list_servers, stop_server
 from mlops_nb.snapshots import notebook_html
 from mlops_nb.store import check_store, get_client
 
@@ -381,6 +386,69 @@ def _job_notebook(client: Any, store: Any, run_id: str, server_root: str, allow_
     return {"source": "snapshot", "name": found.name, "run_id": run_id, "recorded_path": found.output, "html": html}
 
 
+#: How long the deployments list waits for one server's /health: a server that does not
+#: answer in time is listed as not reachable, and the list is not held up by it.
+HEALTH_TIMEOUT_S = 2.0
+#: The /health numbers a deployment row carries (null while the server does not answer).
+_HEALTH_FIELDS = (
+    "status",
+    "loaded_at",
+    "last_swap",
+    "swaps",
+    "last_error",
+    "requests",
+    "errors",
+    "requests_per_second",
+    "p50_ms",
+    "p99_ms",
+    "log",
+)
+
+
+def _health(server: dict[str, Any]) -> dict[str, Any]:
+    """``server``'s announcement merged with its ``/health`` numbers, or with
+    ``"reachable": false`` and why, when it does not answer within :data:`HEALTH_TIMEOUT_S`."""
+    row: dict[str, Any] = {**server, **dict.fromkeys(_HEALTH_FIELDS), "reachable": False, "error": None}
+    if row.get("version") is not None:
+        row["version"] = str(row["version"])
+    request = urllib.request.Request(str(server.get("url", "")).rstrip("/") + "/health")
+    token = os.environ.get("MLOPS_NB_SERVE_TOKEN")  # the server's own variable, as `mlops-nb serve` reads it
+    if server.get("auth") and token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT_S) as response:
+            health = json.loads(response.read().decode("utf-8"))
+        if not isinstance(health, dict):
+            raise ValueError("its /health answer is not a JSON object")
+    except Exception as exc:  # a server that does not answer is a row, not a failed list
+        row["error"] = one_line(exc, with_type=not isinstance(exc, OSError))
+        return row
+    row.update({key: health.get(key) for key in _HEALTH_FIELDS}, reachable=True)
+    for key in ("alias", "version"):  # what it serves now: the announcement may lag a swap
+        if health.get(key) is not None:
+            row[key] = str(health[key])
+    return row
+
+
+def _deployments(config: ProjectConfig) -> dict[str, Any]:
+    """The project's announced model servers, each with its live numbers; the servers are
+    asked at once, so one that does not answer holds up none of the others."""
+    servers = list_servers(config)
+    if not servers:
+        return {"deployments": []}
+    with ThreadPoolExecutor(max_workers=min(8, len(servers)), thread_name_prefix="mlops-nb-health") as pool:
+        return {"deployments": list(pool.map(_health, servers))}
+
+
+def _stop_deployment(config: ProjectConfig, deployment: str) -> dict[str, Any]:
+    # Only an id the project announces: stop_server would also take a port number.
+    servers = {s["id"]: s for s in list_servers(config)}
+    if deployment not in servers:
+        running = ", ".join(sorted(servers)) or "none"
+        raise NotFoundError(f"no model server of this project has the id {_short(deployment)}; running: {running}")
+    return stop_server(config, deployment)
+
+
 class ModelsHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
@@ -478,6 +546,19 @@ class JobNotebookHandler(BaseHandler):
         await self.respond(lambda client: _job_notebook(client, self.schedules_or_none(), run_id, root, allow_hidden))
 
 
+class DeploymentsHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        # Announcements and /health reads, off the loop; no MLflow store is needed.
+        await self._answer(lambda: _deployments(self.project), 200)
+
+
+class DeploymentHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def delete(self, deployment: str) -> None:
+        await self._answer(lambda: _stop_deployment(self.project, deployment), 200)
+
+
 _NAME = r"(?P<name>[^/]+)"
 _SCHEDULE = r"(?P<schedule>[^/]+)"
 HANDLERS: list[tuple[str, type[BaseHandler]]] = [
@@ -494,6 +575,8 @@ HANDLERS: list[tuple[str, type[BaseHandler]]] = [
     (rf"/mlops-nb/api/schedules/{_SCHEDULE}/runs", ScheduleRunsHandler),
     (r"/mlops-nb/api/jobs", JobsHandler),
     (r"/mlops-nb/api/jobs/(?P<run_id>[^/]+)/notebook", JobNotebookHandler),
+    (r"/mlops-nb/api/deployments", DeploymentsHandler),
+    (r"/mlops-nb/api/deployments/(?P<deployment>[^/]+)", DeploymentHandler),
 ]
 #: Each handler's path in the OpenAPI file ("/mlops-nb/api/models/{name}").
 _SPEC_ROUTES = {handler: re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern) for pattern, handler in HANDLERS}

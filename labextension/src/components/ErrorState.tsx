@@ -6,17 +6,20 @@ import { ApiError } from '../api';
 export function ErrorState(props: {
   error: ApiError;
   onRetry: () => void;
-  what?: 'registry' | 'jobs';
+  what?: 'registry' | 'jobs' | 'deployments';
   /** When the section retries by itself (an unreachable store), if it does. */
   retryAt?: Date | null;
 }): JSX.Element {
   const jobs = props.what === 'jobs';
+  const deployments = props.what === 'deployments';
   const unreachable = props.error.kind === 'unreachable';
   const title =
     props.error.kind === 'missing-extension'
-      ? `The ${jobs ? 'jobs' : 'registry'} API is not available`
+      ? `The ${jobs ? 'jobs' : deployments ? 'deployments' : 'registry'} API is not available`
       : unreachable
-        ? `The ${jobs ? 'job' : 'model'} store cannot be reached`
+        ? deployments
+          ? 'The Jupyter server cannot be reached'
+          : `The ${jobs ? 'job' : 'model'} store cannot be reached`
         : 'Something went wrong';
   return (
     <div className="jp-mlops-error" role="alert">

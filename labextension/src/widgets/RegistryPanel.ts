@@ -12,7 +12,7 @@ export class RegistryPanel extends SidePanel {
     this.id = 'mlops-nb-registry';
     this.addClass('jp-mlops-panel');
     this.title.icon = registryIcon;
-    this.title.caption = 'Model registry and jobs (mlops-nb)';
+    this.title.caption = 'Model registry, deployments and jobs (mlops-nb)';
     const heading = document.createElement('h2');
     heading.textContent = 'Model registry';
     this.header.addWidget(new Widget({ node: heading }));
