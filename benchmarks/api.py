@@ -21,8 +21,8 @@ def _seed(root: Path, models: int, versions: int):
     metrics snapshot), without logging real models: 5,000 of those would take hours."""
     from mlops_nb.config import resolve_config
     from mlops_nb.registry import metrics_tag
-    from mlops_nb.tags import PREFIX as TAG
     from mlops_nb.store import get_client
+    from mlops_nb.tags import PREFIX as TAG
 
     (root / ".mlops").mkdir()
     client = get_client(resolve_config(root, environ={}))
