@@ -221,7 +221,9 @@ def main(rounds: int = 3) -> dict:
     _register(root)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     uri = f"sqlite:///{root / '.mlops' / 'mlflow.db'}"
-    mlflow_env = {**env, "MLFLOW_TRACKING_URI": uri}
+    # mlflow models serve starts `uvicorn` by name: the venv's bin folder must be on PATH.
+    path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    mlflow_env = {**env, "MLFLOW_TRACKING_URI": uri, "PATH": path}
     cli = [sys.executable, "-m", "mlops_nb.cli", "serve", "--project", str(root)]
     servers: dict[str, tuple[list[str], dict[str, str]]] = {
         "mlflow": (
