@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -51,7 +50,7 @@ from mlops_nb.registry import (
     version_notebook,
     versions_page,
 )
-from mlops_nb.serving.announce import list_servers, stop_server
+from mlops_nb.serving.announce import list_servers, read_health, stop_server
 from mlops_nb.snapshots import notebook_html
 from mlops_nb.store import check_store, get_client
 
@@ -411,15 +410,11 @@ def _health(server: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {**server, **dict.fromkeys(_HEALTH_FIELDS), "reachable": False, "error": None}
     if row.get("version") is not None:
         row["version"] = str(row["version"])
-    request = urllib.request.Request(str(server.get("url", "")).rstrip("/") + "/health")
     token = os.environ.get("MLOPS_NB_SERVE_TOKEN")  # the server's own variable, as `mlops-nb serve` reads it
-    if server.get("auth") and token:
-        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT_S) as response:
-            health = json.loads(response.read().decode("utf-8"))
-        if not isinstance(health, dict):
-            raise ValueError("its /health answer is not a JSON object")
+        health = read_health(
+            str(server.get("url", "")), token=token if server.get("auth") else None, timeout=HEALTH_TIMEOUT_S
+        )
     except Exception as exc:  # a server that does not answer is a row, not a failed list
         row["error"] = one_line(exc, with_type=not isinstance(exc, OSError))
         return row

@@ -36,6 +36,7 @@ __all__ = [
     "SERVERS_DIRNAME",
     "announcement_path",
     "list_servers",
+    "read_health",
     "remove_announcement",
     "server_id",
     "servers_dir",
@@ -269,3 +270,16 @@ def stop_server(config: ProjectConfig, id_or_port: str | int) -> dict[str, Any]:
         remove_announcement(config, str(match["id"]), pid)  # killed: it could not remove it
     match["alive"] = False
     return match
+
+
+def read_health(url: str, *, token: str | None = None, timeout: float = 2.0) -> dict[str, Any]:
+    """The server's ``/health`` JSON; raises ``OSError`` (no answer, or an HTTP error)
+    or ``ValueError`` (an answer that is not a JSON object)."""
+    request = urllib.request.Request(url.rstrip("/") + "/health")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        data = json.loads(response.read().decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{url}/health answered {str(data)[:60]}, not a JSON object")
+    return data

@@ -19,8 +19,6 @@ import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -30,7 +28,7 @@ import ipywidgets as W
 from mlops_nb.config import ProjectConfig
 from mlops_nb.exceptions import one_line
 from mlops_nb.registry import get_version, model_files, parse_model_uri
-from mlops_nb.serving.announce import list_servers
+from mlops_nb.serving.announce import list_servers, read_health
 from mlops_nb.widgets import TABLE_CSS, FallbackMixin
 
 __all__ = [
@@ -39,7 +37,6 @@ __all__ = [
     "ServeStatus",
     "curl_example",
     "python_example",
-    "read_health",
     "serving_example",
 ]
 
@@ -75,19 +72,6 @@ SERVE_CSS = """<style>
 
 
 # -- reading a server and writing the examples (no widget needed) --------------------
-
-
-def read_health(url: str, *, token: str | None = None, timeout: float = 2.0) -> dict[str, Any]:
-    """The server's ``/health`` JSON; raises ``OSError`` (no answer, or an HTTP error)
-    or ``ValueError`` (an answer that is not a JSON object)."""
-    request = urllib.request.Request(url.rstrip("/") + "/health")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        data = json.loads(response.read().decode("utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{url}/health answered {str(data)[:60]}, not a JSON object")
-    return data
 
 
 def _first_rows(body: dict[str, Any], rows: int) -> dict[str, Any]:
