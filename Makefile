@@ -64,7 +64,7 @@ check: $(STAMP)
 	cd labextension && npm run lint && npm test
 
 test: $(STAMP) $(CHROMIUM) $(PG_INITDB) check
-	MLOPS_NB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -ra
+	MLOPS_NB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -ra --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
