@@ -5,6 +5,7 @@ hooks live here; helpers the tests import are in helpers.py, real services in se
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,27 @@ _PER_TEST_ENV = (
 )
 
 
+def _restore_env(saved: dict[str, str]) -> None:
+    for var in set(os.environ) - set(saved):
+        del os.environ[var]
+    os.environ.update({k: v for k, v in saved.items() if os.environ.get(k) != v})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _clean_module_env():
+    """What a module-scoped fixture's in-process code sets in ``os.environ`` is undone
+    after its module. A Tracker made in a module fixture sets ``MLFLOW_TRACKING_URI``
+    before any test's own snapshot (below) is taken, so that snapshot keeps it; it then
+    reached later modules' servers and kernels, which opened the wrong project's store.
+    MLflow's in-process tracking URI is reset with it."""
+    saved = dict(os.environ)
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None and "MLFLOW_TRACKING_URI" not in saved:
+        mlflow.set_tracking_uri(None)
+    _restore_env(saved)
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch):
     """Each test starts without these variables, and whatever a test's in-process code
@@ -38,9 +60,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch):
     for var in _PER_TEST_ENV:
         monkeypatch.delenv(var, raising=False)
     yield
-    for var in set(os.environ) - set(saved):
-        del os.environ[var]
-    os.environ.update({k: v for k, v in saved.items() if os.environ.get(k) != v})
+    _restore_env(saved)
 
 
 @pytest.fixture

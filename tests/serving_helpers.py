@@ -131,7 +131,9 @@ class Served:
                 stderr=err,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env={**os.environ, **(env or {})},
+                # The server's store comes from --project, as a user's shell gives it: no
+                # MLFLOW_* variable an earlier test's in-process code left behind.
+                env={**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, **(env or {})},
             )
 
     def wait_ready(self, path: str = "/ready", timeout: float = READY_TIMEOUT) -> None:
