@@ -18,7 +18,6 @@ import ast
 import re
 import shlex
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
@@ -28,9 +27,10 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from mlops_nb.exceptions import MlopsError, PromotionRefusedError
 from mlops_nb.magics import warmup
 from mlops_nb.provenance import locate_notebook
-from mlops_nb.registry import get_version, parse_model_uri, promote, remove_alias, resolve_alias, set_alias
+from mlops_nb.registry import parse_model_uri, promote, remove_alias, set_alias
 from mlops_nb.runs import RunRow, read_run
 from mlops_nb.serving.announce import list_servers, start_server, stop_server
+from mlops_nb.serving.source import check_reference
 from mlops_nb.tables import Table, aligned_lines, status_table
 from mlops_nb.tags import NOTEBOOK_SAVED
 from mlops_nb.tracking import (
@@ -507,7 +507,7 @@ class MlopsMagics(Magics):
                 )
                 return None
             return servers_table(servers)
-        args.model = self._check_model(args.model)
+        args.model = check_reference(self.tracker.client, args.model)
         running = [
             s
             for s in list_servers(config)
@@ -523,27 +523,6 @@ class MlopsMagics(Magics):
                 "it runs on after a kernel restart: stop it with %mlops serve --stop"
             )
         return self._serve_status(server)
-
-    def _check_model(self, model: str) -> str:
-        """``model`` checked before a process is started for it: a registered version, a
-        run's model, or a folder holding an MLflow model (made absolute: the server runs
-        from the project's root)."""
-        if model.startswith("runs:/"):
-            return model
-        if not model.startswith("models:/"):
-            if not (Path(model) / "MLmodel").is_file():
-                raise MlopsError(
-                    f"{model!r} is neither a model reference nor a folder holding an MLflow model: "
-                    "use models:/NAME@ALIAS (or models:/NAME/VERSION, runs:/RUN_ID/PATH)"
-                )
-            return str(Path(model).resolve())
-        name, alias, version = parse_model_uri(model)
-        client = self.tracker.client
-        if alias:
-            resolve_alias(client, name, alias)
-        else:
-            get_version(client, name, str(version))
-        return model
 
     def _stop_server(self, config: Any, which: str) -> None:
         """Stop the server ``which`` (an id or port); with none given, the project's only one."""

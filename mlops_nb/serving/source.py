@@ -26,7 +26,7 @@ from mlops_nb.snapshots import is_missing
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
-__all__ = ["ModelSource", "ResolvedModel", "current_version", "parse_source", "resolve"]
+__all__ = ["ModelSource", "ResolvedModel", "check_reference", "current_version", "parse_source", "resolve"]
 
 _MODELS = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 _RUNS = re.compile(r"^runs:/(?P<run_id>[0-9a-zA-Z]+)/(?P<path>.+)$")
@@ -94,11 +94,26 @@ def parse_source(text: str) -> ModelSource:
     if not (folder / "MLmodel").is_file():
         what = "does not exist" if not folder.exists() else "holds no MLmodel file"
         raise UsageError(
-            f"{text!r} {what}: give models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH "
-            "or a folder holding an MLflow model (an MLmodel file)"
+            f"{text!r} is neither a model reference nor a folder holding an MLflow model (it {what}): "
+            "give models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH or a folder with an MLmodel file"
         )
     folder = folder.resolve()
     return ModelSource(text, "path", folder.name, path=str(folder))
+
+
+def check_reference(client: MlflowClient, text: str) -> str:
+    """``text`` checked as a server will take it, before a process is started for it and
+    without loading anything: :class:`UsageError` for what is not a model reference,
+    :class:`NotFoundError` for a model, version or alias the registry lacks. Returns the
+    reference to hand the server (a folder made absolute: servers run from the project
+    root)."""
+    source = parse_source(text)
+    if source.kind == "alias":
+        assert source.alias is not None
+        resolve_alias(client, source.name, source.alias)
+    elif source.kind == "version":
+        get_version(client, source.name, str(source.version))
+    return source.path if source.kind == "path" and source.path else source.text
 
 
 def current_version(client: MlflowClient, source: ModelSource) -> str | None:
