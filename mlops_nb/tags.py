@@ -55,3 +55,15 @@ SCHEDULE = PREFIX + "schedule"
 SCHEDULE_JOB = PREFIX + "schedule.job"
 SCHEDULE_TRIGGER = PREFIX + "schedule.trigger"
 SCHEDULE_ATTEMPT = PREFIX + "schedule.attempt"
+
+# Monitoring (mlops_nb.monitoring): runs whose mlops_nb.kind is "monitor" or "profile".
+MONITOR_MODEL = PREFIX + "monitor.model"  # on a monitor run: the model's name
+MONITOR_VERSION = PREFIX + "monitor.version"  # ...and the version it watched
+MONITOR_ALIAS = PREFIX + "monitor.alias"  # ...and the alias it was asked for, if any
+MONITOR_VERDICT = PREFIX + "monitor.verdict"  # healthy, drift, degraded, insufficient data
+MONITOR_LAST = PREFIX + "monitor.last"  # on a model version: JSON summary of its newest monitor run
+PROFILE = PREFIX + "profile"  # on a model version: the runs:/ URI of its reference profile (JSON)
+
+# Approval (registry): protected aliases wait for a person.
+APPROVAL_ALIASES = PREFIX + "approval.aliases"  # on a registered model: comma-separated protected aliases
+APPROVAL_PENDING_PREFIX = PREFIX + "approval.pending."  # + alias, on a model version: JSON request
