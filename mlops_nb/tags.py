@@ -67,3 +67,4 @@ PROFILE = PREFIX + "profile"  # on a model version: the runs:/ URI of its refere
 # Approval (registry): protected aliases wait for a person.
 APPROVAL_ALIASES = PREFIX + "approval.aliases"  # on a registered model: comma-separated protected aliases
 APPROVAL_PENDING_PREFIX = PREFIX + "approval.pending."  # + alias, on a model version: JSON request
+APPROVAL_PENDING = PREFIX + "approval.pending"  # on a registered model with any pending request: the index
