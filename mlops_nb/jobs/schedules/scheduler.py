@@ -19,7 +19,16 @@ Missed occurrences (due before this scheduler started, while none ran) follow th
 schedule's ``missed`` policy: ``skip`` records one ``skipped`` entry and waits for the
 next occurrence, ``once`` runs once for all of them.
 
-This module imports nothing from Jupyter; MLflow and papermill load on the first job.
+A monitor schedule's job checks its model (:func:`mlops_nb.monitoring.monitor.monitor`)
+and records the verdict line and the monitor run. On ``drift`` or ``degraded`` it starts
+its ``on_drift`` notebook or pipeline as a second job of the same schedule (trigger
+``monitor``), through the same execution path and in the same thread, unless the
+schedule's cooldown or daily limit says wait (:meth:`ScheduleStore.claim_retrain`); the
+record then says why not. The retraining pipeline's own guarded promotion moves the
+alias, and a server that follows it swaps: nothing here touches the registry.
+
+This module imports nothing from Jupyter; MLflow and papermill load on the first job, the
+monitor's statistics on the first monitor job.
 """
 
 from __future__ import annotations
@@ -33,15 +42,21 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from mlops_nb.config import ProjectConfig
 from mlops_nb.exceptions import ExecutorUnreachableError, MlopsError, NotFoundError, StoreError, one_line
 from mlops_nb.jobs.batch.pipeline import run_pipeline
+from mlops_nb.jobs.batch.pipeline_file import load_pipeline
 from mlops_nb.jobs.run.executors import executor_for, job_spec
+from mlops_nb.jobs.run.params import declared_parameters
 from mlops_nb.jobs.schedules.store import (
+    MONITOR,
+    MONITOR_TRIGGER,
     JobRecord,
+    MonitorSettings,
     Schedule,
     ScheduleStore,
     db_time,
@@ -52,9 +67,14 @@ from mlops_nb.registry import tagged_metrics
 from mlops_nb.store import get_client
 from mlops_nb.tags import ERROR, SCHEDULE, SCHEDULE_ATTEMPT, SCHEDULE_JOB, SCHEDULE_TRIGGER
 
-__all__ = ["JobRunner", "Scheduler", "run_now"]
+__all__ = ["ALARMS", "JobRunner", "Scheduler", "monitor_summary", "run_now"]
 
 log = logging.getLogger("mlops_nb.scheduler")
+#: The verdicts that retrain (and call the webhook without --notify-success).
+ALARMS = ("drift", "degraded")
+#: The parameter a retraining notebook or pipeline may declare to receive the run of the
+#: verdict that started it (notebooks/retrain.yaml does).
+MONITOR_RUN_PARAM = "monitor_run"
 
 
 def _owner(name: str | None) -> str:
@@ -126,10 +146,16 @@ class _Outcome:
         retryable: bool = False,
         status: str | None = None,
         run_ids: list[str] | None = None,
+        monitor: dict[str, Any] | None = None,
+        retrain: JobRecord | None = None,
     ) -> None:
         self.state, self.run_id, self.output, self.error = state, run_id, output, error
         self.retryable, self.status = retryable, status
         self.run_ids = run_ids or ([run_id] if run_id else [])
+        #: A monitor job's summary (:func:`monitor_summary`), for its webhook.
+        self.monitor = monitor
+        #: The retrain job a monitor job claimed, to run once its own record is final.
+        self.retrain = retrain
 
 
 class JobRunner:
@@ -253,10 +279,49 @@ class JobRunner:
         if schedule is None:
             outcome = _Outcome("failed", error=f"schedule {record.schedule!r} was removed before its job ran")
         else:
-            self.report(f"job {record.id}: {schedule.name} attempt {record.attempt} started ({schedule.target})")
+            what = self._what_runs(schedule, record)[1] or schedule.target
+            self.report(f"job {record.id}: {schedule.name} attempt {record.attempt} started ({what})")
             with _Lease(self.store, record.id, self.owner, self.lease_s):
                 outcome = self._run_target(schedule, record)
-        return self.finish(record, schedule, outcome)
+        final, retry = self.finish(record, schedule, outcome)
+        if outcome.retrain is not None:
+            # After the monitor's record is final and its webhook sent: the verdict is
+            # known at once, however long the retraining takes. One attempt here; its
+            # retries are queued records, as any job's are.
+            self.execute(outcome.retrain)
+        return final, retry
+
+    @staticmethod
+    def _what_runs(schedule: Schedule, record: JobRecord) -> tuple[str, str | None]:
+        """``(kind, file relative to the project)`` of what ``record`` runs: the monitor
+        itself (``("monitor", None)``), or a notebook or pipeline."""
+        if schedule.kind != MONITOR:
+            return schedule.kind, schedule.target
+        if record.trigger != MONITOR_TRIGGER:
+            return MONITOR, None
+        settings = schedule.monitor or MonitorSettings()
+        return settings.on_drift_kind or "notebook", settings.on_drift
+
+    def retrain_params(self, schedule: Schedule, record: JobRecord, kind: str, path: Any) -> dict[str, str]:
+        """The ``-p`` texts of a retrain: the schedule's, plus ``monitor_run`` (the run of
+        the verdict that started it) when the target declares such a parameter and the
+        schedule does not set it. Lineage from the drift report to the retrained model,
+        and a pipeline's cache key changes with it: a retrain exists to learn from new
+        data, so it is never answered from the cache of the last one."""
+        params = dict(schedule.params)
+        if MONITOR_RUN_PARAM in params:
+            return params
+        if kind == "pipeline":
+            declared = set(load_pipeline(path).params)
+        else:
+            declared = set(declared_parameters(path) or {})
+        if MONITOR_RUN_PARAM not in declared:
+            return params
+        checks = [r for r in self.store.history(schedule.name, limit=20) if r.id < record.id and r.run_id]
+        verdicts = [r for r in checks if r.trigger != MONITOR_TRIGGER]
+        if verdicts:
+            params[MONITOR_RUN_PARAM] = str(verdicts[0].run_id)
+        return params
 
     def _run_target(self, schedule: Schedule, record: JobRecord) -> _Outcome:
         stop = threading.Event()
@@ -265,12 +330,20 @@ class JobRunner:
             self._stops.add(stop)
         if self.stopping.is_set():
             stop.set()
-        path = self.store.project_root / schedule.target
+        kind, target = self._what_runs(schedule, record)
         try:
-            if schedule.kind == "pipeline":
-                outcome = self._run_pipeline(schedule, record, path, stop)
+            if kind == MONITOR:
+                outcome = self._run_monitor(schedule, record)
+            elif target is None:
+                outcome = _Outcome("failed", error=f"monitor schedule {schedule.name!r} has no --on-drift target")
             else:
-                outcome = self._run_notebook(schedule, record, path, stop)
+                path = self.store.project_root / target
+                if record.trigger == MONITOR_TRIGGER:
+                    schedule = replace(schedule, params=self.retrain_params(schedule, record, kind, path))
+                if kind == "pipeline":
+                    outcome = self._run_pipeline(schedule, record, path, stop)
+                else:
+                    outcome = self._run_notebook(schedule, record, path, stop)
         except MlopsError as exc:
             # The target or its parameters went bad since `add`, or MLflow's store is
             # unreachable (that may pass).
@@ -329,6 +402,39 @@ class JobRunner:
             error=result.error,
             retryable=result.retryable,
             status=result.status,
+        )
+
+    def _run_monitor(self, schedule: Schedule, record: JobRecord) -> _Outcome:
+        """Check the schedule's model; claim a retrain on an alarm the policy allows."""
+        # Deferred: pandas and the statistics load on the first monitor job, as MLflow
+        # and papermill load on the first job (a Jupyter server imports this module as it starts).
+        from mlops_nb.monitoring.monitor import MonitorPolicy, monitor
+
+        settings = schedule.monitor or MonitorSettings()
+        result = monitor(
+            get_client(self.config),
+            self.config,
+            schedule.target,
+            since=settings.since,
+            policy=MonitorPolicy(min_rows=settings.min_rows),
+            now=self.store.clock(),
+        )
+        if result.run_id:
+            try:
+                self._tag(result.run_id, schedule, record)
+            except Exception:
+                pass  # the verdict stands without the tags
+        retrain, decision = None, ""
+        if result.verdict in ALARMS:
+            retrain, decision = self.store.claim_retrain(schedule, owner=self.owner, lease_until=self.lease_until())
+        reason = " ".join(str(result.reason or "").split())  # one line in the history, whatever came
+        line = f"{result.verdict}: {reason}" + (f"; {decision}" if decision else "")
+        return _Outcome(
+            "succeeded",
+            run_id=result.run_id,
+            output=line,
+            monitor=monitor_summary(result, settings, retrain, decision),
+            retrain=retrain,
         )
 
     def _run_pipeline(self, schedule: Schedule, record: JobRecord, path: Any, stop: threading.Event) -> _Outcome:
@@ -416,9 +522,10 @@ class JobRunner:
         self.report(
             f"job {record.id}: {record.schedule} attempt {record.attempt} {outcome.state}"
             + (f": {outcome.error}" if outcome.error else "")
+            + (f": {outcome.output}" if outcome.monitor is not None and outcome.output else "")
         )
         retry = self.queue_retry(final, schedule, outcome.retryable)
-        self.after(final, schedule, retry, outcome.run_ids)
+        self.after(final, schedule, retry, outcome.run_ids, monitor=outcome.monitor)
         return final, retry
 
     def queue_retry(self, final: JobRecord, schedule: Schedule | None, retryable: bool) -> JobRecord | None:
@@ -445,8 +552,18 @@ class JobRunner:
         self.report(f"job {job_id}: {final.schedule} attempt {final.attempt + 1} retries at {when:%H:%M:%S} UTC")
         return self.store.job(job_id)
 
-    def after(self, final: JobRecord, schedule: Schedule | None, retry: JobRecord | None, run_ids: list[str]) -> None:
-        """The schedule's last state, and its webhook on the job's final outcome."""
+    def after(
+        self,
+        final: JobRecord,
+        schedule: Schedule | None,
+        retry: JobRecord | None,
+        run_ids: list[str],
+        *,
+        monitor: dict[str, Any] | None = None,
+    ) -> None:
+        """The schedule's last state, and its webhook on the job's final outcome: a
+        failure, a monitor's alarm (``monitor`` is its summary), or any success with
+        ``notify_success``."""
         if schedule is None:
             return
         s = self.store.schedules
@@ -459,9 +576,10 @@ class JobRunner:
             log.warning("could not record the last state of %s: %s", schedule.name, exc)
         if retry is not None or not schedule.webhook:
             return
-        if final.state == "succeeded" and not schedule.notify_success:
+        alarm = monitor is not None and monitor.get("verdict") in ALARMS
+        if final.state == "succeeded" and not (schedule.notify_success or alarm):
             return
-        send_webhook(self.config, schedule, final, run_ids, report=self.report)
+        send_webhook(self.config, schedule, final, run_ids, report=self.report, monitor=monitor)
 
 
 class Scheduler:
@@ -808,20 +926,65 @@ def model_changes(config: ProjectConfig, run_ids: list[str], alias: str = "champ
     return rows
 
 
-def webhook_payload(config: ProjectConfig, schedule: Schedule, record: JobRecord, run_ids: list[str]) -> dict[str, Any]:
-    """The JSON a schedule's webhook receives about a job's final outcome."""
+def monitor_summary(result: Any, settings: MonitorSettings, retrain: JobRecord | None, decision: str) -> dict[str, Any]:
+    """What a monitor job tells its webhook: the verdict of ``result`` (a
+    :class:`~mlops_nb.monitoring.monitor.MonitorResult`) without the per-feature detail
+    (model, version, alias, verdict, reason, drifted features, share, rows, labelled,
+    performance, window, run id, report URI) and whether a retrain was started."""
+    data = result.to_dict()
+    drift = data.get("drift") or {}
+    return {
+        "model": data.get("name"),
+        "version": data.get("version"),
+        "alias": data.get("alias"),
+        "verdict": data.get("verdict"),
+        "reason": data.get("reason"),
+        "drifted": list(data.get("drifted") or drift.get("drifted") or []),
+        "share": drift.get("share"),
+        "rows": data.get("rows"),
+        "labelled": data.get("labelled"),
+        "performance": data.get("performance"),
+        "since": data.get("since"),
+        "until": data.get("until"),
+        "when": data.get("when"),
+        "run_id": data.get("run_id"),
+        "report_uri": data.get("report_uri"),
+        "retrain": {
+            "started": retrain is not None,
+            "job": retrain.id if retrain is not None else None,
+            "target": settings.on_drift,
+            "decision": decision or None,
+        },
+    }
+
+
+def webhook_payload(
+    config: ProjectConfig,
+    schedule: Schedule,
+    record: JobRecord,
+    run_ids: list[str],
+    *,
+    monitor: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON a schedule's webhook receives about a job's final outcome.
+
+    A monitor job's (``monitor``: :func:`monitor_summary`) has event
+    ``monitor.<verdict>`` (``monitor.drift``, ``monitor.insufficient_data``, ...) and the
+    summary under ``monitor``; its ``models`` is empty (a monitor registers nothing).
+    """
     status = None
     if record.run_id:
         try:
             status = get_client(config).get_run(record.run_id).info.status
         except Exception:
             status = None
+    models: list[dict[str, Any]] = []
     try:
-        models = model_changes(config, run_ids)
+        if monitor is None:
+            models = model_changes(config, run_ids)
     except Exception as exc:
         log.warning("could not compare the job's models with their champions: %s", exc)
-        models = []
-    return {
+    payload = {
         "event": "job." + record.state,
         "schedule": schedule.to_dict(),
         "job": record.to_dict(),
@@ -830,6 +993,10 @@ def webhook_payload(config: ProjectConfig, schedule: Schedule, record: JobRecord
         "error": record.error,
         "models": models,
     }
+    if monitor is not None:
+        payload["event"] = "monitor." + str(monitor.get("verdict") or record.state).replace(" ", "_")
+        payload["monitor"] = monitor
+    return payload
 
 
 def send_webhook(
@@ -840,15 +1007,17 @@ def send_webhook(
     *,
     report: Callable[[str], None] | None = None,
     timeout: float = 10.0,
+    monitor: dict[str, Any] | None = None,
 ) -> bool:
-    """POST the job's outcome to the schedule's webhook; a failure is reported, never
-    raised (a notification never fails a job). Returns whether it was delivered."""
+    """POST the job's outcome (:func:`webhook_payload`) to the schedule's webhook; a
+    failure is reported, never raised (a notification never fails a job). Returns
+    whether it was delivered."""
     import urllib.error
     import urllib.request
 
     if not schedule.webhook:
         return False
-    body = json.dumps(webhook_payload(config, schedule, record, run_ids), default=str).encode()
+    body = json.dumps(webhook_payload(config, schedule, record, run_ids, monitor=monitor), default=str).encode()
     request = urllib.request.Request(
         schedule.webhook,
         data=body,
@@ -877,7 +1046,8 @@ def run_now(
     """Run schedule ``name`` now, through the scheduler's own execution path.
 
     A ``manual`` job record is created at once and run in this process: it never waits
-    for a scheduler to pick it up. ``wait=True`` returns the finished record (after any
+    for a scheduler to pick it up. A monitor schedule's retrain, when its verdict starts
+    one, runs here too, after the monitor's record is final (the one returned). ``wait=True`` returns the finished record (after any
     retries the schedule allows); ``wait=False`` runs it in a background thread and
     returns the ``running`` record at once (for the Jupyter server).
 

@@ -1,7 +1,8 @@
 """Schedules and their job history, kept in a SQL database.
 
 A schedule runs a notebook (``.ipynb``) or a pipeline (``.yaml``) of the project on a cron
-expression in a time zone. Schedules and every job a scheduler started (or a user ran
+expression in a time zone, or monitors a served model (kind ``monitor``) and runs a
+notebook or pipeline when the monitor finds drift (:class:`MonitorSettings`). Schedules and every job a scheduler started (or a user ran
 now) live in one SQL database through SQLAlchemy Core: SQLite beside the MLflow store by
 default, any SQLAlchemy URL (PostgreSQL included) otherwise, so several schedulers and
 the Jupyter server can share it. The statements are portable: no dialect-specific SQL
@@ -14,7 +15,11 @@ schedulers on one database therefore cannot both fire an occurrence, whatever th
 clocks or timing (see :mod:`mlops_nb.jobs.schedules.scheduler`).
 
 All times are aware UTC datetimes in Python and naive UTC in the database (portable
-across SQLite and PostgreSQL). This module imports nothing from Jupyter or MLflow.
+across SQLite and PostgreSQL). A monitor schedule keeps its settings in the ``params`` JSON column, under a key no
+notebook parameter can have (:data:`MONITOR_KEY`): a database written before monitor
+schedules existed needs no migration, and one read by an older mlops-nb still opens.
+
+This module imports nothing from Jupyter or MLflow.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,12 +46,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "JOB_STATES",
+    "MONITOR",
+    "MONITOR_TRIGGER",
+    "MONITOR_VERDICTS",
     "JobRecord",
+    "MonitorSettings",
     "Schedule",
     "ScheduleStore",
     "next_occurrence",
     "occurrences",
+    "parse_duration",
     "scheduler_url",
+    "verdict_of",
 ]
 
 UTC = timezone.utc
@@ -66,6 +77,23 @@ _SHORTHANDS = {
     "@hourly": "0 * * * *",
 }
 MAX_RETRIES = 10
+#: The kind of a schedule that monitors a model (its target is the model's URI).
+MONITOR = "monitor"
+#: The trigger of a job a monitor schedule started to retrain on drift.
+MONITOR_TRIGGER = "monitor"
+#: Where a monitor schedule's settings live in the ``params`` JSON: a dotted key, which
+#: no notebook parameter (a Python name) can be.
+MONITOR_KEY = "mlops_nb.monitor"
+#: :data:`mlops_nb.monitoring.monitor.VERDICTS`, restated: this module loads no
+#: statistics (tests/test_monitor_loop.py keeps the two equal).
+MONITOR_VERDICTS = ("healthy", "drift", "degraded", "insufficient data")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Bounds that catch a typo (--since 24d for 24h is allowed; --since 2400d is not).
+MAX_SINCE_S = 366 * 86400.0
+MAX_COOLDOWN_S = 30 * 86400.0
+MAX_MIN_ROWS = 1_000_000_000
+MAX_RETRAINS_A_DAY = 100
 
 
 def _now() -> datetime:
@@ -154,6 +182,122 @@ def occurrences(cron: str, tz: str, start: datetime, end: datetime, limit: int =
     return out
 
 
+# ---------------------------------------------------------------- monitor settings
+
+
+def parse_duration(value: object, option: str, *, low: float, high: float) -> float:
+    """Seconds for a duration given as seconds (``90``) or a text with a unit (``90s``,
+    ``30m``, ``6h``, ``2d``), within ``[low, high]``; else a one-line :class:`UsageError`
+    naming ``option``."""
+    if isinstance(value, bool):
+        value = repr(value)  # not a duration, whatever int(True) says
+    text = str(value).strip().lower() if value is not None else ""
+    match = _DURATION.match(text)
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2)] if match else None
+    if seconds is None or not low <= seconds <= high:
+        bounds = f"from {_shown_seconds(low)} to {_shown_seconds(high)}"
+        raise UsageError(f"{option} must be a duration {bounds} such as 90s, 30m, 6h or 2d, not {value!r}")
+    return seconds
+
+
+def _shown_seconds(seconds: float) -> str:
+    """``21600`` -> ``6h``: the largest unit that divides it."""
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNIT_S[unit] == 0:
+            return f"{seconds / _UNIT_S[unit]:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _whole(value: object, option: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UsageError(f"{option} must be a whole number from {low} to {high}, not {value!r}")
+    return value
+
+
+def check_model_reference(uri: str) -> str:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``, checked in form only (the
+    registry is asked when the monitor runs: a model may be registered later)."""
+    # Deferred: every mlops-nb command imports this module as it starts, and commands
+    # import the core they need when they run (cli/main.py); the registry is that core.
+    from mlops_nb.registry import VERSION_PATTERN, check_alias, check_model_name, parse_model_uri
+
+    text = (uri or "").strip() if isinstance(uri, str) else ""
+    hint = "give models:/NAME@ALIAS (it follows the alias) or models:/NAME/VERSION"
+    try:
+        name, alias, version = parse_model_uri(text)
+        check_model_name(name)
+        if alias is not None:
+            check_alias(alias)
+        elif version is None or not re.fullmatch(VERSION_PATTERN, version):
+            raise UsageError(f"the version of {text!r} must be a positive whole number")
+    except UsageError as exc:
+        raise UsageError(f"--monitor {uri!r} is not a model to monitor ({one_line(exc)}): {hint}") from None
+    return text
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """How a monitor schedule watches its model (the schedule's ``target``) and when it
+    retrains.
+
+    ``on_drift`` is a notebook or pipeline of the project (relative to its root, its kind
+    in ``on_drift_kind``) run as a job of the same schedule (trigger
+    :data:`MONITOR_TRIGGER`) when a verdict is ``drift`` or ``degraded``, unless the last
+    such job started less than ``cooldown_s`` ago or ``max_retrains`` started in the last
+    24 hours; ``None`` only monitors. ``since`` is the request-log window each check reads
+    (a time ago: ``24h``); fewer than ``min_rows`` rows in it is ``insufficient data``.
+    """
+
+    on_drift: str | None = None
+    on_drift_kind: str | None = None
+    since: str = "24h"
+    min_rows: int = 100
+    cooldown_s: float = 6 * 3600.0
+    max_retrains: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field."""
+        return {
+            "on_drift": self.on_drift,
+            "on_drift_kind": self.on_drift_kind,
+            "since": self.since,
+            "min_rows": self.min_rows,
+            "cooldown_s": self.cooldown_s,
+            "max_retrains": self.max_retrains,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MonitorSettings:
+        """The settings :meth:`to_dict` gave (keys it does not know are ignored)."""
+        defaults = cls()
+        return cls(
+            on_drift=data.get("on_drift"),
+            on_drift_kind=data.get("on_drift_kind"),
+            since=str(data.get("since", defaults.since)),
+            min_rows=int(data.get("min_rows", defaults.min_rows)),
+            cooldown_s=float(data.get("cooldown_s", defaults.cooldown_s)),
+            max_retrains=int(data.get("max_retrains", defaults.max_retrains)),
+        )
+
+    def describe(self) -> str:
+        """One line: the window, and what happens on drift."""
+        line = f"since {self.since}, at least {self.min_rows} rows"
+        if not self.on_drift:
+            return line + "; on drift: notify only"
+        return (
+            f"{line}; on drift runs {self.on_drift_kind} {self.on_drift} "
+            f"(cooldown {_shown_seconds(self.cooldown_s)}, at most {self.max_retrains} a day)"
+        )
+
+
+def verdict_of(output: str | None) -> str | None:
+    """The verdict a monitor job's output begins with (``drift: ...`` -> ``drift``)."""
+    if not output or ":" not in output:
+        return None
+    head = output.split(":", 1)[0]
+    return head if head in MONITOR_VERDICTS else None
+
+
 # ---------------------------------------------------------------- records
 
 
@@ -167,7 +311,8 @@ class Schedule:
 
     ``target`` is relative to the project root; ``params`` are the ``-p`` texts, converted
     by the notebook's parameters cell when the job runs. ``next_run`` is ``None`` while
-    the schedule is paused.
+    the schedule is paused. A ``monitor`` schedule's ``target`` is the model URI it
+    watches, ``monitor`` holds its settings and ``params`` go to its ``on_drift`` target.
     """
 
     name: str
@@ -185,6 +330,7 @@ class Schedule:
     created: datetime = field(default_factory=_now)
     next_run: datetime | None = None
     last_state: str | None = None
+    monitor: MonitorSettings | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field (datetimes in ISO 8601, UTC)."""
@@ -204,6 +350,7 @@ class Schedule:
             "created": _iso(self.created),
             "next_run": _iso(self.next_run),
             "last_state": self.last_state,
+            "monitor": self.monitor.to_dict() if self.monitor is not None else None,
         }
 
 
@@ -407,13 +554,15 @@ class ScheduleStore:
 
     def _schedule(self, row: Any) -> Schedule:
         m = row._mapping
+        params = json.loads(m["params"] or "{}")
+        settings = params.pop(MONITOR_KEY, None)
         return Schedule(
             name=m["name"],
             cron=m["cron"],
             timezone=m["timezone"],
             target=m["target"],
             kind=m["kind"],
-            params=json.loads(m["params"] or "{}"),
+            params=params,
             paused=bool(m["paused"]),
             missed=m["missed"],
             retries=int(m["retries"]),
@@ -423,6 +572,7 @@ class ScheduleStore:
             created=_aware(m["created"]),  # type: ignore[arg-type]
             next_run=_aware(m["next_run"]),
             last_state=m["last_state"],
+            monitor=MonitorSettings.from_dict(settings) if isinstance(settings, dict) else None,
         )
 
     @staticmethod
@@ -502,6 +652,30 @@ class ScheduleStore:
 
     # ------------------------------------------------------------ schedules
 
+    def _checked_common(
+        self,
+        name: str,
+        cron: str,
+        timezone: str,
+        missed: str,
+        retries: int,
+        timeout_s: float | None,
+        webhook: str | None,
+    ) -> tuple[str, datetime, datetime, float | None]:
+        """What every schedule holds, checked: ``(cron, now, next_run, timeout_s)``."""
+        self.check_name(name)
+        cron = (cron or "").strip()
+        _zone(timezone)
+        now = self.clock()
+        next_run = next_occurrence(cron, timezone, now)
+        if missed not in MISSED_POLICIES:
+            raise UsageError(f"--missed must be skip or once, not {missed!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+            raise UsageError(f"--retries must be a whole number from 0 to {MAX_RETRIES}, not {retries!r}")
+        timeout_s = positive_seconds(timeout_s, "--timeout")  # the jobs' own check of a time limit
+        self.check_webhook(webhook)
+        return cron, now, next_run, timeout_s
+
     def add(
         self,
         name: str,
@@ -528,18 +702,8 @@ class ScheduleStore:
             A bad name, cron expression, time zone, target, parameter, policy, retry
             count, timeout or webhook URL, or a name already scheduled: nothing stored.
         """
-        self.check_name(name)
-        cron = (cron or "").strip()
-        _zone(timezone)
-        now = self.clock()
-        next_run = next_occurrence(cron, timezone, now)
+        cron, now, next_run, timeout_s = self._checked_common(name, cron, timezone, missed, retries, timeout_s, webhook)
         relative, kind, absolute = self.resolve_target(target)
-        if missed not in MISSED_POLICIES:
-            raise UsageError(f"--missed must be skip or once, not {missed!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
-            raise UsageError(f"--retries must be a whole number from 0 to {MAX_RETRIES}, not {retries!r}")
-        timeout_s = positive_seconds(timeout_s, "--timeout")  # the jobs' own check of a time limit
-        self.check_webhook(webhook)
         texts = self.check_params(kind, absolute, params or {})
         schedule = Schedule(
             name=name,
@@ -561,6 +725,96 @@ class ScheduleStore:
         self._insert(schedule)
         return schedule
 
+    def add_monitor(
+        self,
+        name: str,
+        cron: str,
+        model: str,
+        *,
+        on_drift: str | os.PathLike[str] | None = None,
+        since: str = "24h",
+        min_rows: int = 100,
+        cooldown: object = "6h",
+        max_retrains: int = 2,
+        timezone: str = "UTC",
+        params: Mapping[str, str] | None = None,
+        missed: str = "skip",
+        retries: int = 2,
+        timeout_s: float | None = None,
+        webhook: str | None = None,
+        notify_success: bool = False,
+    ) -> Schedule:
+        """Add a schedule that monitors ``model`` and runs ``on_drift`` when it drifts.
+
+        ``model`` is ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``; ``on_drift`` a
+        notebook or pipeline of the project (``params`` are checked against it), or
+        ``None`` to only monitor (and notify). ``since`` and ``cooldown`` are durations
+        (``90s``, ``30m``, ``6h``, ``2d``); see :class:`MonitorSettings`. Everything is
+        checked before anything is stored.
+
+        Raises
+        ------
+        UsageError
+            Anything :meth:`add` refuses, a malformed model URI, an ``on_drift`` that is
+            not a notebook or pipeline of the project, parameters without ``on_drift``,
+            or a window, row count, cooldown or retrain limit out of bounds.
+        """
+        cron, now, next_run, timeout_s = self._checked_common(name, cron, timezone, missed, retries, timeout_s, webhook)
+        model = check_model_reference(model)
+        settings, texts = self._checked_monitor(on_drift, since, min_rows, cooldown, max_retrains, params or {})
+        schedule = Schedule(
+            name=name,
+            cron=cron,
+            timezone=timezone,
+            target=model,
+            kind=MONITOR,
+            params=texts,
+            missed=missed,
+            retries=retries,
+            timeout_s=timeout_s,
+            webhook=webhook,
+            notify_success=bool(notify_success),
+            created=now,
+            next_run=next_run,
+            monitor=settings,
+        )
+        self._insert(schedule)
+        return schedule
+
+    def _checked_monitor(
+        self,
+        on_drift: str | os.PathLike[str] | None,
+        since: str,
+        min_rows: int,
+        cooldown: object,
+        max_retrains: int,
+        params: Mapping[str, str],
+    ) -> tuple[MonitorSettings, dict[str, str]]:
+        """A monitor schedule's settings and its ``on_drift`` target's parameters, checked."""
+        since_text = str(since).strip()
+        parse_duration(since_text, "--since", low=1.0, high=MAX_SINCE_S)
+        settings = MonitorSettings(
+            since=since_text,
+            min_rows=_whole(min_rows, "--min-rows", 1, MAX_MIN_ROWS),
+            cooldown_s=parse_duration(cooldown, "--cooldown", low=0.0, high=MAX_COOLDOWN_S),
+            max_retrains=_whole(max_retrains, "--max-retrains", 1, MAX_RETRAINS_A_DAY),
+        )
+        if on_drift is None:
+            if params:
+                raise UsageError("-p parameters go to the --on-drift notebook or pipeline: give --on-drift PATH too")
+            return settings, {}
+        relative, kind, absolute = self.resolve_target(on_drift)
+        texts = self.check_params(kind, absolute, params)
+        return replace(settings, on_drift=relative, on_drift_kind=kind), texts
+
+    @staticmethod
+    def _params_json(schedule: Schedule) -> dict[str, Any]:
+        """The ``params`` column: the texts, and a monitor schedule's settings beside them."""
+        stored: dict[str, Any] = dict(schedule.params)
+        if schedule.monitor is not None:
+            stored[MONITOR_KEY] = schedule.monitor.to_dict()
+        return stored
+
     def _insert(self, schedule: Schedule) -> None:
         """Store a checked schedule; a name already scheduled is refused."""
         from sqlalchemy.exc import IntegrityError
@@ -574,7 +828,7 @@ class ScheduleStore:
                         timezone=schedule.timezone,
                         target=schedule.target,
                         kind=schedule.kind,
-                        params=json.dumps(schedule.params),
+                        params=json.dumps(self._params_json(schedule)),
                         paused=False,
                         missed=schedule.missed,
                         retries=schedule.retries,
@@ -725,6 +979,59 @@ class ScheduleStore:
         key = result.inserted_primary_key
         assert key is not None  # an insert has a key
         return int(key[0])
+
+    def claim_retrain(self, schedule: Schedule, *, owner: str, lease_until: datetime) -> tuple[JobRecord | None, str]:
+        """Start a retrain of a monitor schedule now, unless its policy says wait.
+
+        In one write transaction (so two monitor jobs of one schedule cannot both pass
+        the limits): the retrains it started (first attempts of :data:`MONITOR_TRIGGER`
+        jobs) are counted; within the cooldown of the newest, or with ``max_retrains``
+        started in the last 24 hours, nothing is inserted. Otherwise a ``running`` record
+        claimed by ``owner`` is inserted (its occurrence: now). Returns the record (or
+        ``None``) and one line saying what was decided and why.
+        """
+        settings = schedule.monitor
+        if settings is None or not settings.on_drift:
+            return None, "not retraining: no --on-drift notebook or pipeline (monitor only)"
+        now = self.clock()
+        window = max(86400.0, settings.cooldown_s)
+        j = self.jobs
+        with self._write() as conn:
+            rows = conn.execute(
+                j.select()
+                .where(
+                    j.c.schedule == schedule.name,
+                    j.c.trigger == MONITOR_TRIGGER,
+                    j.c.attempt == 1,
+                    j.c.occurrence >= db_time(now - timedelta(seconds=window)),
+                )
+                .order_by(j.c.occurrence.desc())
+            ).fetchall()
+            started = [self._job(r) for r in rows]
+            if started and started[0].occurrence > now - timedelta(seconds=settings.cooldown_s):
+                last = started[0]
+                until = last.occurrence + timedelta(seconds=settings.cooldown_s)
+                return None, (
+                    f"not retraining: the last retrain (job {last.id}) started at {last.occurrence:%Y-%m-%d %H:%M} UTC,"
+                    f" within the {_shown_seconds(settings.cooldown_s)} cooldown (until {until:%Y-%m-%d %H:%M} UTC)"
+                )
+            today = [r for r in started if r.occurrence > now - timedelta(days=1)]
+            if len(today) >= settings.max_retrains:
+                return None, (
+                    f"not retraining: {len(today)} retrain(s) started in the last 24 h, "
+                    f"the most --max-retrains {settings.max_retrains} allows"
+                )
+            job_id = self.insert_job(
+                conn,
+                schedule.name,
+                now,
+                trigger=MONITOR_TRIGGER,
+                attempt=1,
+                state="running",
+                owner=owner,
+                lease_until=lease_until,
+            )
+        return self.job(job_id), f"retraining: job {job_id} runs {settings.on_drift_kind} {settings.on_drift}"
 
     def update_job(self, job_id: int, **values: Any) -> None:
         """Set columns of a job record (datetimes aware)."""
