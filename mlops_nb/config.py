@@ -39,6 +39,7 @@ __all__ = [
     "STORE_DIRNAME",
     "ProjectConfig",
     "absolute_sqlite_url",
+    "alias_names",
     "find_project_root",
     "resolve_config",
 ]
@@ -56,8 +57,14 @@ CONFIG_KEYS = {
     "scheduler_db": "the SQLAlchemy URL of the schedule database (relative sqlite paths are relative to pyproject.toml)",
     "executor": "where notebook jobs run: local (the default) or dask://HOST:PORT (a Dask scheduler)",
     "request_log": "the SQLAlchemy URL of the model servers' request log (relative sqlite paths are relative to pyproject.toml)",
+    "approval_aliases": "aliases whose moves by promotion wait for a person's approval: a list such as "
+    '["champion"] or a comma-separated string (MLOPS_NB_APPROVAL_ALIASES wins)',
 }
 
+#: An alias name as the registry accepts it (letters, digits, '_', '-'); ``latest`` and
+#: ``v<N>`` are MLflow's own (the registry's check_alias says the same, one layer up).
+_ALIAS_NAME = re.compile(r"^[\w\-]{1,255}$")
+_RESERVED_ALIAS = re.compile(r"^(latest|[vV]\d+)$", re.IGNORECASE)
 _EXECUTOR = re.compile(r"^(local|dask://\[?[A-Za-z0-9_.:-]+\]?:\d{1,5})$")
 
 
@@ -110,6 +117,11 @@ class ProjectConfig:
         ``request_log`` of the project root's ``[tool.mlops-nb]``: the SQLAlchemy URL of the
         model servers' request log, made absolute as ``scheduler_db`` is; ``None`` when not
         set (``MLOPS_NB_REQUEST_LOG`` and the default are the request log's to apply).
+    approval_aliases:
+        Aliases whose moves by promotion wait for a person's approval (a model can
+        protect more of its own: :func:`mlops_nb.registry.set_protected_aliases`):
+        ``MLOPS_NB_APPROVAL_ALIASES`` (comma-separated), else ``approval_aliases`` of
+        ``[tool.mlops-nb]``; none by default.
     """
 
     project_root: Path
@@ -121,6 +133,7 @@ class ProjectConfig:
     executor: str = "local"
     scheduler_db: str | None = None
     request_log: str | None = None
+    approval_aliases: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-safe values (:meth:`from_dict` reads them back): how a job
@@ -137,6 +150,8 @@ class ProjectConfig:
             raise ConfigError(f"not a project configuration: {data!r:.200}")
         values = {k: v for k, v in data.items() if k in names}
         values["project_root"] = Path(str(values["project_root"]))
+        if "approval_aliases" in values:  # JSON gives a list back
+            values["approval_aliases"] = alias_names(values["approval_aliases"], "approval_aliases")
         return cls(**values)
 
     @property
@@ -282,7 +297,47 @@ def resolve_config(
         executor=executor,
         scheduler_db=_database_url(table, "scheduler_db", pyproject, root),
         request_log=_database_url(table, "request_log", pyproject, root),
+        approval_aliases=_approval_aliases(env, table, pyproject),
     )
+
+
+def alias_names(value: Any, where: str) -> tuple[str, ...]:
+    """Alias names from a list of names or a comma-separated text, in order, each once;
+    a :class:`ConfigError` naming ``where`` the value came from for anything else."""
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ConfigError(
+            f'{where} must be a list of alias names such as ["champion"] or a text such as "champion,prod", '
+            f"not {value!r:.60}"
+        )
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{where} must hold alias names (text), not {item!r:.60}")
+        name = item.strip()
+        if isinstance(value, str) and not name:
+            continue  # "champion," or an empty text: nothing between the commas
+        if not _ALIAS_NAME.match(name) or _RESERVED_ALIAS.match(name):
+            raise ConfigError(
+                f"{where} holds {name!r:.60}, which is not an alias name: use letters, digits, '_' and '-' "
+                "(not 'latest' or v<N>), e.g. champion"
+            )
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _approval_aliases(env: Mapping[str, str], table: Mapping[str, Any], pyproject: Path | None) -> tuple[str, ...]:
+    """``MLOPS_NB_APPROVAL_ALIASES``, else ``approval_aliases`` of ``[tool.mlops-nb]``, else none."""
+    text = env.get("MLOPS_NB_APPROVAL_ALIASES", "")
+    if text.strip():
+        return alias_names(text, "MLOPS_NB_APPROVAL_ALIASES")
+    if "approval_aliases" in table:
+        return alias_names(table["approval_aliases"], f"approval_aliases in [tool.mlops-nb] of {pyproject}")
+    return ()
 
 
 def _executor(env: Mapping[str, str], table: Mapping[str, Any], pyproject: Path | None) -> str:

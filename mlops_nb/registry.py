@@ -12,14 +12,15 @@ import getpass
 import json
 import math
 import re
+import shlex
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_nb.config import sqlite_path
+from mlops_nb.config import alias_names, sqlite_path
 from mlops_nb.exceptions import (
     MlopsError,
     NotAModelError,
@@ -33,12 +34,16 @@ from mlops_nb.runs import collect_pages, experiment_ids
 from mlops_nb.snapshots import file_inside, is_missing, read_snapshot, why_no_snapshot
 from mlops_nb.store import explain_missing_artifact, explain_missing_run_artifacts
 from mlops_nb.tags import (
+    APPROVAL_ALIASES,
+    APPROVAL_PENDING,
+    APPROVAL_PENDING_PREFIX,
     AUDIT_PREFIX,
     FLAVOR,
     GIT_BRANCH,
     GIT_COMMIT,
     GIT_DIRTY,
     METRICS,
+    MONITOR_LAST,
     NOTEBOOK,
     PARAMS,
     PREFIX,
@@ -55,14 +60,17 @@ __all__ = [
     "PAGE_TOKEN_PATTERN",
     "VERSION_PATTERN",
     "NotAModelError",
+    "PendingApproval",
     "PromotionRefusedError",
     "PromotionResult",
     "RegisteredVersion",
     "VersionNotebook",
+    "approve",
     "audit_trail",
     "check_alias",
     "check_model_name",
     "check_page_token",
+    "check_version",
     "compare_versions",
     "detect_flavor",
     "get_model",
@@ -71,14 +79,19 @@ __all__ = [
     "model_files",
     "models_page",
     "parse_model_uri",
+    "pending_approvals",
     "promote",
+    "protected_aliases",
     "register_model",
+    "reject",
     "remove_alias",
     "resolve_alias",
     "set_alias",
+    "set_protected_aliases",
     "stale_alias_warnings",
     "tagged_metrics",
     "version_detail",
+    "version_lineage",
     "version_notebook",
     "versions_page",
 ]
@@ -116,6 +129,11 @@ class RegisteredVersion:
     aliases: tuple[str, ...]
     flavor: str | None = None
     lineage: dict[str, str] = field(default_factory=dict)
+    #: True when the alias asked for is protected: the version is registered but the
+    #: alias did not move; a request waits for a person (:func:`approve`, :func:`reject`).
+    pending: bool = False
+    #: What happened, in one line a caller can print as it is (most say more when pending).
+    message: str = ""
 
     @property
     def load_hint(self) -> str:
@@ -136,6 +154,9 @@ class PromotionResult:
     candidate_value: float
     current_value: float | None
     message: str
+    #: True when ``to_alias`` is protected: nothing moved, a request waits for a person
+    #: (:func:`approve` or :func:`reject`).
+    pending: bool = False
 
 
 # ---------------------------------------------------------------- validation
@@ -167,7 +188,7 @@ def check_alias(alias: Any) -> str:
 VERSION_PATTERN = r"^[1-9][0-9]{0,8}$"
 
 
-def _check_version(version: Any) -> str:
+def check_version(version: Any) -> str:
     # Not str.isdigit()/int(): they take '²' or Arabic-Indic digits, which MLflow then
     # fails on; and a 10-digit number overflows the store's integer column.
     text = str(version)
@@ -198,7 +219,7 @@ def _known_models(client: MlflowClient, limit: int = 10) -> str:
 def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
     """A model version, or :class:`NotFoundError` naming the model or version."""
     check_model_name(name)
-    version = _check_version(version)
+    version = check_version(version)
     try:
         return client.get_model_version(name, version)
     except Exception as exc:
@@ -348,6 +369,8 @@ def register_model(
     alias: str | None = None,
     input_example: Any = None,
     description: str | None = None,
+    *,
+    approval: Collection[str] = (),
 ) -> RegisteredVersion:
     """Log ``model`` under ``run_id`` with its flavor and signature, and register a version.
 
@@ -356,6 +379,14 @@ def register_model(
     this moment (:func:`metrics_tag`) so listings need not search runs: a caller that
     buffers metrics writes them first. Everything is checked before anything is written:
     a bad name, alias or model registers nothing.
+
+    ``alias`` is pointed at the new version unless it is protected (one of ``approval``,
+    the project's ``approval_aliases``, or of the model's own setting, as for
+    :func:`promote`): then the version is registered, the alias stays where it was, and
+    a request waits for a person with the version's lineage and metrics as evidence;
+    the result has ``pending=True``, ``aliases=()`` and a ``message`` saying how to
+    decide. An automated loop that registers into ``champion`` thus waits like a
+    promotion does.
     """
     check_model_name(name)
     if alias is not None:
@@ -374,25 +405,84 @@ def register_model(
     _ensure_registered(client, name)
     run = client.get_run(run_id)  # once, for the lineage and the metrics snapshot
     lineage = _lineage(client, run)
+    snapshot = metrics_tag(run.data.metrics)
     version = client.create_model_version(
         name,
         source=info.model_uri,
         run_id=run_id,
-        tags={**lineage, FLAVOR: flavor_name.split(".")[-1], **metrics_tag(run.data.metrics)},
+        tags={**lineage, FLAVOR: flavor_name.split(".")[-1], **snapshot},
         description=description,
         model_id=getattr(info, "model_id", None),
     )
-    aliases: tuple[str, ...] = ()
-    if alias is not None:
-        try:
-            set_alias(client, name, alias, version.version, why="registered with this alias")
-        except Exception as exc:
-            raise StoreError(
-                f"registered {name} v{version.version}, but could not point @{alias} at it "
-                f"({type(exc).__name__}: {exc}); run %mlops alias {name}@{alias} {version.version}"
-            ) from None
-        aliases = (alias,)
-    return RegisteredVersion(name, str(version.version), run_id, aliases, flavor_name.split(".")[-1], lineage)
+    registered = RegisteredVersion(
+        name,
+        str(version.version),
+        run_id,
+        (),
+        flavor_name.split(".")[-1],
+        lineage,
+        message=f"registered {name} v{version.version}",
+    )
+    if alias is None:
+        return registered
+    return _point_new_version(client, registered, alias, approval, tagged_metrics(snapshot) or {})
+
+
+def _point_new_version(
+    client: MlflowClient,
+    registered: RegisteredVersion,
+    alias: str,
+    approval: Collection[str],
+    metrics: dict[str, float],
+) -> RegisteredVersion:
+    """Point ``alias`` at the version just registered or, where it is protected, record
+    the request for a person instead (:func:`register_model`). A failure is a
+    :class:`StoreError` saying the version is registered and what to do."""
+    name, version = registered.name, registered.version
+    protection = None
+    try:
+        protection = _protection(client, name, alias, approval)
+        if protection is None:
+            set_alias(client, name, alias, version, why="registered with this alias")
+            return replace(registered, aliases=(alias,), message=f"{registered.message} as @{alias}")
+        why = _request_registration(client, name, version, alias, metrics)
+    except Exception as exc:
+        problem = one_line(exc, with_type=True)
+        if protection is None:
+            then = f"could not point @{alias} at it ({problem}); run %mlops alias {name}@{alias} {version}"
+        else:  # setting the protected alias by hand would skip the person: ask again instead
+            then = (
+                f"could not ask for approval of @{alias} ({problem}); ask again with "
+                f"%mlops alias {name}@challenger {version} and %mlops promote {name} --to {alias} --metric METRIC"
+            )
+        raise StoreError(f"registered {name} v{version}, but {then}") from None
+    waiting = _waiting(alias, protection)
+    message = f"registered {name} v{version}; it {waiting} {why}. {_decide(name, version, alias)}"
+    return replace(registered, pending=True, message=message)
+
+
+def _request_registration(client: MlflowClient, name: str, version: str, alias: str, metrics: dict[str, float]) -> str:
+    """Record that ``version``, registered asking for the protected ``alias``, waits for a
+    person; its evidence is its lineage (on the version) and its metrics beside the
+    holder's. No guard ran, so there is no comparison. Returns the request's why."""
+    holder = alias_holder(client, name, alias)
+    held = client.get_model_version(name, holder) if holder is not None else None
+    current = (tagged_metrics(held.tags) or {}) if held is not None else {}
+    shown = sorted(sorted(metrics, key=_metric_rank)[:EVIDENCE_METRICS])
+    if holder is None:
+        why = f"registered asking for @{alias}, which no version holds"
+    else:
+        why = f"registered asking for @{alias}; no promotion compared it with the holder v{holder}"
+    request = {
+        "via": "register",
+        "from_alias": None,
+        "metrics": {k: {"candidate": metrics[k], "current": current.get(k)} for k in shown},
+        "compared_with": holder,
+        "why": why,
+        "drift": _parse_json(held.tags.get(MONITOR_LAST)) if held is not None else None,
+    }
+    _record_request(client, name, version, alias, request, None, holder)
+    return why
 
 
 def _log_model_kwargs(model: Any, flavor_name: str, flavor: Any, input_example: Any) -> dict[str, Any]:
@@ -503,7 +593,13 @@ def set_alias(
     client: MlflowClient, name: str, alias: str, version: str | int, who: str | None = None, why: str = ""
 ) -> str | None:
     """Point ``alias`` at ``version``; record the move on both versions. Returns the
-    version the alias pointed at before (or ``None``)."""
+    version the alias pointed at before (or ``None``).
+
+    This is a person's explicit move (``%mlops alias``, the panel, :func:`approve`): it
+    is audited (who, when, ``why``) but never waits for approval, even for a protected
+    alias. Automated paths go through :func:`promote` or :func:`register_model` with
+    the project's ``approval`` aliases, which wait where an alias is protected.
+    """
     check_alias(alias)
     target = get_version(client, name, str(version))
     previous = alias_holder(client, name, alias)
@@ -608,6 +704,7 @@ def promote(
     min_delta: float = 0.0,
     lower_is_better: bool = False,
     who: str | None = None,
+    approval: Collection[str] = (),
 ) -> PromotionResult:
     """Move ``to_alias`` to the holder of ``from_alias`` only if it beats the current holder.
 
@@ -615,13 +712,14 @@ def promote(
     ``min_delta`` and its input signature matches. With no current holder, the alias is
     simply set. Refusals raise :class:`PromotionRefusedError` with both values; nothing
     moves.
+
+    A protected ``to_alias`` (one of ``approval``, the project's ``approval_aliases``, or
+    of the model's own setting: :func:`protected_aliases`) does not move either: a
+    candidate that passes the guard is recorded as a request on its version, with its
+    evidence, for a person to :func:`approve` or :func:`reject`; the result then has
+    ``pending=True``. A candidate the guard refuses is refused, never made pending.
     """
-    check_alias(from_alias)
-    check_alias(to_alias)
-    if not isinstance(metric, str) or not metric:
-        raise UsageError("--metric must name a metric, e.g. accuracy")
-    if min_delta < 0:
-        raise UsageError(f"--min-delta must be 0 or more, not {min_delta}")
+    _check_promotion(metric, from_alias, to_alias, min_delta)
     candidate = resolve_alias(client, name, from_alias)
     holder = alias_holder(client, name, to_alias)
     current = client.get_model_version(name, holder) if holder is not None else None
@@ -655,17 +753,22 @@ def promote(
         )
     else:
         why = f"promoted from @{from_alias}: no version held @{to_alias} ({metric}={cand_value:.6g})"
+    result = PromotionResult(name, to_alias, str(candidate.version), holder, metric, cand_value, cur_value, "")
+    protection = _protection(client, name, to_alias, approval)
+    if protection is not None:
+        return _request_approval(client, result, current, from_alias, why, who, protection)
     previous = set_alias(client, name, to_alias, candidate.version, who=who, why=why)
-    return PromotionResult(
-        name,
-        to_alias,
-        str(candidate.version),
-        previous,
-        metric,
-        cand_value,
-        cur_value,
-        f"{name} v{candidate.version} is now @{to_alias}: {why}",
-    )
+    return replace(result, previous_version=previous, message=f"{name} v{candidate.version} is now @{to_alias}: {why}")
+
+
+def _check_promotion(metric: Any, from_alias: Any, to_alias: Any, min_delta: float) -> None:
+    """:class:`UsageError` for a promotion's arguments that cannot work."""
+    check_alias(from_alias)
+    check_alias(to_alias)
+    if not isinstance(metric, str) or not metric:
+        raise UsageError("--metric must name a metric, e.g. accuracy")
+    if min_delta < 0:
+        raise UsageError(f"--min-delta must be 0 or more, not {min_delta}")
 
 
 def _why_promote(
@@ -702,6 +805,483 @@ def _why_promote(
             f"v{current.version} (signatures differ), though {metric}={cand_value:.6g} beats {cur_value:.6g}"
         )
     return f"promoted from @{from_alias}: {metric} {cand_value:.6g} vs {cur_value:.6g} ({direction} is better)"
+
+
+# ---------------------------------------------------------------- approval
+
+#: The audit actions of the approval flow, beside set, moved away and removed.
+REQUESTED, APPROVED, REJECTED = "approval requested", "approved", "rejected"
+
+
+def _alias_list(text: str | None) -> tuple[str, ...]:
+    """The aliases of a model's protection tag, in order; a hand-edited bad entry is
+    skipped rather than fatal (the setting is read on every promotion)."""
+    names = []
+    for item in (text or "").split(","):
+        try:
+            names.append(check_alias(item.strip()))
+        except UsageError:
+            continue
+    return tuple(dict.fromkeys(names))
+
+
+def set_protected_aliases(client: MlflowClient, name: str, aliases: Iterable[str] | str) -> tuple[str, ...]:
+    """Make the model's own setting protect exactly ``aliases`` (names, or one
+    comma-separated text; none removes the setting) and return them, each once.
+
+    Moves of a protected alias by :func:`promote` wait for a person's approval; the
+    project's ``approval_aliases`` stay protected whatever this setting says.
+    """
+    get_model(client, name)
+    items = [a for a in aliases.split(",") if a.strip()] if isinstance(aliases, str) else list(aliases)
+    names = tuple(dict.fromkeys(check_alias(a.strip() if isinstance(a, str) else a) for a in items))
+    if names:
+        client.set_registered_model_tag(name, APPROVAL_ALIASES, ",".join(names))
+    else:
+        client.delete_registered_model_tag(name, APPROVAL_ALIASES)
+    return names
+
+
+def protected_aliases(client: MlflowClient, name: str, project: Collection[str] = ()) -> set[str]:
+    """The aliases of model ``name`` whose moves wait for approval: ``project`` (the
+    project's ``approval_aliases``) and those of the model's own setting."""
+    return set(project) | set(_alias_list(get_model(client, name).tags.get(APPROVAL_ALIASES)))
+
+
+def _protection(client: MlflowClient, name: str, alias: str, project: Collection[str]) -> str | None:
+    """Which setting protects ``alias`` of model ``name``, as words, or ``None``."""
+    if isinstance(project, str):  # one text would protect each of its letters
+        project = alias_names(project, "approval")
+    if alias in project:
+        return "the project's approval_aliases"
+    if alias in _alias_list(get_model(client, name).tags.get(APPROVAL_ALIASES)):
+        return f"the model's own setting (mlops-nb protect {shlex.quote(name)} {alias} --off lifts it)"
+    return None
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    """A move of a protected alias waiting for a person: which version asks for which
+    alias, who asked when and why, and the evidence to decide on.
+
+    A request comes from :func:`promote` (``evidence["via"] == "promote"``) or from
+    :func:`register_model` with a protected alias (``"register"``). ``evidence`` holds
+    ``metrics`` ({metric: {"candidate": x, "current": y}} as they were when asked: a
+    promotion's the one metric its guard compared; a registration's its run's metrics,
+    at most :data:`EVIDENCE_METRICS`, beside the holder's, ``current`` ``None`` where the
+    holder has none or there is no holder), ``comparison`` (the guard's words; ``""``
+    for a registration, which no guard compared), ``compared_with`` (the holder then),
+    ``drift`` (the current holder's last monitor summary, ``None`` when never
+    monitored) and ``lineage`` (the candidate's run, notebook, git commit, params).
+    """
+
+    name: str
+    version: str
+    alias: str
+    current_version: str | None
+    requested_by: str
+    requested_at: str
+    why: str
+    evidence: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields, with ``summary``."""
+        return {**asdict(self), "summary": self.summary}
+
+    @property
+    def summary(self) -> str:
+        """The evidence in a few words, for a table: the metrics, and the holder's drift."""
+        parts = []
+        metrics = list((self.evidence.get("metrics") or {}).items())
+        for metric, values in metrics[:SUMMARY_METRICS]:
+            cand, cur = values.get("candidate"), values.get("current")
+            if cur is not None:
+                parts.append(f"{metric} {_num(cand)} vs {_num(cur)}")
+            else:
+                parts.append(f"{metric} {_num(cand)}" + (" (no holder)" if self.current_version is None else ""))
+        if len(metrics) > SUMMARY_METRICS:
+            parts.append(f"{len(metrics) - SUMMARY_METRICS} more metrics")
+        drift = self.evidence.get("drift")
+        if isinstance(drift, dict) and drift.get("verdict"):
+            drifted = drift.get("drifted") or []
+            which = f" ({', '.join(map(str, drifted[:3]))}{', ...' if len(drifted) > 3 else ''})" if drifted else ""
+            parts.append(f"holder monitored: {drift['verdict']}{which}")
+        then = self.evidence.get("compared_with")
+        if then is not None and then != self.current_version:
+            now = f"v{self.current_version}" if self.current_version else "no version"
+            asked = "asked when it was" if self.evidence.get("via") == "register" else "compared with"
+            parts.append(f"{asked} v{then}, @{self.alias} is now {now}")
+        return "; ".join(parts) or self.why
+
+
+#: How many metrics a request's summary names.
+SUMMARY_METRICS = 3
+
+
+def _num(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, (int, float)) else str(value)
+
+
+def _parse_json(text: str | None) -> dict[str, Any] | None:
+    """A JSON object from a tag, or ``None`` (absent, or not one)."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+#: Lineage tags a version carries from its source run (register_model writes them).
+_LINEAGE_TAGS = (RUN_ID, NOTEBOOK, GIT_COMMIT, GIT_BRANCH, GIT_DIRTY, PARAMS, FLAVOR)
+
+
+def version_lineage(tags: Mapping[str, str]) -> dict[str, str]:
+    """Where a version came from, from its tags: ``run_id``, ``notebook``,
+    ``git.commit``, ``git.branch``, ``git.dirty``, ``params`` (JSON text) and
+    ``flavor``, as far as recorded (a version registered outside mlops-nb has none)."""
+    return {key[len(PREFIX) :]: tags[key] for key in _LINEAGE_TAGS if key in tags}
+
+
+#: How many of a registered version's metrics its request shows as evidence (the user's
+#: plain names first, as :func:`metrics_tag` ranks them); all of them stay on the version.
+EVIDENCE_METRICS = 10
+
+
+def _request_approval(
+    client: MlflowClient,
+    result: PromotionResult,
+    current: ModelVersion | None,
+    from_alias: str,
+    why: str,
+    who: str | None,
+    protection: str,
+) -> PromotionResult:
+    """Record the promotion ``result`` as a request on its version, for a person."""
+    name, alias, version = result.name, result.to_alias, result.version
+    request = {
+        "via": "promote",
+        "from_alias": from_alias,
+        "metric": result.metric,
+        "candidate": result.candidate_value,
+        "current": result.current_value,
+        "compared_with": str(current.version) if current is not None else None,
+        "why": why,
+        "drift": _parse_json(current.tags.get(MONITOR_LAST)) if current is not None else None,
+    }
+    _record_request(client, name, version, alias, request, who, result.previous_version)
+    message = f"{name} v{version} {_waiting(alias, protection)} {why}. {_decide(name, version, alias)}"
+    return replace(result, message=message, pending=True)
+
+
+def _waiting(alias: str, protection: str) -> str:
+    return f"waits for a person's approval to become @{alias} (protected by {protection}); nothing moved."
+
+
+def _decide(name: str, version: str, alias: str) -> str:
+    return (
+        f"Decide with: mlops-nb approve {shlex.quote(name)} {version} --alias {alias} "
+        "(or mlops-nb reject ... --reason TEXT, %mlops approve, or the panel's Approvals)"
+    )
+
+
+def _record_request(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    alias: str,
+    request: dict[str, Any],
+    who: str | None,
+    holder: str | None,
+) -> None:
+    """Write ``request`` on ``version`` (tag :data:`APPROVAL_PENDING_PREFIX` + alias),
+    index it on the model and audit it.
+
+    The index is written first and checked last: a request is never left unlisted,
+    even when a decision on another request of the model clears the index meanwhile.
+    """
+    who = who or _who()
+    stamped = {
+        **request,
+        "alias": alias,
+        "requested_by": who,
+        "requested_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    _index_request(client, name, alias, version, None)
+    client.set_model_version_tag(name, version, APPROVAL_PENDING_PREFIX + alias, json.dumps(stamped, sort_keys=True))
+    _audit(client, name, version, REQUESTED, alias, holder, version, who, str(request.get("why", "")))
+    model = client.get_registered_model(name)
+    if model.tags.get(APPROVAL_PENDING_PREFIX + alias) is None or APPROVAL_PENDING not in model.tags:
+        _index_request(client, name, alias, version, model.tags)
+
+
+# The index of requests, on each registered model that has any (:func:`pending_approvals`
+# reads it): the fixed key APPROVAL_PENDING, which one filtered search finds among any
+# number of models, valued with the aliases asked for ("champion,prod"); and one entry a
+# requested alias (APPROVAL_PENDING_PREFIX + alias), each written on its own. The fixed
+# key's value alone would need a read-modify-write, which loses an alias when two
+# requests of one model race; the entries cannot, and say which aliases to search.
+
+
+def _indexed_aliases(tags: Mapping[str, str]) -> set[str]:
+    """The aliases a model's index names: its entries, and its fixed key's list."""
+    named = {k[len(APPROVAL_PENDING_PREFIX) :] for k in tags if k.startswith(APPROVAL_PENDING_PREFIX)}
+    listed = {a.strip() for a in (tags.get(APPROVAL_PENDING) or "").split(",")}
+    return {a for a in named | listed if _ALIAS.match(a)}  # else not written by mlops-nb: unsearchable
+
+
+def _index_request(client: MlflowClient, name: str, alias: str, version: str, tags: Mapping[str, str] | None) -> None:
+    """Index a request of ``version`` for ``alias`` on model ``name`` (``tags``: the
+    model's tags, when just read)."""
+    if tags is None:
+        tags = client.get_registered_model(name).tags
+    named = {k[len(APPROVAL_PENDING_PREFIX) :] for k in tags if k.startswith(APPROVAL_PENDING_PREFIX)}
+    client.set_registered_model_tag(name, APPROVAL_PENDING_PREFIX + alias, version)
+    client.set_registered_model_tag(name, APPROVAL_PENDING, ",".join(sorted(named | {alias})))
+
+
+def _asking(client: MlflowClient, name: str, alias: str) -> list[str]:
+    """The versions of model ``name`` with a request for ``alias``: one indexed search."""
+    flt = f"{_name_filter(name)} AND tags.`{APPROVAL_PENDING_PREFIX + alias}` LIKE '%'"
+    return [str(mv.version) for mv in client.search_model_versions(flt, max_results=1000) if mv.name == name]
+
+
+def _settle_index(client: MlflowClient, name: str, aliases: Iterable[str]) -> None:
+    """Drop the index entries of ``aliases`` that no version of ``name`` asks for any
+    more (decided, or the version deleted), then the fixed key if no entry is left.
+
+    Each deletion is checked again after: a request made meanwhile keeps its entry (its
+    maker checks its own entry last, :func:`_record_request`). A model deleted meanwhile
+    has no index to settle.
+    """
+    try:
+        for alias in aliases:
+            if _asking(client, name, alias):
+                continue
+            client.delete_registered_model_tag(name, APPROVAL_PENDING_PREFIX + alias)
+            left = _asking(client, name, alias)
+            if left:
+                client.set_registered_model_tag(name, APPROVAL_PENDING_PREFIX + alias, left[-1])
+        tags = client.get_registered_model(name).tags
+        named = sorted(k[len(APPROVAL_PENDING_PREFIX) :] for k in tags if k.startswith(APPROVAL_PENDING_PREFIX))
+        if named:
+            if tags.get(APPROVAL_PENDING) != ",".join(named):
+                client.set_registered_model_tag(name, APPROVAL_PENDING, ",".join(named))
+            return
+        client.delete_registered_model_tag(name, APPROVAL_PENDING)
+        tags = client.get_registered_model(name).tags
+        named = sorted(k[len(APPROVAL_PENDING_PREFIX) :] for k in tags if k.startswith(APPROVAL_PENDING_PREFIX))
+        if named:
+            client.set_registered_model_tag(name, APPROVAL_PENDING, ",".join(named))
+    except Exception as exc:
+        if not is_missing(exc):
+            raise
+
+
+def _search_all(search: Any) -> list[Any]:
+    """Every item of a paged MLflow registry search (``search(page_token)``)."""
+    items: list[Any] = []
+    token = None
+    while True:
+        page = search(token)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
+def pending_approvals(client: MlflowClient, name: str | None = None) -> list[PendingApproval]:
+    """Every promotion waiting for a person (of model ``name`` only, when given),
+    oldest request first, with its evidence. An unknown ``name`` is a :class:`NotFoundError`.
+
+    Costs one search of the registered models that hold a request (the index's fixed
+    key; one read for ``name``), one version search per alias asked for, and one read
+    per current holder: not a read of every model or version, so it stays as cheap with
+    hundreds of models. Index entries no request stands behind any more (a version
+    deleted) are skipped and dropped here, best effort.
+    """
+    if name is not None:
+        model = get_model(client, name)
+        models = [model] if APPROVAL_PENDING in model.tags or _indexed_aliases(model.tags) else []
+    else:
+        flt = f"tags.`{APPROVAL_PENDING}` LIKE '%'"
+        models = _search_all(
+            lambda token: client.search_registered_models(filter_string=flt, max_results=1000, page_token=token)
+        )
+    by_name = {m.name: m for m in models}
+    indexed = {m.name: _indexed_aliases(m.tags) for m in models}
+    found: list[PendingApproval] = []
+    holders: dict[tuple[str, str], ModelVersion] = {}
+    for alias in sorted(set().union(*indexed.values())):
+        key = APPROVAL_PENDING_PREFIX + alias
+        flt = f"tags.`{key}` LIKE '%'"
+        if name is not None:
+            flt = f"{_name_filter(name)} AND {flt}"
+        for mv in _search_all(
+            lambda token, flt=flt: client.search_model_versions(flt, max_results=10000, page_token=token)
+        ):
+            model = by_name.get(mv.name)
+            if model is None or alias not in indexed[mv.name] or key not in mv.tags:
+                continue  # a request being made (indexed first), or a name LIKE matched loosely
+            found.append(_pending(client, model, mv, alias, holders))
+    _drop_stale(client, indexed, {(p.name, p.alias) for p in found})
+    return sorted(found, key=lambda p: (p.requested_at, p.name, int(p.version), p.alias))
+
+
+def _drop_stale(client: MlflowClient, indexed: dict[str, set[str]], found: set[tuple[str, str]]) -> None:
+    """Settle the index of models whose entries no request was found behind."""
+    for name, aliases in sorted(indexed.items()):
+        stale = sorted(a for a in aliases if (name, a) not in found)
+        if stale or not aliases:
+            try:
+                _settle_index(client, name, stale)
+            except Exception:
+                pass  # a listing never fails for its clean-up: stale entries are skipped above
+
+
+def _name_filter(name: str) -> str:
+    """A search filter on the model name: exact where the filter language can say it (the
+    caller keeps exact matches of a LIKE)."""
+    literal, exact = _literal(name)
+    return f"name {'=' if exact else 'LIKE'} {literal}"
+
+
+def _pending(
+    client: MlflowClient, model: Any, mv: ModelVersion, alias: str, holders: dict[tuple[str, str], ModelVersion]
+) -> PendingApproval:
+    """The request for ``alias`` on ``mv``, with the evidence as it stands now."""
+    request = _parse_json(mv.tags.get(APPROVAL_PENDING_PREFIX + alias)) or {}
+    holder = model.aliases.get(alias)
+    holder = str(holder) if holder is not None else None
+    drift = request.get("drift")
+    if holder is not None:
+        if (model.name, holder) not in holders:
+            try:
+                holders[(model.name, holder)] = client.get_model_version(model.name, holder)
+            except Exception as exc:
+                if not is_missing(exc):
+                    raise
+        held = holders.get((model.name, holder))
+        if held is not None and held.tags.get(MONITOR_LAST):
+            drift = _parse_json(held.tags[MONITOR_LAST])  # the holder's newest verdict, not the one asked with
+    evidence = {
+        "metrics": _request_metrics(request),
+        "comparison": request.get("why", "") if request.get("via") != "register" else "",  # no guard ran
+        "compared_with": request.get("compared_with"),
+        "from_alias": request.get("from_alias"),
+        "via": request.get("via", "promote"),
+        "drift": drift,
+        "lineage": version_lineage(mv.tags),
+    }
+    return PendingApproval(
+        model.name,
+        str(mv.version),
+        alias,
+        holder,
+        str(request.get("requested_by", "unknown")),
+        str(request.get("requested_at", "")),
+        str(request.get("why", "")),
+        evidence,
+    )
+
+
+def _request_metrics(request: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A request's metrics evidence: {metric: {"candidate": x, "current": y}}; a
+    promotion's is the one metric its guard compared, a registration's its run's."""
+    metrics = request.get("metrics")
+    if isinstance(metrics, dict):
+        return {str(k): v for k, v in metrics.items() if isinstance(v, dict)}
+    metric = request.get("metric")
+    return {metric: {"candidate": request.get("candidate"), "current": request.get("current")}} if metric else {}
+
+
+def _open_request(client: MlflowClient, name: str, version: str, alias: str) -> tuple[ModelVersion, dict[str, Any]]:
+    """The version and its request for ``alias``; :class:`NotFoundError` saying why there
+    is none (the version or model is gone, or the request was decided: by whom, when)."""
+    check_alias(alias)
+    what = f"no pending request to move @{alias} to {name} v{version}"
+    try:
+        mv = get_version(client, name, version)
+    except NotFoundError as exc:
+        raise NotFoundError(f"{what}: {exc}") from None
+    text = mv.tags.get(APPROVAL_PENDING_PREFIX + alias)
+    if text is None:
+        decided = [
+            e
+            for e in audit_trail(client, name, str(mv.version))
+            if e.get("alias") == alias and e.get("action") in (APPROVED, REJECTED)
+        ]
+        if decided:
+            last = decided[-1]
+            raise NotFoundError(f"{what}: {last.get('who')} {last.get('action')} it at {last.get('when')}")
+        raise NotFoundError(f"{what}; see the requests with: mlops-nb approvals {shlex.quote(name)}")
+    return mv, _parse_json(text) or {}
+
+
+def _clear_request(client: MlflowClient, name: str, version: str, alias: str) -> None:
+    """Delete the request, and settle the model's index (:func:`_settle_index`)."""
+    client.delete_model_version_tag(name, version, APPROVAL_PENDING_PREFIX + alias)
+    _settle_index(client, name, [alias])
+
+
+def approve(
+    client: MlflowClient, name: str, version: str | int, alias: str, who: str | None = None, reason: str = ""
+) -> PromotionResult:
+    """Approve the pending request of ``version`` for ``alias``: move the alias (through
+    :func:`set_alias`, whose audit names the approver, the reason and the request),
+    record ``approved`` on the version's audit trail and clear the request.
+
+    :class:`NotFoundError` when there is no such request (never made, already decided,
+    or its version deleted), saying which.
+    """
+    mv, request = _open_request(client, name, str(version), alias)
+    who, reason = who or _who(), (reason or "").strip()
+    target = str(mv.version)
+    asked = f"requested by {request.get('requested_by', 'unknown')}: {request.get('why', '')}".rstrip(": ")
+    why = f"approved by {who}" + (f" ({reason})" if reason else "") + f"; {asked}"
+    previous = set_alias(client, name, alias, target, who=who, why=why)
+    _audit(client, name, target, APPROVED, alias, previous, target, who, reason or "approved")
+    _clear_request(client, name, target, alias)
+    if previous == target:
+        message = f"{name} v{target} already held @{alias}; request approved by {who}"
+    else:
+        was = f"v{previous}" if previous is not None else "no version"
+        message = f"{name} v{target} is now @{alias} (was {was}): {why}"
+    cand = request.get("candidate")
+    return PromotionResult(
+        name,
+        alias,
+        target,
+        previous,
+        str(request.get("metric", "")),
+        float(cand) if isinstance(cand, (int, float)) else math.nan,
+        request.get("current") if isinstance(request.get("current"), (int, float)) else None,
+        message,
+    )
+
+
+def reject(
+    client: MlflowClient, name: str, version: str | int, alias: str, who: str | None = None, reason: str = ""
+) -> PendingApproval:
+    """Reject the pending request of ``version`` for ``alias``: nothing moves; ``rejected``
+    is recorded on the version's audit trail with ``who`` and ``reason`` (required), and
+    the request is cleared. Returns the request as it was.
+
+    :class:`UsageError` without a reason; :class:`NotFoundError` when there is no such
+    request, saying why.
+    """
+    reason = (reason or "").strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise UsageError("say why the promotion is rejected: give a reason (--reason TEXT)")
+    mv, _ = _open_request(client, name, str(version), alias)
+    model = get_model(client, name)
+    decided = _pending(client, model, mv, alias, {})
+    who = who or _who()
+    target = str(mv.version)
+    _audit(client, name, target, REJECTED, alias, decided.current_version, target, who, reason)
+    _clear_request(client, name, target, alias)
+    return decided
 
 
 # ---------------------------------------------------------------- listing
@@ -947,7 +1527,9 @@ def version_detail(client: MlflowClient, name: str, version: str) -> dict[str, A
     lineage = {
         k[len(PREFIX) :]: v
         for k, v in mv.tags.items()
-        if k.startswith(PREFIX) and not k.startswith(AUDIT_PREFIX) and k != METRICS_TAG  # metrics: live, above
+        if k.startswith(PREFIX)
+        and not k.startswith((AUDIT_PREFIX, APPROVAL_PENDING_PREFIX))  # the audit and requests: their own views
+        and k != METRICS_TAG  # metrics: live, above
     }
     return {
         "name": name,

@@ -81,3 +81,41 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path, body: str, message:
 @pytest.mark.parametrize("uri", ["databricks", "file:./mlruns", "postgresql://u@127.0.0.1/db"])
 def test_other_mlflow_uris_pass_through(tmp_path: Path, uri: str):
     assert resolve_config(tmp_path, environ={"MLFLOW_TRACKING_URI": uri}).tracking_uri == uri
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [('["champion", "prod", "champion"]', ("champion", "prod")), ('"champion, prod,"', ("champion", "prod"))],
+)
+def test_approval_aliases_are_a_list_or_a_comma_separated_text_and_the_environment_wins(
+    tmp_path: Path, value: str, expected: tuple[str, ...]
+):
+    import json
+
+    from mlops_nb.config import ProjectConfig
+
+    (tmp_path / "pyproject.toml").write_text(f"[tool.mlops-nb]\napproval_aliases = {value}\n")
+    cfg = resolve_config(tmp_path, environ={})
+    assert cfg.approval_aliases == expected
+    assert ProjectConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # a job's round trip
+    assert resolve_config(tmp_path, environ={"MLOPS_NB_APPROVAL_ALIASES": "prod"}).approval_aliases == ("prod",)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "pyproject.toml").write_text("[tool.mlops-nb]\ncapture = true\n")
+    assert resolve_config(tmp_path / "other", environ={}).approval_aliases == ()  # none by default
+
+
+@pytest.mark.parametrize(
+    "body, env, message",
+    [
+        ("approval_aliases = 3", "", "approval_aliases in \\[tool.mlops-nb\\] of .* must be a list of alias names"),
+        ('approval_aliases = ["champion", 1]', "", "approval_aliases in .* must hold alias names \\(text\\), not 1"),
+        ('approval_aliases = ["latest"]', "", "holds 'latest', which is not an alias name"),
+        ('approval_aliases = ["a b"]', "", "holds 'a b', which is not an alias name"),
+        ("", "champion,v2", "MLOPS_NB_APPROVAL_ALIASES holds 'v2', which is not an alias name"),
+    ],
+)
+def test_bad_approval_aliases_are_one_line_naming_where(tmp_path: Path, body: str, env: str, message: str):
+    (tmp_path / "pyproject.toml").write_text(f"[tool.mlops-nb]\n{body}\n")
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_config(tmp_path, environ={"MLOPS_NB_APPROVAL_ALIASES": env})
+    assert "\n" not in str(info.value)

@@ -14,7 +14,9 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_nb.cli import approval as cli_approval
 from mlops_nb.cli import export as cli_export
+from mlops_nb.cli import monitor as cli_monitor
 from mlops_nb.cli import pipeline as cli_pipeline
 from mlops_nb.cli import requests as cli_requests
 from mlops_nb.cli import schedule as cli_schedule
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_serve.add_parsers(sub)
     cli_export.add_parsers(sub)
     cli_requests.add_parsers(sub)
+    cli_monitor.add_parsers(sub)
+    cli_approval.add_parsers(sub)
     commands += _add_project_parsers(sub)
     for command in commands:
         project_option(command)
