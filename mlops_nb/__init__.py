@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from mlops_nb.registry import PromotionResult, RegisteredVersion
+    from mlops_nb.monitoring.monitor import MonitorResult
+    from mlops_nb.monitoring.profile import Profile
+    from mlops_nb.registry import PendingApproval, PromotionResult, RegisteredVersion
     from mlops_nb.tables import Table
     from mlops_nb.tracking import Tracker
 
@@ -32,6 +34,7 @@ from mlops_nb.version import __version__
 
 __all__ = [
     "__version__",
+    "approve",
     "end",
     "flush",
     "get_tracker",
@@ -41,12 +44,16 @@ __all__ = [
     "log_metric",
     "log_params",
     "models",
+    "monitor",
+    "pending_approvals",
     "promote",
     "register",
+    "reject",
     "remove_alias",
     "runs",
     "set_alias",
     "status",
+    "store_profile",
     "track",
 ]
 
@@ -156,9 +163,48 @@ def register(
     alias: str | None = None,
     input_example: Any = None,
     description: str | None = None,
+    reference: Any = None,
 ) -> RegisteredVersion:
-    """Log ``model`` under the active run (or a new one) and register a new version."""
-    return get_tracker().register_model(model, name, alias, input_example, description)
+    """Log ``model`` under the active run (or a new one) and register a new version.
+
+    The version's reference profile, which :func:`monitor` compares served requests
+    with, is stored from ``reference`` (the training data, e.g. ``X_train``), else from
+    ``input_example``. A profile that cannot be stored is one warning line, never an
+    error: the version is registered (add the profile later with :func:`store_profile`).
+    """
+    tracker = get_tracker()
+    version = tracker.register_model(model, name, alias, input_example, description)
+    if version.pending:
+        tracker.report(version.message)
+    if reference is not None or input_example is not None:
+        try:
+            store_profile(version.name, version.version, model, reference, input_example)
+        except Exception as exc:  # the version is registered: its profile can follow (store_profile)
+            tracker.report(str(exc))
+    return version
+
+
+def store_profile(
+    name: str,
+    version: str | int,
+    model: Any = None,
+    reference: Any = None,
+    input_example: Any = None,
+    *,
+    source: str = "",
+) -> Profile:
+    """Build and store the reference profile of ``name`` ``version``: per feature its
+    distribution (and the distribution of ``model``'s predictions on ``reference``),
+    from ``reference`` (a DataFrame, array, list of rows or dict of columns), else from
+    ``input_example``. ``model`` defaults to the registered version itself. Replaces an
+    earlier profile; returns the one stored.
+
+    Raises an :class:`mlops_nb.exceptions.MlopsError` whose one line says the profile was
+    not stored, why, and how to add one.
+    """
+    from mlops_nb.magics import store_profile as store  # the one home of this logic, shared with %mlops
+
+    return store(get_tracker(), name, version, model, reference, input_example, source=source)
 
 
 def set_alias(name: str, alias: str, version: str | int) -> str | None:
@@ -186,10 +232,70 @@ def promote(
     """Move ``to_alias`` to the ``from_alias`` version only if it beats the holder on ``metric``.
 
     Raises :class:`mlops_nb.registry.PromotionRefusedError` (with both values) otherwise.
+    When ``to_alias`` is protected (the project's ``approval_aliases``, or the model's own
+    setting) nothing moves: the promotion waits for a person, the result's ``pending`` is
+    True and its message says who may approve it and how (:func:`approve`).
     """
     from mlops_nb.registry import promote as _promote
 
-    return _promote(get_tracker().client, name, metric, from_alias, to_alias, min_delta, lower_is_better)
+    tracker = get_tracker()
+    return _promote(
+        tracker.client,
+        name,
+        metric,
+        from_alias,
+        to_alias,
+        min_delta,
+        lower_is_better,
+        approval=tracker.config.approval_aliases,
+    )
+
+
+def pending_approvals(name: str | None = None) -> list[PendingApproval]:
+    """Promotions waiting for a person (of model ``name``, else all), each with its evidence."""
+    from mlops_nb.registry import pending_approvals as _pending
+
+    return _pending(get_tracker().client, name)
+
+
+def approve(name: str, version: str | int, alias: str = "champion", *, reason: str = "") -> PromotionResult:
+    """Approve the waiting promotion of ``name`` ``version`` to ``alias``: the alias moves
+    now, and the audit trail records who approved it and ``reason``."""
+    from mlops_nb.registry import approve as _approve
+
+    return _approve(get_tracker().client, name, str(version), alias, reason=reason)
+
+
+def reject(name: str, version: str | int, alias: str = "champion", *, reason: str) -> PendingApproval:
+    """Reject the waiting promotion of ``name`` ``version`` to ``alias`` (nothing moves);
+    ``reason`` is required and goes in the audit trail with who rejected it."""
+    from mlops_nb.registry import reject as _reject
+
+    return _reject(get_tracker().client, name, str(version), alias, reason=reason)
+
+
+def monitor(
+    model_uri: str,
+    since: Any = "24h",
+    until: Any = None,
+    min_rows: int | None = None,
+    log: bool = True,
+) -> MonitorResult:
+    """Check the requests ``model_uri`` (``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``)
+    answered in the window against the version's reference profile: drift per feature,
+    data quality, accuracy where labels were fed back, and a verdict with its reason.
+
+    ``since``/``until``: a datetime, ISO-8601 text or a time ago (``"24h"``); ``min_rows``:
+    fewer rows than this is "insufficient data" (default: the policy's). With ``log``, the
+    result is logged as a monitor run (metrics, JSON summary, HTML report), as
+    ``mlops-nb monitor`` does. ``%mlops monitor`` shows the same result as a widget.
+    """
+    from mlops_nb.monitoring.monitor import MonitorPolicy
+    from mlops_nb.monitoring.monitor import monitor as _monitor
+
+    tracker = get_tracker()
+    policy = MonitorPolicy(min_rows=min_rows) if min_rows is not None else None
+    return _monitor(tracker.client, tracker.config, model_uri, since=since, until=until, policy=policy, log=log)
 
 
 def load(uri: str) -> Any:

@@ -412,7 +412,8 @@ def test_recovery_marks_every_dead_run_across_pages(ip, project: Path, client):
 def test_help_lists_every_sub_command(ip, capsys):
     assert run(ip, "%mlops help").success
     out = capsys.readouterr().out
-    for sub in ("track", "%%mlops track", "log", "end", "status", "runs", "capture", "mlops:no-capture"):
+    for sub in ("track", "%%mlops track", "log", "end", "status", "runs", "capture", "mlops:no-capture", "--reference",
+                "%mlops monitor", "%mlops approvals", "%mlops approve", "%mlops reject"):  # fmt: skip
         assert sub in out
 
 

@@ -18,16 +18,25 @@ import ast
 import re
 import shlex
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from mlops_nb.exceptions import MlopsError, PromotionRefusedError
+from mlops_nb.exceptions import MlopsError, PromotionRefusedError, StoreError, one_line
 from mlops_nb.magics import warmup
 from mlops_nb.provenance import locate_notebook
-from mlops_nb.registry import parse_model_uri, promote, remove_alias, set_alias
+from mlops_nb.registry import (
+    PendingApproval,
+    approve,
+    parse_model_uri,
+    pending_approvals,
+    promote,
+    reject,
+    remove_alias,
+    set_alias,
+)
 from mlops_nb.runs import RunRow, read_run
 from mlops_nb.serving.announce import list_servers, start_server, stop_server
 from mlops_nb.serving.source import check_reference
@@ -44,7 +53,19 @@ from mlops_nb.tracking import (
     ui_hint,
 )
 
-__all__ = ["HELP", "MlopsMagics", "load", "run_summary", "servers_table", "unload"]
+if TYPE_CHECKING:  # pragma: no cover
+    from mlops_nb.monitoring.profile import Profile
+
+__all__ = [
+    "HELP",
+    "MlopsMagics",
+    "approvals_table",
+    "load",
+    "run_summary",
+    "servers_table",
+    "store_profile",
+    "unload",
+]
 
 HELP = """\
 %mlops: experiment tracking from notebook cells (MLflow underneath)
@@ -65,11 +86,22 @@ HELP = """\
                                   the newest runs (default: all experiments, 20)
   %mlops capture on|off           capture notebook code with runs, or not
   %mlops register VAR --name NAME [--alias ALIAS] [--input-example VAR] [--description TEXT]
-        log the model in VAR under the current run (or a new one) and register a
-        version carrying the run's lineage; prints how to load it
+        [--reference VAR]   log the model in VAR under the current run (or a new one)
+        and register a version carrying the run's lineage; prints how to load it; stores
+        the reference profile monitoring compares with, from --reference (the training
+        data, e.g. X_train), else from the input example
   %mlops alias NAME@ALIAS VERSION | %mlops alias NAME@ALIAS --remove
   %mlops promote NAME --metric M [--from challenger] [--to champion] [--min-delta D]
-        [--lower-is-better]   move --to only when the --from version beats it on M
+        [--lower-is-better]   move --to only when the --from version beats it on M; a
+        protected alias (the project's approval_aliases) waits for %mlops approve
+  %mlops approvals [NAME]         promotions waiting for a person, with their evidence
+  %mlops approve NAME VERSION [--alias champion] [--reason TEXT]
+  %mlops reject NAME VERSION [--alias champion] --reason TEXT
+        decide on a waiting promotion (the audit trail records who and why)
+  %mlops monitor models:/NAME@ALIAS [--since 24h] [--min-rows N]
+        check the served version's recent requests against its reference profile:
+        the verdict, drift per feature with both histograms, past verdicts, accuracy
+        where labels were fed back; logged as a monitor run
   %mlops load models:/NAME@ALIAS [--as VAR]   load a model version into the kernel
   %mlops run NOTEBOOK [-p NAME=VALUE ...] [--experiment NAME] [--timeout S] [--cell-timeout S]
         [--kernel NAME] [--output PATH] [--wait]   run a notebook headless as a job (its
@@ -154,6 +186,69 @@ def servers_table(servers: list[dict[str, Any]]) -> Table:
     )
 
 
+def store_profile(
+    tracker: Tracker,
+    name: str,
+    version: str | int,
+    model: Any = None,
+    reference: Any = None,
+    input_example: Any = None,
+    *,
+    source: str = "",
+) -> Profile:
+    """Build and store the reference profile of ``name`` ``version`` in the tracker's
+    store (:func:`mlops_nb.store_profile` says what from); returns it.
+
+    Every failure is one :class:`~mlops_nb.exceptions.MlopsError` line saying the profile
+    was not stored, why, and how to add one: registration calls this after the version
+    exists, and shows that line instead of failing.
+    """
+    # Imported here: profiles need numpy and pandas, which %load_ext does not pay for.
+    from mlops_nb.monitoring.profiles import add_profile_hint, reference_profile, save_profile
+
+    try:
+        if model is None:
+            model, _ = tracker.load_model(f"models:/{name}/{version}")
+        profile = reference_profile(model, reference, input_example, source=source)
+        save_profile(tracker.client, name, str(version), profile, config=tracker.config)
+    except Exception as exc:
+        ours = isinstance(exc, MlopsError)
+        message = (
+            f"no reference profile was stored for {name} v{version} ({one_line(exc, with_type=not ours)}); "
+            + add_profile_hint(name, str(version))
+        )
+        raise (type(exc)(message) if ours else StoreError(message)) from None
+    return profile
+
+
+def approvals_table(pending: list[PendingApproval]) -> Table:
+    """Promotions waiting for a person (:func:`mlops_nb.registry.pending_approvals`), with
+    their evidence and the two lines that decide on them."""
+    rows = [
+        [
+            p.name,
+            f"v{p.version}",
+            f"@{p.alias}",
+            f"v{p.current_version}" if p.current_version else "—",
+            str(p.requested_by or ""),
+            _started(p.requested_at),
+            p.summary,
+        ]
+        for p in pending
+    ]
+    first = pending[0]
+    name = shlex.quote(first.name)
+    return Table(
+        ["model", "candidate", "alias", "holder now", "requested by", "requested", "evidence"],
+        rows,
+        title="promotions waiting for approval",
+        footer=(
+            f"decide: %mlops approve {name} {first.version} --alias {first.alias} --reason TEXT"
+            f" · %mlops reject {name} {first.version} --alias {first.alias} --reason TEXT"
+        ),
+    )
+
+
 def _status_of(error: BaseException | None) -> str:
     if error is None:
         return FINISHED
@@ -179,6 +274,31 @@ def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535, e.g. --port 5000")
     return int(text)
+
+
+def _min_rows(text: str) -> int:
+    """argparse type of ``--min-rows``: a count of rows, 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of rows: give 1 or more, e.g. --min-rows 100")
+    return int(text)
+
+
+def _add_monitor_parsers(sub: Any) -> None:
+    """``monitor``, ``approvals``, ``approve`` and ``reject``: watching a served model and
+    deciding on the promotions that wait for a person."""
+    monitor = sub.add_parser("monitor", add_help=False)
+    monitor.add_argument("uri", metavar="models:/NAME@ALIAS")
+    monitor.add_argument("--since", default="24h")
+    monitor.add_argument("--min-rows", type=_min_rows, metavar="N")
+    approvals = sub.add_parser("approvals", add_help=False)
+    approvals.add_argument("name", nargs="?", metavar="NAME")
+    for verb in ("approve", "reject"):
+        decide = sub.add_parser(verb, add_help=False)
+        decide.add_argument("name", metavar="NAME")
+        decide.add_argument("version", metavar="VERSION")
+        decide.add_argument("--alias", default="champion")
+        # A rejection must say why: the person who asked reads it in the audit trail.
+        decide.add_argument("--reason", required=verb == "reject", default="", metavar="TEXT")
 
 
 def _build_parser(cell: bool) -> _Parser:
@@ -208,6 +328,7 @@ def _build_parser(cell: bool) -> _Parser:
         register.add_argument("--alias")
         register.add_argument("--input-example", metavar="VAR")
         register.add_argument("--description")
+        register.add_argument("--reference", metavar="VAR")
         alias = sub.add_parser("alias", add_help=False)
         alias.add_argument("target", metavar="NAME@ALIAS")
         alias.add_argument("version", nargs="?", metavar="VERSION")
@@ -219,6 +340,7 @@ def _build_parser(cell: bool) -> _Parser:
         promote.add_argument("--metric", required=True)
         promote.add_argument("--min-delta", type=float, default=0.0)
         promote.add_argument("--lower-is-better", action="store_true")
+        _add_monitor_parsers(sub)
         load = sub.add_parser("load", add_help=False)
         load.add_argument("uri", metavar="models:/NAME@ALIAS")
         load.add_argument("--as", dest="var", metavar="VAR")
@@ -408,12 +530,28 @@ class MlopsMagics(Magics):
         return self.shell.user_ns[name]
 
     def _cmd_register(self, args: argparse.Namespace) -> None:
+        # Every variable is looked up before anything is registered: a misspelt name is
+        # this cell's one-line error, not a version without the profile it was meant to have.
         model = self._variable(args.var)
         example = self._variable(args.input_example) if args.input_example else None
+        reference = self._variable(args.reference) if args.reference else None
         version = self.tracker.register_model(model, args.name, args.alias, example, args.description)
         alias = f" as @{version.aliases[0]}" if version.aliases else ""
         print(f"mlops-nb: registered {version.name} v{version.version}{alias} ({version.flavor}, run {version.run_id})")
         print(f"  load it with: {version.load_hint}")
+        if version.pending:
+            print(f"  {version.message}")
+        if reference is None and example is None:
+            return
+        source = args.reference or args.input_example
+        try:
+            profile = store_profile(
+                self.tracker, version.name, version.version, model, reference, example, source=source
+            )
+        except MlopsError as exc:  # the version is registered: a missing profile never fails the cell
+            print(f"  {exc}")
+            return
+        print(f"  reference profile: {profile.rows} rows x {len(profile.features)} features, from {source}")
 
     def _cmd_alias(self, args: argparse.Namespace) -> None:
         name, _, alias = args.target.partition("@")
@@ -433,16 +571,53 @@ class MlopsMagics(Magics):
         print(f"mlops-nb: {name}@{alias} -> v{int(args.version)}{moved}")
 
     def _cmd_promote(self, args: argparse.Namespace) -> None:
+        client, config = self.tracker.client, self.tracker.config
         result = promote(
-            self.tracker.client,
+            client,
             args.name,
             args.metric,
             args.from_alias,
             args.to_alias,
             args.min_delta,
             args.lower_is_better,
+            approval=config.approval_aliases,
         )
+        # A protected alias does not move: the message says the promotion waits for a
+        # person (result.pending) and how to decide; the cell goes on either way.
         print(f"mlops-nb: {result.message}")
+
+    def _cmd_approvals(self, args: argparse.Namespace) -> Table | None:
+        pending = pending_approvals(self.tracker.client, args.name)
+        if not pending:
+            of = f" of {args.name}" if args.name else ""
+            print(f"mlops-nb: no promotion{of} is waiting for approval")
+            return None
+        return approvals_table(pending)
+
+    def _cmd_approve(self, args: argparse.Namespace) -> None:
+        result = approve(self.tracker.client, args.name, args.version, args.alias, reason=args.reason)
+        print(f"mlops-nb: {result.message}")
+
+    def _cmd_reject(self, args: argparse.Namespace) -> None:
+        request = reject(self.tracker.client, args.name, args.version, args.alias, reason=args.reason)
+        stays = f"@{request.alias} stays on v{request.current_version}" if request.current_version else "nothing moved"
+        print(f"mlops-nb: rejected {request.name} v{request.version} for @{request.alias} ({args.reason}); {stays}")
+
+    def _cmd_monitor(self, args: argparse.Namespace) -> Any:
+        # Imported here: the monitor needs numpy and pandas, the widget ipywidgets and
+        # bqplot (see _live_chart); %load_ext pays for none of them.
+        from mlops_nb.monitoring.monitor import MonitorPolicy, monitor, monitor_history
+        from mlops_nb.widgets.monitor import MonitorView
+
+        client = self.tracker.client
+        policy = MonitorPolicy(min_rows=args.min_rows) if args.min_rows is not None else None
+        result = monitor(client, self.tracker.config, args.uri, since=args.since, policy=policy)
+        try:
+            history = monitor_history(client, result.name)
+        except Exception as exc:  # the verdict is in: past runs that cannot be read are a note, not an error
+            self.tracker.report(f"warning: past monitor runs of {result.name} could not be read ({one_line(exc)})")
+            history = []
+        return MonitorView(result, history)
 
     def _cmd_load(self, args: argparse.Namespace) -> None:
         name, alias, _version = parse_model_uri(args.uri)
