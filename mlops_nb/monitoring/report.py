@@ -123,6 +123,8 @@ def _panel(
     for i, (label, count) in enumerate(bins):
         share = count / total
         h = height * share / top
+        if count > 0:
+            h = max(h, 1.0)  # a bin with rows is always seen (and its tooltip reachable)
         tip = f"{label}: {count} rows ({share:.1%})"
         out.append(
             f'<rect class="{cls}" x="{x0 + i * step + 0.5:.2f}" y="{height - h:.2f}" '

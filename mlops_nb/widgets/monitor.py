@@ -180,10 +180,10 @@ class MonitorView(FallbackMixin, W.VBox):
             f"<td title='{'drifted' if drifted else 'stable'} ({esc(str(row['kind']))})'>{name}</td>"
             f"<td>{esc(str(row['method']))}</td>"
             + "".join(f"<td class='mlops-nb-num'>{n}</td>" for n in numbers)
-            + f"<td>{row['missing_reference']:.1%} → {row['missing_current']:.1%}</td>"
+            + f"<td class='mlops-nb-num'>{row['missing_reference']:.1%} → {row['missing_current']:.1%}</td>"
             f"<td class='mlops-nb-num'>{int(row['out_of_range'])}</td>"
             f"<td>{esc(unseen_text(row['unseen']))}</td>"
-            f"<td>{histogram_svg(row['reference_hist'], row['current_hist'], width=280, height=64, drifted=drifted)}</td>"
+            f"<td>{histogram_svg(row['reference_hist'], row['current_hist'], width=260, height=64, drifted=drifted)}</td>"
         )
         cls = "mlops-nb-drifted" if drifted else "mlops-nb-stable"
         return f"<tr class='{cls}' data-feature='{esc(str(row['feature']), quote=True)}'>{cells}</tr>"
@@ -205,11 +205,16 @@ class MonitorView(FallbackMixin, W.VBox):
 
         times = np.array([when for when, _ in runs], dtype="datetime64[ms]")
         # A margin either side, so one run is a point in the middle rather than on an edge.
-        pad = max((times[-1] - times[0]) / 20, np.timedelta64(5, "m"))
+        span = times[-1] - times[0]
+        pad = span / 20 if span > np.timedelta64(0, "ms") else np.timedelta64(5, "m")
         x = bq.DateScale(min=(times[0] - pad).astype(object), max=(times[-1] + pad).astype(object))
         y = bq.LinearScale(min=0.0, max=1.0)
         # Clock times within a day, dates beyond (bqplot's default is a 12-hour clock).
-        tick_format = "%H:%M" if times[-1] - times[0] < np.timedelta64(1, "D") else "%b %d"
+        # Seconds when the runs are minutes apart, so close runs are told apart.
+        if span < np.timedelta64(10, "m"):
+            tick_format = "%H:%M:%S"
+        else:
+            tick_format = "%H:%M" if span < np.timedelta64(1, "D") else "%b %d"
         marks = [
             bq.Lines(
                 x=times,
