@@ -94,6 +94,7 @@ __all__ = [
     "version_lineage",
     "version_notebook",
     "versions_page",
+    "who_am_i",
 ]
 
 #: Version tag holding the source run's metrics at registration, as compact JSON, so a
@@ -537,7 +538,8 @@ def _ensure_registered(client: MlflowClient, name: str) -> None:
 # ---------------------------------------------------------------- aliases and audit
 
 
-def _who() -> str:
+def who_am_i() -> str:
+    """The OS user running this process: who a move is recorded as when nobody is named."""
     try:
         return getpass.getuser()
     except Exception:
@@ -565,7 +567,7 @@ def _audit(
         "alias": alias,
         "from_version": from_version,
         "to_version": to_version,
-        "who": who or _who(),
+        "who": who or who_am_i(),
         "when": now.isoformat(timespec="seconds"),
         "why": why,
     }
@@ -1001,7 +1003,7 @@ def _record_request(
     The index is written first and checked last: a request is never left unlisted,
     even when a decision on another request of the model clears the index meanwhile.
     """
-    who = who or _who()
+    who = who or who_am_i()
     stamped = {
         **request,
         "alias": alias,
@@ -1236,7 +1238,7 @@ def approve(
     or its version deleted), saying which.
     """
     mv, request = _open_request(client, name, str(version), alias)
-    who, reason = who or _who(), (reason or "").strip()
+    who, reason = who or who_am_i(), (reason or "").strip()
     target = str(mv.version)
     asked = f"requested by {request.get('requested_by', 'unknown')}: {request.get('why', '')}".rstrip(": ")
     why = f"approved by {who}" + (f" ({reason})" if reason else "") + f"; {asked}"
@@ -1277,7 +1279,7 @@ def reject(
     mv, _ = _open_request(client, name, str(version), alias)
     model = get_model(client, name)
     decided = _pending(client, model, mv, alias, {})
-    who = who or _who()
+    who = who or who_am_i()
     target = str(mv.version)
     _audit(client, name, target, REJECTED, alias, decided.current_version, target, who, reason)
     _clear_request(client, name, target, alias)

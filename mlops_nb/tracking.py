@@ -914,7 +914,16 @@ class Tracker:
             self._write_capture_static_now(handle)  # the version's lineage reads the run's git tags
             if self._buffer is not None:
                 self._buffer.flush(handle.run_id)  # ...and its metrics snapshot the run's metrics
-            return register_version(self.client, model, name, handle.run_id, alias, input_example, description)
+            return register_version(
+                self.client,
+                model,
+                name,
+                handle.run_id,
+                alias,
+                input_example,
+                description,
+                approval=self.config.approval_aliases,
+            )
         except MlopsError:
             raise
         except Exception as exc:

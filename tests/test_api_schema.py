@@ -21,6 +21,7 @@ from services import jupyter_server
 
 from mlops_nb.config import resolve_config
 from mlops_nb.provenance import NotebookLocation
+from mlops_nb.registry import promote
 from mlops_nb.tracking import Tracker
 
 pytestmark = pytest.mark.slow
@@ -36,14 +37,17 @@ MAX_EXAMPLES = int(os.environ.get("MLOPS_NB_FUZZ_EXAMPLES", "20"))
 def _seed_project(root: Path) -> None:
     """A project whose store holds the model the OpenAPI file's examples name
     ('tumour-classifier' v1 @champion, v2 @challenger, from a tracked notebook) and
-    another ('other' v1), a schedule 'nightly' of a tiny notebook and one job run of it."""
+    another ('other' v1), a schedule 'nightly' of a tiny notebook and one job run of it;
+    @champion is protected and v2's promotion to it waits for approval."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     from mlops_nb.jobs.schedules.store import ScheduleStore
 
     (root / ".mlops").mkdir(parents=True)
-    (root / "pyproject.toml").write_text("[project]\nname = 'fuzzed'\n")
+    (root / "pyproject.toml").write_text(
+        "[project]\nname = 'fuzzed'\n\n[tool.mlops-nb]\napproval_aliases = ['champion']\n"
+    )
     cells = [("code", "word = 'hello'", ["parameters"]), ("code", "print(word)", [])]
     notebook = make_notebook(root / "nb" / "train.ipynb", cells)
     config = resolve_config(root, environ={})
@@ -62,6 +66,7 @@ def _seed_project(root: Path) -> None:
         tracker.register_model(model, name, alias, input_example=np.array([[0.0, 1.0]]))
         tracker.end_run(handle)
     tracker.close()
+    assert promote(tracker.client, "tumour-classifier", "accuracy", approval=config.approval_aliases).pending
     ScheduleStore.for_project(config).add("nightly", "0 2 * * *", "nb/train.ipynb")
     # One finished job, so /jobs lists a row and its executed notebook can be opened.
     job = subprocess.run(
@@ -110,7 +115,7 @@ def test_schemathesis_finds_no_server_error_and_no_difference_from_the_openapi_f
     # It did fuzz: every selected route, every phase, hundreds of cases; and the server
     # logged no uncaught exception.
     result = json.loads(report.read_text())
-    assert result["operations"]["tested"] == result["operations"]["selected"] == 15, result["operations"]
+    assert result["operations"]["tested"] == result["operations"]["selected"] == 18, result["operations"]
     assert {name: phase["status"] for name, phase in result["phases"].items()} == dict.fromkeys(
         ("examples", "coverage", "fuzzing", "stateful"), "success"
     )

@@ -363,7 +363,7 @@ async def test_every_endpoint_refuses_unauthenticated_requests(jp_serverapp, htt
             )
             assert resp.code == 403, f"{verb.upper()} {path} answered {resp.code} without a token"
             checked += 1
-    assert checked == 16  # the registry's 9, the schedules' and jobs' 5, the deployments' 2
+    assert checked == 19  # registry 9, approvals 2, schedules and jobs 5, deployments and reports 3
     # Nothing moved.
     assert str(seeded.get_model_version_by_alias("cancer", "champion").version) == "1"
 

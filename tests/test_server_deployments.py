@@ -1,7 +1,7 @@
 """The deployments REST API on a real Jupyter server (pytest-jupyter) over real model
-servers: it lists the project's servers with what they serve and their live numbers,
-lists a server that does not answer as such without waiting on it, stops one, and
-refuses unauthenticated requests."""
+servers: it lists the project's servers with what they serve, their live numbers and
+the served version's last monitor verdict, lists a server that does not answer as such
+without waiting on it, stops one, and refuses unauthenticated requests."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def served(jp_root_dir: Path):
 
 def _conforms(value: dict, schema_name: str) -> None:
     """``value`` is what openapi.yaml says ``schema_name`` is (OpenAPI 3.0's ``nullable``
-    read as JSON Schema's null type)."""
+    read as JSON Schema's null type, as schemathesis reads it)."""
     import yaml
     from jsonschema import Draft4Validator
 
@@ -55,8 +55,8 @@ def _conforms(value: dict, schema_name: str) -> None:
     def nullable(node):
         if isinstance(node, dict):
             node = {k: nullable(v) for k, v in node.items()}
-            if node.pop("nullable", False) and "type" in node:
-                node["type"] = [node["type"], "null"]
+            if node.pop("nullable", False):
+                return {"anyOf": [node, {"type": "null"}]}
             return node
         return [nullable(v) for v in node] if isinstance(node, list) else node
 
@@ -95,6 +95,7 @@ async def test_deployments_lists_a_running_server_with_its_numbers_and_delete_st
     assert row["requests"] >= 4 and row["errors"] == 0
     assert row["requests_per_second"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"]
     assert row["last_swap"] is None and row["pid"] == server["pid"]
+    assert (row["health"], row["health_error"]) == (None, None)  # never monitored yet
     _conforms(row, "Deployment")
 
     code, stopped = await call(jp_fetch, "deployments", server["id"], method="DELETE")
@@ -154,6 +155,72 @@ async def test_a_server_that_does_not_answer_is_listed_as_such(jp_fetch, jp_root
     # It runs elsewhere: this server cannot stop it, and says so.
     code, data = await call(jp_fetch, "deployments", f"elsewhere-{port}", method="DELETE")
     assert code == 400 and "runs on elsewhere.invalid: stop it there" in data["error"]
+
+
+def _announce_elsewhere(config, port: int, version: str) -> str:
+    """Announce a server of 'cancer' v``version`` on another machine (its address refuses
+    connections here); its id."""
+    sid = f"elsewhere-{port}-v{version}"
+    write_announcement(
+        config,
+        {
+            "id": sid,
+            "url": f"http://127.0.0.1:{port}",
+            "host": "0.0.0.0",
+            "port": port,
+            "pid": 4242,
+            "hostname": "elsewhere.invalid",
+            "model": "models:/cancer@champion",
+            "name": "cancer",
+            "alias": "champion",
+            "version": version,
+            "started": "2026-12-01T09:00:00+00:00",
+            "auth": False,
+            "log_file": None,
+        },
+    )
+    return sid
+
+
+async def test_each_served_version_shows_its_last_monitor_verdict_with_a_report_link(
+    jp_fetch, jp_serverapp, jp_root_dir: Path
+):
+    """The verdict `mlops-nb monitor` leaves on the version (tag MONITOR_LAST): drift, the
+    features, when, the run, a link to the report on this server; a version the store
+    does not have says why it has no verdict, and the list still answers."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_nb import tags
+
+    (jp_root_dir / ".mlops").mkdir(exist_ok=True)
+    config = resolve_config(jp_root_dir, environ={})
+    tracker = Tracker(notebook=NotebookLocation(jp_root_dir / "train.ipynb", "test"), config=config)
+    handle = tracker.start_cell_run("fit", autolog=False)
+    tracker.register_model(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), "cancer", "champion")
+    tracker.end_run(handle)
+    tracker.close()
+    verdict = {
+        "verdict": "drift",
+        "reason": "2 of 20 features drifted",
+        "drifted": ["radius", "texture"],
+        "when": "2026-12-01T10:00:00+00:00",
+        "run_id": "0123456789abcdef0123456789abcdef",
+        "rows": 1200,
+    }
+    tracker.client.set_model_version_tag("cancer", "1", tags.MONITOR_LAST, json.dumps(verdict))
+    served, unknown = _announce_elsewhere(config, free_port(), "1"), _announce_elsewhere(config, free_port(), "7")
+
+    code, data = await call(jp_fetch, "deployments")
+    assert code == 200, data
+    rows = {row["id"]: row for row in data["deployments"]}
+    report = f"{jp_serverapp.base_url}mlops-nb/api/monitor-reports/{verdict['run_id']}"
+    assert rows[served]["health"] == {**verdict, "report_url": report}
+    assert rows[served]["health_error"] is None
+    assert rows[unknown]["health"] is None
+    assert rows[unknown]["health_error"].startswith("cannot read the monitor verdict of cancer v7: "), rows[unknown]
+    for row in rows.values():
+        assert row["reachable"] is False  # what it serves is read from the store all the same
+        _conforms(row, "Deployment")
 
 
 async def test_deployments_refuse_unauthenticated_requests(jp_serverapp, http_server_client, jp_root_dir):

@@ -1,7 +1,7 @@
 /**
  * What a user can do from the panel: to a model version, set, move or remove an alias
  * (always confirmed), promote through the guard, copy a load snippet, open the source
- * notebook; to a schedule, run it now, pause or resume it, open a job's executed
+ * notebook; to a promotion waiting for approval, approve or reject it; to a schedule, run it now, pause or resume it, open a job's executed
  * notebook; to a model server, stop it (confirmed). Each ends by asking the model to
  * refresh, so what is shown is what is stored.
  */
@@ -13,8 +13,8 @@ import { Widget } from '@lumino/widgets';
 import { aliasEffect, aliasInputPattern, aliasProblem } from './alias';
 import * as api from './api';
 import { lowerIsBetter } from './metrics';
-import { DeploymentsModel, JobsModel, RegistryModel } from './model';
-import { IDeployment, IJobRow, INotebookSource } from './tokens';
+import { ApprovalsModel, DeploymentsModel, JobsModel, RegistryModel } from './model';
+import { IDeployment, IJobRow, INotebookSource, IPendingApproval } from './tokens';
 
 /** An alias the panel offers first, the convention of `%mlops promote`. */
 export const COMMON_ALIASES = ['champion', 'challenger'];
@@ -303,7 +303,17 @@ export async function promoteFlow(
   const form = result.value;
   try {
     const done = await api.promote(name, form);
-    Notification.success(done.message, { autoClose: 5000 });
+    if (done.pending) {
+      // Nothing moved: the alias is protected and the request waits in the Approvals section.
+      Notification.info(
+        `@${done.to_alias} of ${name} is protected: v${done.version} waits for approval in the panel.`,
+        {
+          autoClose: 8000
+        }
+      );
+    } else {
+      Notification.success(done.message, { autoClose: 5000 });
+    }
     return true;
   } catch (error) {
     const err = api.ApiError.from(error);
@@ -440,6 +450,27 @@ export async function setPausedFlow(model: JobsModel, name: string, paused: bool
     );
   } catch (error) {
     reportFailure(`Could not ${paused ? 'pause' : 'resume'} ${name}`, error);
+  }
+}
+
+/** Approve or reject a pending promotion with the reason typed for it; say what happened (or why not). */
+export async function decideFlow(
+  model: ApprovalsModel,
+  approval: IPendingApproval,
+  decision: 'approve' | 'reject'
+): Promise<boolean> {
+  try {
+    const done = await model.decide(approval, decision);
+    const text =
+      done.decision === 'approved'
+        ? `Approved: @${done.alias} of ${done.name} now points at v${done.version}.`
+        : `Rejected: @${done.alias} of ${done.name} stays ${done.previous_version ? `on v${done.previous_version}` : 'unset'}.`;
+    Notification.success(text, { autoClose: 5000 });
+    return true;
+  } catch (error) {
+    const what = decision === 'approve' ? 'approve' : 'reject';
+    reportFailure(`Could not ${what} ${approval.name} v${approval.version} for @${approval.alias}`, error);
+    return false;
   }
 }
 

@@ -9,12 +9,14 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import {
+  IApprovalDecision,
   IDeployment,
   IJobRecord,
   IJobRow,
   IModelDetail,
   IModelsPage,
   INotebookSource,
+  IPendingApproval,
   IPromotion,
   ISchedule,
   ISchedules,
@@ -168,6 +170,27 @@ export function promote(
   return requestAPI<IPromotion>(`models/${enc(name)}/promotions`, {
     method: 'POST',
     body: JSON.stringify(body)
+  });
+}
+
+// ---------------------------------------------------------------- approvals
+
+/** The promotions of protected aliases waiting for a person, each with its evidence. */
+export function fetchApprovals(): Promise<{ approvals: IPendingApproval[] }> {
+  return requestAPI<{ approvals: IPendingApproval[] }>('approvals');
+}
+
+/** Approve (the alias moves) or reject (a reason is needed) a pending promotion, in the Jupyter user's name. */
+export function decideApproval(
+  name: string,
+  version: string,
+  alias: string,
+  decision: 'approve' | 'reject',
+  reason: string
+): Promise<IApprovalDecision> {
+  return requestAPI<IApprovalDecision>(`approvals/${enc(name)}/${enc(version)}/${enc(alias)}`, {
+    method: 'POST',
+    body: JSON.stringify({ decision, reason })
   });
 }
 

@@ -1,7 +1,7 @@
 /**
  * mlops-nb's JupyterLab extension: a left side panel to browse and manage the model
- * registry of the project, its model servers and its scheduled jobs (through the server
- * extension's REST API).
+ * registry of the project, the promotions waiting for approval, its model servers and
+ * their health, and its scheduled jobs (through the server extension's REST API).
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
@@ -12,6 +12,7 @@ import { AccordionPanel } from '@lumino/widgets';
 
 import {
   copyLoadSnippet,
+  decideFlow,
   openJobNotebook,
   openSourceNotebook,
   promoteFlow,
@@ -23,11 +24,12 @@ import {
   stopDeploymentFlow
 } from './actions';
 import { registryIcon } from './icons';
-import { DeploymentsModel, JobsModel, RegistryModel, VersionDetailModel } from './model';
-import { IActions, IDeploymentActions, IJobActions } from './tokens';
+import { ApprovalsModel, DeploymentsModel, JobsModel, RegistryModel, VersionDetailModel } from './model';
+import { IActions, IApprovalActions, IDeploymentActions, IJobActions } from './tokens';
+import { ApprovalsView } from './widgets/ApprovalsView';
 import { DeploymentsView } from './widgets/DeploymentsView';
 import { JobsView } from './widgets/JobsView';
-import { fitSectionsToContent } from './widgets/layout';
+import { fitSectionsToContent, foldWhenEmpty } from './widgets/layout';
 import { RegistryPanel } from './widgets/RegistryPanel';
 import { RegistryView } from './widgets/RegistryView';
 import { VersionDetailView } from './widgets/VersionDetailView';
@@ -55,7 +57,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const model = new RegistryModel();
     const jobs = new JobsModel();
     const deployments = new DeploymentsModel();
+    const approvals = new ApprovalsModel();
     // One refresh button and one auto-refresh for the whole panel.
+    model.follow(approvals);
     model.follow(jobs);
     model.follow(deployments);
     // A server that swapped versions has seen an alias move the list may not show yet.
@@ -147,10 +151,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
       promote: async (name, version, metrics) => {
         const current = await aliasesOf(name);
         if (current && (await promoteFlow(model, name, version, current, metrics))) {
-          await afterChange(name);
+          // A protected alias did not move: the request now waits in the Approvals section.
+          await Promise.all([afterChange(name), approvals.refresh({ quiet: true }).catch(() => undefined)]);
         }
       }
     };
+
+    const approvalActions: IApprovalActions = {
+      decide: (approval, decision) => void decideFlow(approvals, approval, decision),
+      openVersion: actions.openDetail
+    };
+    // An approved move shows in the registry, the version tabs and (after its swap) the deployments at once.
+    approvals.decided.connect((_, done) => {
+      void afterChange(done.name);
+      void deployments.refresh({ quiet: true }).catch(() => undefined);
+    });
 
     const jobActions: IJobActions = {
       runNow: name => void runNowFlow(jobs, name),
@@ -167,6 +182,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const view = new RegistryView(model, actions);
     view.title.label = 'Registered models';
     panel.addWidget(view);
+    const approvalsView = new ApprovalsView(approvals, approvalActions);
+    approvalsView.id = 'mlops-nb-approvals';
+    approvalsView.title.label = 'Approvals';
+    panel.addWidget(approvalsView);
     const deploymentsView = new DeploymentsView(deployments, deploymentActions);
     deploymentsView.id = 'mlops-nb-deployments';
     deploymentsView.title.label = 'Deployments';
@@ -176,6 +195,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     jobsView.title.label = 'Jobs';
     panel.addWidget(jobsView);
     fitSectionsToContent(panel.content as AccordionPanel);
+    // Approvals are the exception: folded to its title until a promotion waits (or it fails to load).
+    foldWhenEmpty(
+      panel.content as AccordionPanel,
+      approvalsView,
+      () => !approvals.error && approvals.approvals.length === 0,
+      approvals.stateChanged
+    );
     panel.toolbar.addItem(
       'refresh',
       new ToolbarButton({

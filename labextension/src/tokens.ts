@@ -85,6 +85,73 @@ export interface IPromotion {
   candidate_value: number | null;
   current_value: number | null;
   message: string;
+  /** True when the alias is protected: nothing moved, the promotion waits for approval. */
+  pending?: boolean;
+}
+
+// ---------------------------------------------------------------- monitoring and approvals
+
+/** The verdicts of `mlops-nb monitor`. */
+export type Verdict = 'healthy' | 'drift' | 'degraded' | 'insufficient data';
+
+/** A version's last monitor verdict (its `mlops_nb.monitor.last` tag). */
+export interface IMonitorVerdict {
+  verdict: Verdict;
+  reason?: string;
+  /** The features that drifted. */
+  drifted?: string[];
+  when?: string;
+  run_id?: string | null;
+  rows?: number | null;
+}
+
+/** A served version's health: its last verdict and where its report is. */
+export interface IMonitorHealth extends IMonitorVerdict {
+  /** This Jupyter server's address of the run's HTML report (already under its base URL). */
+  report_url: string | null;
+}
+
+/** A promotion of a protected alias that waits for a person, with its evidence. */
+export interface IPendingApproval {
+  name: string;
+  /** The candidate version. */
+  version: string;
+  /** The protected alias it would take. */
+  alias: string;
+  /** The version holding the alias now; null when none does. */
+  current_version: string | null;
+  requested_by: string;
+  requested_at: string;
+  /** The guard's reason, as the audit trail will keep it. */
+  why: string;
+  /** The evidence in a few words. */
+  summary?: string;
+  evidence: {
+    /** Per metric, the candidate's and the current holder's values. */
+    metrics: { [metric: string]: { candidate?: number | null; current?: number | null } };
+    comparison: string;
+    /** The version holding the alias when the promotion was asked for. */
+    compared_with?: string | null;
+    /** The candidate's alias the promotion moved from. */
+    from_alias?: string | null;
+    /** The current holder's last monitor verdict; null when it was never monitored. */
+    drift: IMonitorVerdict | null;
+    lineage: { [key: string]: unknown };
+  };
+}
+
+/** What an approval or a rejection did. */
+export interface IApprovalDecision {
+  decision: 'approved' | 'rejected';
+  name: string;
+  version: string;
+  alias: string;
+  /** The Jupyter user who decided. */
+  who: string;
+  reason: string;
+  /** Approved: the version the alias left; rejected: the version keeping it. */
+  previous_version: string | null;
+  message: string;
 }
 
 // ---------------------------------------------------------------- schedules and jobs
@@ -199,6 +266,10 @@ export interface IDeployment {
   swaps?: number | null;
   last_swap: ISwap | null;
   last_error?: { version: string; at: string; error: string } | null;
+  /** The served version's last monitor verdict; null before its first monitor run. */
+  health?: IMonitorHealth | null;
+  /** Why the verdict could not be read, in one line. */
+  health_error?: string | null;
 }
 
 // ---------------------------------------------------------------- what views ask for
@@ -226,6 +297,14 @@ export interface IDeploymentActions {
   /** Stop the server (after asking). */
   stop(deployment: IDeployment): void;
   /** Open the detail tab of the version a server serves. */
+  openVersion(name: string, version: string): void;
+}
+
+/** What the Approvals section asks the plugin to do. */
+export interface IApprovalActions {
+  /** Approve or reject a pending promotion (the reason typed for it is in the model), then refresh. */
+  decide(approval: IPendingApproval, decision: 'approve' | 'reject'): void;
+  /** Open the detail tab of a version. */
   openVersion(name: string, version: string): void;
 }
 

@@ -1,5 +1,6 @@
-"""The Jupyter server extension: a REST API over the registry, schedules, job history and
-the project's model servers, under /mlops-nb/api/, and (when configured) the scheduler itself.
+"""The Jupyter server extension: a REST API over the registry, promotions waiting for
+approval, schedules, job history, the project's model servers and their monitor reports,
+under /mlops-nb/api/, and (when configured) the scheduler itself.
 
 Every handler requires Jupyter's authentication, runs blocking calls off the event
 loop, uses one ``MlflowClient`` per tracking URI (never MLflow's global state) and maps

@@ -1,9 +1,10 @@
-"""REST handlers: parse the request, call the core (registry, schedules, job history,
-the project's model servers) off the event loop, serialise.
+"""REST handlers: parse the request, call the core (registry, approvals, schedules, job
+history, the project's model servers and their monitor verdicts) off the event loop,
+serialise.
 
 Errors are mapped once, in :meth:`BaseHandler.write_error`: 400 bad input, 404 unknown
-model, version, schedule, run or model server, 409 refused promotion, 503 store
-unreachable; never a 500 for a user's mistake. Request bodies are checked against the request schemas of
+model, version, pending approval, schedule, run, monitor report or model server, 409
+refused promotion, 503 store unreachable; never a 500 for a user's mistake. Request bodies are checked against the request schemas of
 ``openapi.yaml`` itself, so the file and the server cannot disagree on what a body may
 hold.
 """
@@ -15,6 +16,7 @@ import json
 import math
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -25,8 +27,9 @@ from typing import Any
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
 
-from mlops_nb.config import ProjectConfig, resolve_config
+from mlops_nb.config import ProjectConfig, resolve_config, sqlite_path
 from mlops_nb.exceptions import (
     MlopsError,
     NotFoundError,
@@ -39,20 +42,26 @@ from mlops_nb.exceptions import (
 from mlops_nb.jobs.schedules.history import job_notebook, recent_job_runs
 from mlops_nb.jobs.schedules.scheduler import run_now
 from mlops_nb.jobs.schedules.store import ScheduleStore
+from mlops_nb.monitoring.monitor import REPORT_FILE, last_verdict
 from mlops_nb.registry import (
+    approve,
     compare_versions,
     get_model,
     models_page,
+    pending_approvals,
     promote,
+    reject,
     remove_alias,
     set_alias,
     version_detail,
     version_notebook,
     versions_page,
+    who_am_i,
 )
 from mlops_nb.serving.announce import list_servers, read_health, stop_server
-from mlops_nb.snapshots import notebook_html
-from mlops_nb.store import check_store, get_client
+from mlops_nb.snapshots import is_missing, notebook_html
+from mlops_nb.store import check_store, explain_missing_run_artifacts, get_client
+from mlops_nb.tags import KIND
 
 # yaml, jsonschema, nbformat and nbconvert are imported where used: the server starts
 # without them, and only the routes that need them pay for their import.
@@ -62,6 +71,8 @@ __all__ = ["HANDLERS", "SPEC_PATH", "BaseHandler", "status_of"]
 SPEC_PATH = Path(__file__).with_name("openapi.yaml")
 _STATUS = [(PromotionRefusedError, 409), (NotFoundError, 404), (UsageError, 400), (StoreError, 503)]
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")
+#: The user id Jupyter makes up for a request with the shared token (uuid4().hex).
+_ANONYMOUS_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def status_of(exc: MlopsError) -> int:
@@ -134,10 +145,12 @@ class BaseHandler(APIHandler):
         """Run ``fn(store, *args)`` off the event loop: schedules need no MLflow store."""
         await self._answer(lambda: fn(self.schedules(), *args), status)
 
-    async def _answer(self, call: Callable[[], Any], status: int) -> None:
+    async def _answer(self, call: Callable[[], Any], status: int | Callable[[Any], int]) -> None:
+        """Answer with ``call()``'s JSON; ``status`` may depend on the result (202 for a
+        promotion that waits for approval)."""
         # An error of the core propagates to tornado, which hands it to write_error.
         result = await asyncio.get_running_loop().run_in_executor(None, call)
-        self.set_status(status)
+        self.set_status(status(result) if callable(status) else status)
         self.finish(json.dumps(_jsonable(result)))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -211,9 +224,19 @@ class BaseHandler(APIHandler):
         return data
 
     def _who(self) -> str:
-        """The Jupyter user making the request, for the audit trail."""
+        """The Jupyter user making the request, for the audit trail.
+
+        A server behind one shared token (a personal JupyterLab) knows no user: Jupyter
+        makes up an anonymous one per browser (a random id, "Anonymous Io"), which would
+        name nobody in the trail. The person is then whoever runs the server, named as
+        the command line names them (the OS user), so a decision taken in the panel and
+        one taken with ``mlops-nb approve`` read alike.
+        """
         user = self.current_user
-        return getattr(user, "username", None) or getattr(user, "name", None) or str(user)
+        username = getattr(user, "username", None) or getattr(user, "name", None) or str(user)
+        if _ANONYMOUS_ID.fullmatch(username) and str(getattr(user, "name", "")).startswith("Anonymous "):
+            return who_am_i()
+        return username
 
     def arg(self, name: str, default: str | None) -> Any:
         """A query argument as sent: tornado would strip it, and " 3" is no version."""
@@ -249,10 +272,12 @@ def body_problem(schema: dict[str, Any], data: dict[str, Any]) -> str | None:
     from jsonschema import Draft4Validator
     from jsonschema.exceptions import best_match
 
-    # Draft 4: the dialect OpenAPI 3.0 schemas follow (3.0 is not an integer there).
-    error = best_match(Draft4Validator(schema).iter_errors(data))
+    # Draft 4: the dialect OpenAPI 3.0 schemas follow (3.0 is not an integer there). The
+    # fields first, then the rule between them (`oneOf`), so each message names one thing.
+    flat = {key: value for key, value in schema.items() if key != "oneOf"}
+    error = best_match(Draft4Validator(flat).iter_errors(data))
     if error is None:
-        return None
+        return _rule_problem(schema.get("oneOf", []), data)
     fields = schema.get("properties", {})
     if error.validator == "required":
         missing = next(name for name in error.validator_value if name not in data)
@@ -267,6 +292,22 @@ def body_problem(schema: dict[str, Any], data: dict[str, Any]) -> str | None:
     if described:
         return f"{name} must be {described}, not {_short(data[name])}"
     return f"{name or 'the request body'}: {error.message}"
+
+
+def _rule_problem(branches: list[dict[str, Any]], data: dict[str, Any]) -> str | None:
+    """What breaks a rule between fields (``oneOf`` branches told apart by an ``enum``,
+    e.g. a rejection without a reason): the description of the branch ``data`` picked
+    and does not meet; ``None`` when it meets one."""
+    from jsonschema import Draft4Validator
+    from jsonschema.exceptions import best_match
+
+    for branch in branches:
+        errors = list(Draft4Validator(branch).iter_errors(data))
+        if not errors:
+            return None
+        if not any(e.validator == "enum" for e in errors):  # the branch this body picked
+            return str(branch.get("description") or best_match(errors).message)
+    return None
 
 
 # -- the operations, as plain functions of a client (the handlers stay thin) ----------
@@ -315,8 +356,9 @@ def _remove_alias(client: Any, name: str, alias: str, who: str) -> dict[str, Any
     }
 
 
-def _promote(client: Any, name: str, body: dict[str, Any], who: str) -> Any:
-    # The request schema checked every field's type; the defaults are the file's.
+def _promote(client: Any, name: str, body: dict[str, Any], who: str, protected: tuple[str, ...]) -> Any:
+    # The request schema checked every field's type; the defaults are the file's. A move
+    # of a protected alias (the project's, or the model's own setting) waits for approval.
     return promote(
         client,
         name,
@@ -326,7 +368,37 @@ def _promote(client: Any, name: str, body: dict[str, Any], who: str) -> Any:
         float(body.get("min_delta", 0.0)),
         body.get("lower_is_better", False),
         who=who,
+        approval=protected,
     )
+
+
+def _promotion_status(result: Any) -> int:
+    """202 when the promotion waits for a person's approval (nothing moved yet), else 200."""
+    return 202 if getattr(result, "pending", False) else 200
+
+
+def _approvals(client: Any) -> dict[str, Any]:
+    return {"approvals": [request.to_dict() for request in pending_approvals(client)]}
+
+
+def _decide(client: Any, name: str, version: str, alias: str, body: dict[str, Any], who: str) -> dict[str, Any]:
+    """Approve or reject the pending move of ``alias`` to ``version``, in ``who``'s name."""
+    reason = body.get("reason", "").strip()
+    answer = {"name": name, "version": version, "alias": alias, "who": who, "reason": reason}
+    if body["decision"] == "approve":
+        done = approve(client, name, version, alias, who=who, reason=reason)
+        moved = {"version": done.version, "previous_version": done.previous_version, "message": done.message}
+        return {**answer, **moved, "decision": "approved"}
+    # The request schema made sure a rejection has a reason (the core checks it too).
+    request = reject(client, name, version, alias, who=who, reason=reason)
+    stays = f"v{request.current_version}" if request.current_version else "unset"
+    return {
+        **answer,
+        "version": request.version,
+        "decision": "rejected",
+        "previous_version": request.current_version,
+        "message": f"rejected: {name} v{version} does not take @{alias}, which stays {stays} ({reason})",
+    }
 
 
 def _notebook_html(text: str, name: str, run_id: str | None) -> str:
@@ -425,14 +497,103 @@ def _health(server: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _deployments(config: ProjectConfig) -> dict[str, Any]:
-    """The project's announced model servers, each with its live numbers; the servers are
-    asked at once, so one that does not answer holds up none of the others."""
+def _verdict(client: Any, name: str, version: str, base_url: str) -> dict[str, Any] | None:
+    """The version's last monitor verdict (null before its first monitor run), with the
+    address of its report on this server."""
+    last = last_verdict(client, name, version)
+    if last is None:
+        return None
+    run_id = last.get("run_id")
+    report = url_path_join(base_url, "mlops-nb", "api", "monitor-reports", run_id) if run_id else None
+    return {
+        "verdict": last.get("verdict"),
+        "reason": last.get("reason") or "",
+        "drifted": [str(feature) for feature in last.get("drifted") or []],
+        "when": last.get("when"),
+        "rows": last.get("rows"),
+        "run_id": run_id,
+        "report_url": report,
+    }
+
+
+def _add_verdicts(config: ProjectConfig, rows: list[dict[str, Any]], base_url: str) -> None:
+    """Give each row serving a registered version that version's monitor health; a store
+    that cannot be read leaves the rows (their servers still answer) and says why."""
+    served = sorted({(str(row["name"]), str(row["version"])) for row in rows if row.get("name") and row.get("version")})
+    db = sqlite_path(config.tracking_uri)
+    if db is not None and not db.exists():
+        served = []  # no store yet, so no verdict: a list is no reason to create one
+    found: dict[tuple[str, str], tuple[dict[str, Any] | None, str | None]] = {}
+    if served:
+        try:
+            client = get_client(config)
+        except Exception as exc:
+            found = dict.fromkeys(served, (None, f"cannot read monitor verdicts: {one_line(exc)}"))
+        else:
+            for name, version in served:
+                try:
+                    found[(name, version)] = (_verdict(client, name, version, base_url), None)
+                except Exception as exc:  # one unreadable version is a row's note, not a failed list
+                    problem = f"cannot read the monitor verdict of {name} v{version}: {one_line(exc)}"
+                    found[(name, version)] = (None, problem)
+    for row in rows:
+        key = (str(row.get("name")), str(row.get("version")))
+        row["health"], row["health_error"] = found.get(key, (None, None))
+
+
+def _deployments(config: ProjectConfig, base_url: str = "/") -> dict[str, Any]:
+    """The project's announced model servers, each with its live numbers and the last
+    monitor verdict of the version it serves; the servers are asked at once, so one
+    that does not answer holds up none of the others."""
     servers = list_servers(config)
     if not servers:
         return {"deployments": []}
     with ThreadPoolExecutor(max_workers=min(8, len(servers)), thread_name_prefix="mlops-nb-health") as pool:
-        return {"deployments": list(pool.map(_health, servers))}
+        rows = list(pool.map(_health, servers))
+    _add_verdicts(config, rows, base_url)
+    return {"deployments": rows}
+
+
+#: What a monitor report may do in the browser: draw its own inline styles and SVG, and
+#: nothing else (no script, no request, no form; a unique origin, so it cannot reach
+#: this server's API with the user's cookie).
+REPORT_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox"
+)
+_RUN_ID = re.compile(r"[0-9a-fA-F]{1,64}")
+
+
+def _monitor_report(client: Any, run_id: str) -> str:
+    """The HTML report of the monitor run ``run_id``, read from the run's artifacts by its
+    fixed name (nothing else of the store, nothing outside it)."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise UsageError(f"{_short(run_id)} is not a run id: give a monitor run's id (32 hex digits)")
+    try:
+        run = client.get_run(run_id)
+    except Exception as exc:
+        if is_missing(exc):
+            raise NotFoundError(
+                f"no run {run_id} in the project's store: open a report from the Deployments list"
+            ) from None
+        raise StoreError(f"cannot read run {run_id}: {one_line(exc)}") from None
+    kind = run.data.tags.get(KIND)
+    if kind != "monitor":
+        what = f"a {kind}" if kind else "an untagged"
+        raise NotFoundError(f"run {run_id} is not a monitor run ({what} run): only monitor runs have a report")
+    try:
+        names = {Path(f.path).name for f in client.list_artifacts(run_id) if not f.is_dir}
+    except Exception as exc:
+        raise StoreError(f"cannot list the artifacts of run {run_id}: {one_line(exc)}") from None
+    if REPORT_FILE not in names:
+        gone = explain_missing_run_artifacts(client, run_id, f"the report of monitor run {run_id}")
+        raise NotFoundError(gone or f"monitor run {run_id} kept no {REPORT_FILE}: run `mlops-nb monitor` again")
+    with tempfile.TemporaryDirectory(prefix="mlops-nb-report-") as tmp:
+        try:
+            local = client.download_artifacts(run_id, REPORT_FILE, tmp)
+            return Path(local).read_text(encoding="utf-8", errors="replace")
+        except Exception as exc:
+            raise StoreError(f"cannot read {REPORT_FILE} of run {run_id}: {one_line(exc)}") from None
 
 
 def _stop_deployment(config: ProjectConfig, deployment: str) -> dict[str, Any]:
@@ -495,7 +656,22 @@ class AliasHandler(BaseHandler):
 class PromotionHandler(BaseHandler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
-        await self.respond(_promote, name, self.body(), self._who())
+        body, who = self.body(), self._who()
+        # The project is read off the loop, with the client: a bad pyproject.toml is a 4xx.
+        call = partial(self._call, lambda client: _promote(client, name, body, who, self.project.approval_aliases))
+        await self._answer(call, _promotion_status)
+
+
+class ApprovalsHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        await self.respond(_approvals)
+
+
+class ApprovalHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def post(self, name: str, version: str, alias: str) -> None:
+        await self.respond(_decide, name, version, alias, self.body(), self._who())
 
 
 class CompareHandler(BaseHandler):
@@ -544,14 +720,31 @@ class JobNotebookHandler(BaseHandler):
 class DeploymentsHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        # Announcements and /health reads, off the loop; no MLflow store is needed.
-        await self._answer(lambda: _deployments(self.project), 200)
+        # Announcements, /health reads and monitor verdicts, off the loop; a store that
+        # cannot be read hides only the verdicts.
+        await self._answer(lambda: _deployments(self.project, self.base_url), 200)
 
 
 class DeploymentHandler(BaseHandler):
     @tornado.web.authenticated
     async def delete(self, deployment: str) -> None:
         await self._answer(lambda: _stop_deployment(self.project, deployment), 200)
+
+
+class MonitorReportHandler(BaseHandler):
+    """A monitor run's self-contained HTML report, as a page of its own (the panel opens
+    it in a new tab) under a policy that lets it draw and nothing else."""
+
+    @property
+    def content_security_policy(self) -> str:
+        return REPORT_CSP
+
+    @tornado.web.authenticated
+    async def get(self, run_id: str) -> None:
+        html = await asyncio.get_running_loop().run_in_executor(None, self._call, _monitor_report, run_id)
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(html, set_content_type="text/html; charset=UTF-8")
 
 
 _NAME = r"(?P<name>[^/]+)"
@@ -565,6 +758,8 @@ HANDLERS: list[tuple[str, type[BaseHandler]]] = [
     (rf"/mlops-nb/api/models/{_NAME}/aliases/(?P<alias>[^/]+)", AliasHandler),
     (rf"/mlops-nb/api/models/{_NAME}/promotions", PromotionHandler),
     (rf"/mlops-nb/api/models/{_NAME}/compare", CompareHandler),
+    (r"/mlops-nb/api/approvals", ApprovalsHandler),
+    (rf"/mlops-nb/api/approvals/{_NAME}/(?P<version>[^/]+)/(?P<alias>[^/]+)", ApprovalHandler),
     (r"/mlops-nb/api/schedules", SchedulesHandler),
     (rf"/mlops-nb/api/schedules/{_SCHEDULE}", ScheduleHandler),
     (rf"/mlops-nb/api/schedules/{_SCHEDULE}/runs", ScheduleRunsHandler),
@@ -572,6 +767,7 @@ HANDLERS: list[tuple[str, type[BaseHandler]]] = [
     (r"/mlops-nb/api/jobs/(?P<run_id>[^/]+)/notebook", JobNotebookHandler),
     (r"/mlops-nb/api/deployments", DeploymentsHandler),
     (r"/mlops-nb/api/deployments/(?P<deployment>[^/]+)", DeploymentHandler),
+    (r"/mlops-nb/api/monitor-reports/(?P<run_id>[^/]+)", MonitorReportHandler),
 ]
 #: Each handler's path in the OpenAPI file ("/mlops-nb/api/models/{name}").
 _SPEC_ROUTES = {handler: re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern) for pattern, handler in HANDLERS}

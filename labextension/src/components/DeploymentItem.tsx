@@ -5,6 +5,7 @@ import { ToolbarButtonComponent, stopIcon } from '@jupyterlab/ui-components';
 import { formatLatency, formatRate, formatTime, relativeTime } from '../format';
 import { DeploymentsModel } from '../model';
 import { IDeployment, IDeploymentActions } from '../tokens';
+import { HealthBadge, verdictWhen } from './HealthBadge';
 
 /** A server's state in a word: serving, loading, degraded, or not answering. */
 export function deploymentState(d: IDeployment): string {
@@ -25,9 +26,54 @@ function swapText(d: IDeployment): string {
 }
 
 /**
+ * The served version's monitor health: the verdict as a badge, the features that
+ * drifted, when, and its report (a page of its own, opened in a new browser tab).
+ */
+function HealthLine(props: { deployment: IDeployment }): JSX.Element | null {
+  const { health, health_error: problem, name, version, alias } = props.deployment;
+  if (!name || !version) {
+    return null; // a run or a folder: not a registered version, never monitored by name
+  }
+  const drifted = health?.drifted ?? [];
+  return (
+    <div className="jp-mlops-deployment-health" data-health={health?.verdict ?? 'none yet'}>
+      <span className="jp-mlops-deployment-health-label">health</span>
+      <HealthBadge verdict={health} />
+      {drifted.length > 0 && (
+        <span className="jp-mlops-drifted" title="features whose distribution moved away from the training data">
+          drifted: {drifted.join(', ')}
+        </span>
+      )}
+      {health && (
+        <span className="jp-mlops-muted" title={formatTime(health.when ?? null)}>
+          {verdictWhen(health)}
+        </span>
+      )}
+      {health?.report_url && (
+        <a
+          className="jp-mlops-report-link"
+          href={health.report_url}
+          target="_blank"
+          rel="noopener noreferrer"
+          title={`The monitor report of ${name} v${version} (run ${health.run_id}), in a new browser tab`}
+        >
+          report
+        </a>
+      )}
+      {!health && problem && <span className="jp-mlops-deployment-problem">{problem}</span>}
+      {!health && !problem && (
+        <code className="jp-mlops-muted" title="how to check it">
+          mlops-nb monitor models:/{alias ? `${name}@${alias}` : `${name}/${version}`}
+        </code>
+      )}
+    </div>
+  );
+}
+
+/**
  * A model server: the model, the alias it follows and the version it serves (a link to
  * the version's details), where it answers, its request rate, latency and errors, its
- * last swap, and Stop.
+ * last swap, the served version's monitor health, and Stop.
  */
 export function DeploymentItem(props: {
   deployment: IDeployment;
@@ -96,6 +142,7 @@ export function DeploymentItem(props: {
       ) : (
         <div className="jp-mlops-deployment-problem">{d.error ?? 'it does not answer'}</div>
       )}
+      <HealthLine deployment={d} />
       {d.last_error && (
         <div className="jp-mlops-job-error" title={d.last_error.error}>
           v{d.last_error.version} did not load: {d.last_error.error}

@@ -6,7 +6,7 @@ import { ApiError } from '../api';
 export function ErrorState(props: {
   error: ApiError;
   onRetry: () => void;
-  what?: 'registry' | 'jobs' | 'deployments';
+  what?: 'registry' | 'jobs' | 'deployments' | 'approvals';
   /** When the section retries by itself (an unreachable store), if it does. */
   retryAt?: Date | null;
 }): JSX.Element {
@@ -15,7 +15,7 @@ export function ErrorState(props: {
   const unreachable = props.error.kind === 'unreachable';
   const title =
     props.error.kind === 'missing-extension'
-      ? `The ${jobs ? 'jobs' : deployments ? 'deployments' : 'registry'} API is not available`
+      ? `The ${props.what ?? 'registry'} API is not available`
       : unreachable
         ? deployments
           ? 'The Jupyter server cannot be reached'

@@ -1,4 +1,5 @@
 /** The panel's state, one model a section. */
+export * from './approvals';
 export * from './deployments';
 export * from './jobs';
 export * from './polling';

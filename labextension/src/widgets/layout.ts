@@ -8,6 +8,7 @@
  * gives the rest to the others; when they do not all fit, they share the height evenly
  * (none below what it needs if that fits in its share) and each scrolls.
  */
+import { ISignal } from '@lumino/signaling';
 import { AccordionPanel, Widget } from '@lumino/widgets';
 
 /** The height a section needs: its first child (the rendered body) plus its own padding and border. */
@@ -74,4 +75,34 @@ export function fitSectionsToContent(accordion: AccordionPanel): () => void {
     resizes.disconnect();
     bodies.disconnect();
   };
+}
+
+/**
+ * Fold `section` of `accordion` while it has nothing to show, and unfold it when it gets
+ * something: a section for the exceptional (a promotion waiting for approval) costs the
+ * others only its title the rest of the time. It acts when emptiness changes only, so a
+ * person's own fold or unfold stands until then.
+ */
+export function foldWhenEmpty(
+  accordion: AccordionPanel,
+  section: Widget,
+  isEmpty: () => boolean,
+  changed: ISignal<unknown, void>
+): void {
+  let folded: boolean | null = null;
+  const apply = () => {
+    const empty = isEmpty();
+    if (empty === folded) {
+      return;
+    }
+    folded = empty;
+    const index = accordion.widgets.indexOf(section);
+    if (empty) {
+      accordion.collapse(index);
+    } else {
+      accordion.expand(index);
+    }
+  };
+  changed.connect(apply);
+  apply();
 }
