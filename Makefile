@@ -101,7 +101,7 @@ check: $(STAMP)
 	cd labextension && npm run lint && npm test
 
 test: $(STAMP) $(CHROMIUM) $(PG_INITDB) check
-	MLOPS_NB_CHROMIUM=$(CHROMIUM) MLOPS_NB_EVIDENTLY_PYTHON=$(EVIDENTLY) $(BIN)/python -m pytest -q -ra --durations=25
+	MLOPS_NB_CHROMIUM=$(CHROMIUM) MLOPS_NB_EVIDENTLY_PYTHON=$(EVIDENTLY) $(BIN)/python -m pytest -q -ra --durations=25 -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
