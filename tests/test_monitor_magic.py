@@ -229,7 +229,12 @@ def test_a_protected_alias_moves_only_on_approve_and_the_audit_says_who_and_why(
     def champion() -> str:
         return str(client.get_model_version_by_alias("appr", "champion").version)
 
+    # A registration straight into the protected alias waits too, until someone approves it.
     register(data, "appr", c=1.0, accuracy=0.80, flags="--alias champion")
+    assert "champion" not in client.get_registered_model("appr").aliases
+    assert [(p.version, p.alias) for p in mnb.pending_approvals()] == [("1", "champion")]
+    assert run(data, "%mlops approve appr 1 --reason 'the first version'").success
+    assert champion() == "1"
     register(data, "appr", c=0.5, accuracy=0.90, flags="--alias challenger")
     capsys.readouterr()
 
