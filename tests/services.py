@@ -474,7 +474,6 @@ class JupyterServer:
     @contextmanager
     def kernel_client(self, kernel_id: str) -> Iterator[object]:
         """A client on the server's kernel, from the connection file in its runtime folder."""
-        import queue
 
         from jupyter_client import BlockingKernelClient
 
@@ -483,19 +482,31 @@ class JupyterServer:
         client.start_channels()
         try:
             # Not wait_for_ready: without a kernel manager it takes a heartbeat not yet
-            # beating for a dead kernel. Ask for kernel_info until the kernel answers.
+            # beating for a dead kernel. Ask for kernel_info until the kernel answers on
+            # the shell channel and its status for that request arrives on iopub too: a
+            # subscription still joining misses the idle status an execute waits for.
             deadline = time.monotonic() + 60
-            while True:
-                msg_id = client.kernel_info()
-                try:
-                    if client.get_shell_msg(timeout=5)["parent_header"].get("msg_id") == msg_id:
-                        break
-                except queue.Empty:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"kernel {kernel_id} did not answer") from None
+            while not _kernel_answers(client):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"kernel {kernel_id} did not answer on both its shell and iopub channels")
             yield client
         finally:
             client.stop_channels()
+
+
+def _kernel_answers(client) -> bool:
+    """Whether one kernel_info request is answered on shell and seen on iopub (5 s each)."""
+    import queue
+
+    msg_id = client.kernel_info()
+    try:
+        while client.get_shell_msg(timeout=5)["parent_header"].get("msg_id") != msg_id:
+            pass
+        while client.get_iopub_msg(timeout=5)["parent_header"].get("msg_id") != msg_id:
+            pass
+    except queue.Empty:
+        return False
+    return True
 
 
 @contextmanager
