@@ -202,9 +202,10 @@ def store_profile(
     Raises an :class:`mlops_nb.exceptions.MlopsError` whose one line says the profile was
     not stored, why, and how to add one.
     """
-    from mlops_nb.magics import store_profile as store  # the one home of this logic, shared with %mlops
+    from mlops_nb.monitoring.profiles import store_profile as store  # shared with %mlops register
 
-    return store(get_tracker(), name, version, model, reference, input_example, source=source)
+    tracker = get_tracker()
+    return store(tracker.client, name, version, model, reference, input_example, source=source, config=tracker.config)
 
 
 def set_alias(name: str, alias: str, version: str | int) -> str | None:

@@ -18,13 +18,13 @@ import ast
 import re
 import shlex
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from mlops_nb.exceptions import MlopsError, PromotionRefusedError, StoreError, one_line
+from mlops_nb.exceptions import MlopsError, PromotionRefusedError, one_line
 from mlops_nb.magics import warmup
 from mlops_nb.provenance import locate_notebook
 from mlops_nb.registry import (
@@ -53,9 +53,6 @@ from mlops_nb.tracking import (
     ui_hint,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
-    from mlops_nb.monitoring.profile import Profile
-
 __all__ = [
     "HELP",
     "MlopsMagics",
@@ -63,7 +60,6 @@ __all__ = [
     "load",
     "run_summary",
     "servers_table",
-    "store_profile",
     "unload",
 ]
 
@@ -184,41 +180,6 @@ def servers_table(servers: list[dict[str, Any]]) -> Table:
         title="model servers of this project",
         footer="see one: %mlops serve MODEL · stop one: %mlops serve --stop ID",
     )
-
-
-def store_profile(
-    tracker: Tracker,
-    name: str,
-    version: str | int,
-    model: Any = None,
-    reference: Any = None,
-    input_example: Any = None,
-    *,
-    source: str = "",
-) -> Profile:
-    """Build and store the reference profile of ``name`` ``version`` in the tracker's
-    store (:func:`mlops_nb.store_profile` says what from); returns it.
-
-    Every failure is one :class:`~mlops_nb.exceptions.MlopsError` line saying the profile
-    was not stored, why, and how to add one: registration calls this after the version
-    exists, and shows that line instead of failing.
-    """
-    # Imported here: profiles need numpy and pandas, which %load_ext does not pay for.
-    from mlops_nb.monitoring.profiles import add_profile_hint, reference_profile, save_profile
-
-    try:
-        if model is None:
-            model, _ = tracker.load_model(f"models:/{name}/{version}")
-        profile = reference_profile(model, reference, input_example, source=source)
-        save_profile(tracker.client, name, str(version), profile, config=tracker.config)
-    except Exception as exc:
-        ours = isinstance(exc, MlopsError)
-        message = (
-            f"no reference profile was stored for {name} v{version} ({one_line(exc, with_type=not ours)}); "
-            + add_profile_hint(name, str(version))
-        )
-        raise (type(exc)(message) if ours else StoreError(message)) from None
-    return profile
 
 
 def approvals_table(pending: list[PendingApproval]) -> Table:
@@ -545,9 +506,14 @@ class MlopsMagics(Magics):
             return
         source = args.reference or args.input_example
         try:
+            # Imported here: profiles need numpy and pandas, which %load_ext does not pay for.
+            from mlops_nb.monitoring.profiles import store_profile
+
+            tracker = self.tracker
             profile = store_profile(
-                self.tracker, version.name, version.version, model, reference, example, source=source
-            )
+                tracker.client, version.name, version.version, model, reference, example, source=source,
+                config=tracker.config,
+            )  # fmt: skip
         except MlopsError as exc:  # the version is registered: a missing profile never fails the cell
             print(f"  {exc}")
             return

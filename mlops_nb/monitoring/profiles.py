@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_nb.exceptions import MlopsError, NotFoundError, StoreError, UsageError, one_line
 from mlops_nb.monitoring.profile import Profile, build_profile
-from mlops_nb.registry import get_version
+from mlops_nb.registry import get_version, load_model
 from mlops_nb.store import local_path
 from mlops_nb.tags import KIND, MONITOR_MODEL, MONITOR_VERSION, PROFILE
 
@@ -39,6 +39,7 @@ __all__ = [
     "profile_summary",
     "reference_profile",
     "save_profile",
+    "store_profile",
 ]
 
 #: The experiment of monitor and profile runs.
@@ -242,3 +243,37 @@ def profile_summary(profile: Profile) -> dict[str, Any]:
         "columns": list(profile.columns),
         "prediction": profile.prediction.kind if profile.prediction is not None else None,
     }
+
+
+def store_profile(
+    client: MlflowClient,
+    name: str,
+    version: str | int,
+    model: Any = None,
+    reference: Any = None,
+    input_example: Any = None,
+    *,
+    source: str = "",
+    config: ProjectConfig | None = None,
+) -> Profile:
+    """Build and store the reference profile of ``name`` ``version`` from ``reference``
+    (else ``input_example``), with ``model``'s predictions on it (``model`` defaults to the
+    registered version itself); returns it.
+
+    Every failure is one :class:`~mlops_nb.exceptions.MlopsError` line saying the profile
+    was not stored, why, and how to add one: registration calls this after the version
+    exists, and shows that line instead of failing.
+    """
+    try:
+        if model is None:
+            model, _ = load_model(client, f"models:/{name}/{version}")
+        profile = reference_profile(model, reference, input_example, source=source)
+        save_profile(client, name, str(version), profile, config=config)
+    except Exception as exc:
+        ours = isinstance(exc, MlopsError)
+        message = (
+            f"no reference profile was stored for {name} v{version} ({one_line(exc, with_type=not ours)}); "
+            + add_profile_hint(name, str(version))
+        )
+        raise (type(exc)(message) if ours else StoreError(message)) from None
+    return profile
